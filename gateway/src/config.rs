@@ -1,0 +1,82 @@
+//! The gateway's command line: every knob is a flag and an environment variable.
+
+use clap::Parser;
+use jetinfer_shared::config::NatsArgs;
+use jetinfer_shared::telemetry::LogArgs;
+use jetinfer_shared::topology::TopologyArgs;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// REST front door: validate, micro-batch, publish to JetStream, answer.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "gateway", version, about)]
+pub struct GatewayArgs {
+    /// NATS connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Stream settings (used when this gateway creates the streams).
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Address the REST API listens on.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+    /// Unique id of this gateway; its results arrive on `infer.result.<id>`.
+    /// Defaults to `gw-<random>`.
+    #[arg(long, env = "GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// How requests are grouped into batches.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct BatchArgs {
+    /// Most requests in one batch (one forward pass on a worker).
+    #[arg(long, env = "BATCH_MAX_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub batch_max_size: u32,
+    /// Longest a request waits for companions before its batch is sent.
+    /// A batch goes at once when nothing is in flight, so a lone request never waits.
+    #[arg(long, env = "BATCH_MAX_WAIT_MS", default_value_t = 5)]
+    pub batch_max_wait_ms: u64,
+}
+
+impl BatchArgs {
+    /// `batch_max_wait_ms` as a duration.
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_max_wait_ms)
+    }
+}
+
+/// Input limits; exceeding one is a 4xx that names the limit.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Limits {
+    /// Largest request body accepted (413 above).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Longest text (input, query, candidate or label) in characters. The model
+    /// reads at most 256 tokens of it (about 1000 characters of English); the
+    /// rest is truncated as sentence-transformers does.
+    #[arg(long, env = "MAX_INPUT_CHARS", default_value_t = 10_000)]
+    pub max_input_chars: usize,
+    /// Most candidates (similarity) or labels (classify) in one request.
+    #[arg(long, env = "MAX_ITEMS", default_value_t = 256)]
+    pub max_items: usize,
+    /// How long a client waits for its answer before a 504.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+}
+
+impl GatewayArgs {
+    /// The gateway id, generated once if none was configured.
+    pub fn resolved_id(&self) -> String {
+        self.gateway_id.clone().unwrap_or_else(|| {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            format!("gw-{}", &id[..8])
+        })
+    }
+}

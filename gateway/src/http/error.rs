@@ -1,0 +1,121 @@
+//! The one error type of the REST API and its mapping to status codes.
+//!
+//! Every failure a client can see is an [`ApiError`]; its JSON body is always
+//! `{"error": "<code>", "message": "<what is wrong>"}` plus the request id
+//! when one was assigned.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use uuid::Uuid;
+
+/// What went wrong with a request, from the client's point of view.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON, or not a JSON object.
+    #[error("{0}")]
+    InvalidJson(String),
+    /// The body is not declared as JSON.
+    #[error("expected `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    /// The body exceeds `MAX_BODY_BYTES`.
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// A required field is absent.
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    /// A field the API does not know (often a typo).
+    #[error("unknown field `{0}`; allowed: task, input, labels, priority")]
+    UnknownField(String),
+    /// `task` names no task.
+    #[error("{0}")]
+    UnknownTask(String),
+    /// A field has the wrong type or an empty/invalid value.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A text or list exceeds a documented limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The work queue did not take the request.
+    #[error("{message}")]
+    Unavailable {
+        /// Why.
+        message: String,
+        /// The request that was refused.
+        request_id: Uuid,
+    },
+    /// No answer within `REQUEST_TIMEOUT_MS`.
+    #[error("no answer within {timeout_ms} ms")]
+    Timeout {
+        /// The configured timeout.
+        timeout_ms: u64,
+        /// The request that timed out.
+        request_id: Uuid,
+    },
+    /// A worker ran the request and reported an error.
+    #[error("{message}")]
+    Worker {
+        /// The worker's error text.
+        message: String,
+        /// The failed request.
+        request_id: Uuid,
+    },
+    /// The gateway is stopping.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<Uuid>,
+}
+
+impl ApiError {
+    /// Status code and machine-readable code, in one exhaustive match.
+    pub(crate) fn parts(&self) -> (StatusCode, &'static str, Option<Uuid>) {
+        match self {
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json", None),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None)
+            }
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
+            ApiError::MissingField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "missing_field", None),
+            ApiError::UnknownField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_field", None),
+            ApiError::UnknownTask(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_task", None),
+            ApiError::InvalidInput(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", None),
+            ApiError::TooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "input_too_large", None),
+            ApiError::Unavailable { request_id, .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", Some(*request_id))
+            }
+            ApiError::Timeout { request_id, .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, "timeout", Some(*request_id))
+            }
+            ApiError::Worker { request_id, .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "worker_error", Some(*request_id))
+            }
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", None),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, request_id) = self.parts();
+        let body = Body {
+            error: code,
+            message: self.to_string(),
+            request_id,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,149 @@
+//! `POST /infer`: validate, queue, wait for exactly one answer.
+
+use super::error::ApiError;
+use super::validate;
+use super::AppState;
+use crate::batcher::Queued;
+use crate::pending::{Pending, Reply};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use jetinfer_shared::clock::now_ms;
+use jetinfer_shared::protocol::{BatchItem, ItemOutcome, Task, TaskOutput};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// A successful answer.
+#[derive(Debug, Serialize)]
+pub struct InferResponse {
+    /// Id assigned by the gateway.
+    pub request_id: Uuid,
+    /// The task that ran.
+    pub task: Task,
+    /// Model that computed the output.
+    pub model: String,
+    /// Worker that computed the output.
+    pub worker_id: String,
+    /// Redeliveries before this answer (delivery count − 1).
+    pub retries: u64,
+    /// Time from acceptance to answer, in milliseconds.
+    pub latency_ms: f64,
+    /// Task-specific output.
+    pub output: TaskOutput,
+}
+
+/// Removes the request from the pending map if the handler ends before its
+/// answer (timeout, client disconnect), so an abandoned request frees its slot.
+struct Waiting<'a> {
+    pending: &'a Pending,
+    id: Uuid,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.pending.forget(self.id);
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
+        None => Ok(()),
+        Some(Ok(v)) if v.trim_start().starts_with("application/json") => Ok(()),
+        Some(_) => Err(ApiError::UnsupportedMediaType),
+    }
+}
+
+/// Handle one inference request.
+pub async fn infer(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<InferResponse>, ApiError> {
+    let started = Instant::now();
+    let validated = check_content_type(&headers)
+        .and_then(|()| {
+            body.map_err(|r| match r.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(state.limits.max_body_bytes),
+                _ => ApiError::InvalidJson(r.body_text()),
+            })
+        })
+        .and_then(|body| validate::parse(&body, &state.limits))
+        .inspect_err(|e| {
+            state.counters.rejected();
+            tracing::debug!(error = %e, "request rejected");
+        })?;
+
+    let request_id = Uuid::new_v4();
+    let task = validated.input.task();
+    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
+    let answer = state.pending.register(request_id);
+    let _waiting = Waiting {
+        pending: &state.pending,
+        id: request_id,
+    };
+    state.counters.submitted();
+    state
+        .batcher
+        .submit(Queued {
+            item: BatchItem {
+                request_id,
+                input: validated.input,
+            },
+            priority: validated.priority,
+            deadline_ms: now_ms() + state.limits.request_timeout_ms,
+        })
+        .await
+        .map_err(|_| ApiError::ShuttingDown)?;
+
+    let reply = tokio::time::timeout(timeout, answer).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let result = match reply {
+        Ok(Ok(Reply::Done {
+            worker_id,
+            model,
+            attempt,
+            outcome,
+        })) => {
+            let retries = attempt.saturating_sub(1);
+            tracing::info!(request_id = %request_id, task = %task, worker_id = %worker_id, attempt,
+                latency_ms, outcome = if matches!(outcome, ItemOutcome::Ok(_)) { "ok" } else { "error" },
+                "request answered");
+            if retries > 0 {
+                state.counters.retried();
+            }
+            match outcome {
+                ItemOutcome::Ok(output) => Ok(InferResponse {
+                    request_id,
+                    task,
+                    model,
+                    worker_id,
+                    retries,
+                    latency_ms,
+                    output,
+                }),
+                ItemOutcome::Error(message) => Err(ApiError::Worker { message, request_id }),
+            }
+        }
+        Ok(Ok(Reply::NotQueued(message))) => Err(ApiError::Unavailable { message, request_id }),
+        Ok(Err(_)) => Err(ApiError::ShuttingDown),
+        Err(_) => {
+            state.counters.timed_out();
+            Err(ApiError::Timeout {
+                timeout_ms: state.limits.request_timeout_ms,
+                request_id,
+            })
+        }
+    };
+    match &result {
+        Ok(_) => state.counters.completed(),
+        Err(e) => {
+            state.counters.failed();
+            tracing::warn!(request_id = %request_id, task = %task, latency_ms, error = %e, "request failed");
+        }
+    }
+    result.map(Json)
+}

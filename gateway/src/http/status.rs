@@ -1,0 +1,147 @@
+//! `GET /status` (workers, queue, counters) and `GET /healthz`.
+//!
+//! Everything here is read live from NATS: workers from the heartbeat bucket,
+//! the queue from JetStream consumer info. The gateway keeps no registry.
+
+use super::AppState;
+use crate::stats::CountersSnapshot;
+use axum::extract::State;
+use axum::Json;
+use futures::StreamExt;
+use jetinfer_shared::clock::now_ms;
+use jetinfer_shared::protocol::{Heartbeat, Priority, Task};
+use jetinfer_shared::subjects;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// A live worker as its last heartbeat describes it.
+#[derive(Debug, Serialize)]
+pub struct WorkerStatus {
+    /// The heartbeat record.
+    #[serde(flatten)]
+    pub heartbeat: Heartbeat,
+    /// Milliseconds since that heartbeat.
+    pub last_seen_ms_ago: u64,
+}
+
+/// One work consumer's backlog.
+#[derive(Debug, Serialize, Default)]
+pub struct ConsumerStatus {
+    /// Consumer name (`work-<task>-<priority>`).
+    pub name: String,
+    /// Batches not yet delivered to any worker.
+    pub pending: u64,
+    /// Batches delivered and not yet acked.
+    pub in_flight: u64,
+    /// Batches delivered more than once and not yet acked.
+    pub redelivered: u64,
+}
+
+/// The work queue as a whole.
+#[derive(Debug, Serialize, Default)]
+pub struct QueueStatus {
+    /// Sum over consumers.
+    pub pending: u64,
+    /// Sum over consumers.
+    pub in_flight: u64,
+    /// Sum over consumers.
+    pub redelivered: u64,
+    /// Consumers that exist (a task with no worker ever started has none).
+    pub consumers: Vec<ConsumerStatus>,
+    /// Set when JetStream could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Body of `GET /status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// This gateway.
+    pub gateway_id: String,
+    /// NATS connection state as the client sees it.
+    pub nats: String,
+    /// Live workers, by id.
+    pub workers: Vec<WorkerStatus>,
+    /// Work-queue backlog.
+    pub queue: QueueStatus,
+    /// Request counters.
+    pub gateway: CountersSnapshot,
+    /// Requests waiting for an answer now.
+    pub waiting: usize,
+}
+
+async fn workers(js: &async_nats::jetstream::Context) -> Vec<WorkerStatus> {
+    let Ok(kv) = js.get_key_value(subjects::WORKERS_BUCKET).await else {
+        return Vec::new();
+    };
+    let Ok(keys) = kv.keys().await else {
+        return Vec::new();
+    };
+    let keys: Vec<String> = keys.filter_map(|k| async move { k.ok() }).collect().await;
+    let now = now_ms();
+    let mut out = Vec::new();
+    for key in keys {
+        if let Ok(Some(value)) = kv.get(&key).await {
+            if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&value) {
+                out.push(WorkerStatus {
+                    last_seen_ms_ago: now.saturating_sub(heartbeat.updated_at_ms),
+                    heartbeat,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.heartbeat.id.cmp(&b.heartbeat.id));
+    out
+}
+
+async fn queue(js: &async_nats::jetstream::Context) -> QueueStatus {
+    let stream = match js.get_stream(subjects::TASK_STREAM).await {
+        Ok(s) => s,
+        Err(e) => {
+            return QueueStatus {
+                error: Some(e.to_string()),
+                ..Default::default()
+            }
+        }
+    };
+    let mut status = QueueStatus::default();
+    for task in Task::ALL {
+        for priority in Priority::ALL {
+            let name = subjects::work_consumer(task, priority);
+            if let Ok(info) = stream.consumer_info(&name).await {
+                let c = ConsumerStatus {
+                    name,
+                    pending: info.num_pending,
+                    in_flight: info.num_ack_pending as u64,
+                    redelivered: info.num_redelivered as u64,
+                };
+                status.pending += c.pending;
+                status.in_flight += c.in_flight;
+                status.redelivered += c.redelivered;
+                status.consumers.push(c);
+            }
+        }
+    }
+    status
+}
+
+/// Live view of workers, queue and counters.
+pub async fn status(State(state): State<Arc<AppState>>) -> Json<Status> {
+    let (workers, queue) = tokio::join!(workers(&state.js), queue(&state.js));
+    Json(Status {
+        gateway_id: state.gateway_id.clone(),
+        nats: state.nats.connection_state().to_string(),
+        workers,
+        queue,
+        gateway: state.counters.snapshot(),
+        waiting: state.pending.len(),
+    })
+}
+
+/// Liveness of the gateway process (and what it thinks of NATS).
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "nats": state.nats.connection_state().to_string(),
+    }))
+}

@@ -1,0 +1,69 @@
+//! Publishing batches to the work-queue stream.
+//!
+//! A batch is one MessagePack message on `infer.task.<task>.<priority>` with
+//! `Nats-Msg-Id` = batch id (JetStream drops a re-published duplicate) and
+//! headers a person can read with the nats CLI. If JetStream does not
+//! acknowledge it (stream full, no JetStream, timeout) every request in it is
+//! answered at once with the reason: nothing hangs on a lost publish.
+
+use crate::batcher::Queued;
+use crate::pending::{Pending, Reply};
+use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
+use async_nats::jetstream;
+use jetinfer_shared::protocol::{self, Priority, Task, TaskBatch};
+use jetinfer_shared::subjects;
+use uuid::Uuid;
+
+/// Sends batches and answers their requests when a publish fails.
+pub struct Publisher {
+    /// JetStream context.
+    pub js: jetstream::Context,
+    /// This gateway's result subject, carried in every batch.
+    pub reply_subject: String,
+    /// Waiting requests.
+    pub pending: Pending,
+}
+
+impl Publisher {
+    /// Publish one batch and wait for JetStream to store it.
+    pub async fn publish(&self, task: Task, priority: Priority, queued: Vec<Queued>) {
+        let batch = TaskBatch {
+            batch_id: Uuid::new_v4(),
+            task,
+            priority,
+            reply_subject: self.reply_subject.clone(),
+            deadline_ms: queued.iter().map(|q| q.deadline_ms).max().unwrap_or(0),
+            items: queued.into_iter().map(|q| q.item).collect(),
+        };
+        if let Err(reason) = self.send(&batch).await {
+            tracing::warn!(batch_id = %batch.batch_id, task = %task, requests = batch.items.len(),
+                error = %reason, "batch not queued");
+            for item in &batch.items {
+                self.pending
+                    .answer(item.request_id, Reply::NotQueued(reason.clone()));
+            }
+        } else {
+            tracing::debug!(batch_id = %batch.batch_id, task = %task, requests = batch.items.len(), "batch queued");
+        }
+    }
+
+    async fn send(&self, batch: &TaskBatch) -> Result<(), String> {
+        let body = protocol::encode(batch).map_err(|e| e.to_string())?;
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_MESSAGE_ID, batch.batch_id.to_string().as_str());
+        headers.insert("Content-Type", subjects::MSGPACK);
+        headers.insert(subjects::HEADER_BATCH_ID, batch.batch_id.to_string().as_str());
+        headers.insert(subjects::HEADER_TASK, batch.task.as_str());
+        headers.insert(subjects::HEADER_REQUESTS, batch.items.len().to_string().as_str());
+        headers.insert(subjects::HEADER_DEADLINE, batch.deadline_ms.to_string().as_str());
+        let subject = subjects::task_subject(batch.task, batch.priority);
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, body.into())
+            .await
+            .map_err(|e| format!("work queue unavailable: {e}"))?;
+        ack.await
+            .map(drop)
+            .map_err(|e| format!("work queue refused the batch: {e}"))
+    }
+}

@@ -1,0 +1,74 @@
+//! Gateway counters shown by `GET /status`.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Request counters since start; lock-free, shared by handlers and the result router.
+#[derive(Debug, Default)]
+pub struct Counters {
+    submitted: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    timed_out: AtomicU64,
+    rejected: AtomicU64,
+    duplicates_dropped: AtomicU64,
+}
+
+/// The counters at one moment, as JSON.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    /// Requests accepted (validated and queued).
+    pub submitted: u64,
+    /// Answered with an output.
+    pub completed: u64,
+    /// Answered with an error after being accepted (includes timeouts).
+    pub failed: u64,
+    /// Answered after at least one redelivery.
+    pub retried: u64,
+    /// Of `failed`: no answer before the request timeout.
+    pub timed_out: u64,
+    /// Refused at validation (4xx).
+    pub rejected: u64,
+    /// Results that arrived for an already answered request (redelivery duplicates).
+    pub duplicates_dropped: u64,
+}
+
+macro_rules! bump {
+    ($($name:ident => $field:ident),* $(,)?) => {
+        impl Counters {
+            $(
+                #[doc = concat!("Count one `", stringify!($field), "` event.")]
+                pub fn $name(&self) {
+                    self.$field.fetch_add(1, Ordering::Relaxed);
+                }
+            )*
+        }
+    };
+}
+
+bump! {
+    submitted => submitted,
+    completed => completed,
+    failed => failed,
+    retried => retried,
+    timed_out => timed_out,
+    rejected => rejected,
+    duplicate => duplicates_dropped,
+}
+
+impl Counters {
+    /// Read every counter.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CountersSnapshot {
+            submitted: get(&self.submitted),
+            completed: get(&self.completed),
+            failed: get(&self.failed),
+            retried: get(&self.retried),
+            timed_out: get(&self.timed_out),
+            rejected: get(&self.rejected),
+            duplicates_dropped: get(&self.duplicates_dropped),
+        }
+    }
+}

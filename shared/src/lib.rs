@@ -1,0 +1,22 @@
+//! Everything the jetinfer services must agree on, in one crate.
+//!
+//! The gateway, the workers and the dashboard never talk to each other
+//! directly: NATS is the only shared state. What keeps them compatible is
+//! this crate, so a subject name or a wire field is defined exactly once.
+//!
+//! # Layout
+//! - [`protocol`]: the MessagePack/JSON types that travel on NATS subjects.
+//! - [`subjects`]: every subject, stream, consumer and bucket name.
+//! - [`topology`]: idempotent creation of the streams, consumers and KV buckets.
+//! - [`config`]: command-line/env options every service shares (NATS connection).
+//! - [`telemetry`]: tracing setup with a switchable JSON output.
+//! - [`shutdown`]: the Ctrl-C/SIGTERM signal every binary stops on.
+//! - [`clock`]: wall-clock milliseconds, the unit deadlines travel in.
+
+pub mod clock;
+pub mod config;
+pub mod protocol;
+pub mod shutdown;
+pub mod subjects;
+pub mod telemetry;
+pub mod topology;

@@ -1,0 +1,416 @@
+//! Wire types: what travels on task and result subjects and in the heartbeat bucket.
+//!
+//! Task and result payloads are MessagePack with named fields
+//! ([`encode`]/[`decode`]), so a field added later does not shift the others
+//! and the nats CLI shows readable keys. Heartbeats are JSON so
+//! `nats kv get INFER_WORKERS <id>` is readable as it is.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// A computation a client can ask for; each one is a single forward pass per batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Sentence embedding of one text.
+    Embed,
+    /// Rank candidate texts by cosine similarity to a query.
+    Similarity,
+    /// Zero-shot classification of a text against label names.
+    Classify,
+}
+
+impl Task {
+    /// Every task, in a stable order (consumers, status pages).
+    pub const ALL: [Task; 3] = [Task::Embed, Task::Similarity, Task::Classify];
+
+    /// The name used in subjects, consumers and the REST API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Embed => "embed",
+            Task::Similarity => "similarity",
+            Task::Classify => "classify",
+        }
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name given is not one of [`Task::ALL`] or [`Priority`]'s names.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {kind} {given:?}; expected one of: {expected}")]
+pub struct UnknownName {
+    kind: &'static str,
+    given: String,
+    expected: &'static str,
+}
+
+impl FromStr for Task {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Task::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                kind: "task",
+                given: s.to_owned(),
+                expected: "embed, similarity, classify",
+            })
+    }
+}
+
+/// Which queue a request waits in; workers drain `high` before `normal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Served first.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+}
+
+impl Priority {
+    /// Every priority, most urgent first: the order workers pull in.
+    pub const ALL: [Priority; 2] = [Priority::High, Priority::Normal];
+
+    /// The name used in subjects and the REST API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+        }
+    }
+}
+
+impl FromStr for Priority {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                kind: "priority",
+                given: s.to_owned(),
+                expected: "high, normal",
+            })
+    }
+}
+
+/// The validated input of one request; its variant fixes the task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "lowercase")]
+pub enum TaskInput {
+    /// Embed one text.
+    Embed {
+        /// The text to embed.
+        text: String,
+    },
+    /// Score every candidate against the query.
+    Similarity {
+        /// The text candidates are compared with.
+        query: String,
+        /// The texts to rank.
+        candidates: Vec<String>,
+    },
+    /// Pick the label whose embedding is closest to the text's.
+    Classify {
+        /// The text to classify.
+        text: String,
+        /// Candidate label names, used as texts to embed.
+        labels: Vec<String>,
+    },
+}
+
+impl TaskInput {
+    /// The task this input belongs to.
+    pub fn task(&self) -> Task {
+        match self {
+            TaskInput::Embed { .. } => Task::Embed,
+            TaskInput::Similarity { .. } => Task::Similarity,
+            TaskInput::Classify { .. } => Task::Classify,
+        }
+    }
+
+    /// Every text that must go through the model for this request, in order:
+    /// the main text first, then candidates or labels.
+    pub fn texts(&self) -> Vec<&str> {
+        match self {
+            TaskInput::Embed { text } => vec![text.as_str()],
+            TaskInput::Similarity { query, candidates } => std::iter::once(query)
+                .chain(candidates)
+                .map(String::as_str)
+                .collect(),
+            TaskInput::Classify { text, labels } => std::iter::once(text)
+                .chain(labels)
+                .map(String::as_str)
+                .collect(),
+        }
+    }
+}
+
+/// One client request inside a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchItem {
+    /// Id the gateway gave the request; results are matched on it.
+    pub request_id: Uuid,
+    /// What to compute.
+    pub input: TaskInput,
+}
+
+/// The unit of work on the task stream: requests of one task and priority.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskBatch {
+    /// Unique per batch; also the `Nats-Msg-Id`, so a re-published batch is deduplicated.
+    pub batch_id: Uuid,
+    /// Task shared by every item.
+    pub task: Task,
+    /// Queue the batch was published to.
+    pub priority: Priority,
+    /// Subject the worker publishes the [`ResultBatch`] on.
+    pub reply_subject: String,
+    /// Unix milliseconds after which no client waits for any item any more.
+    pub deadline_ms: u64,
+    /// The requests, in arrival order.
+    pub items: Vec<BatchItem>,
+}
+
+/// One candidate's score in a similarity answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredCandidate {
+    /// Position of the candidate in the request.
+    pub index: usize,
+    /// The candidate text.
+    pub text: String,
+    /// Cosine similarity with the query, in [-1, 1].
+    pub score: f32,
+}
+
+/// What a task computed for one request. Serialised untagged, so the JSON a
+/// client sees is just `{"embedding": [...]}`, `{"scores": [...]}` or
+/// `{"label": ..., "scores": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TaskOutput {
+    /// `embed`: the L2-normalised sentence embedding.
+    Embedding {
+        /// 384 floats for all-MiniLM-L6-v2.
+        embedding: Vec<f32>,
+    },
+    /// `classify`: the winning label and the probability of each label.
+    Classification {
+        /// Label with the highest probability.
+        label: String,
+        /// Softmax probability of every label.
+        scores: BTreeMap<String, f32>,
+    },
+    /// `similarity`: candidates sorted by descending score.
+    Similarity {
+        /// Highest score first.
+        scores: Vec<ScoredCandidate>,
+    },
+}
+
+/// The answer for one request: an output or the reason there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemOutcome {
+    /// The task ran.
+    Ok(TaskOutput),
+    /// The task could not run for this request; the text says why.
+    Error(String),
+}
+
+/// One request's result inside a [`ResultBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemResult {
+    /// The request this answers.
+    pub request_id: Uuid,
+    /// Output or error.
+    pub outcome: ItemOutcome,
+}
+
+/// What a worker publishes on the batch's reply subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultBatch {
+    /// The batch this answers.
+    pub batch_id: Uuid,
+    /// Worker that computed it.
+    pub worker_id: String,
+    /// Model that computed it.
+    pub model: String,
+    /// JetStream delivery count of the batch: 1 on the first try.
+    pub attempt: u64,
+    /// Time the forward pass and post-processing took on the worker.
+    pub compute_ms: f64,
+    /// One result per item, in the batch's order.
+    pub items: Vec<ItemResult>,
+}
+
+/// A worker's liveness record in the `INFER_WORKERS` bucket (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Worker id, also the KV key.
+    pub id: String,
+    /// Tasks the worker pulls.
+    pub tasks: Vec<Task>,
+    /// Model name or folder the worker serves.
+    pub model: String,
+    /// Worker build version.
+    pub version: String,
+    /// `starting`, `ready` or `draining`.
+    pub state: String,
+    /// Batches being computed right now.
+    pub in_flight: u64,
+    /// Requests answered successfully since start.
+    pub processed: u64,
+    /// Requests answered with an error since start.
+    pub failed: u64,
+    /// Compute time of the last batch, in milliseconds.
+    pub last_batch_ms: f64,
+    /// Unix milliseconds when the worker started.
+    pub started_at_ms: u64,
+    /// Unix milliseconds of this heartbeat.
+    pub updated_at_ms: u64,
+}
+
+/// Something that happened on a worker, published on `infer.event.<worker>.<kind>`
+/// (JSON) for the dashboard and for people watching with `nats sub 'infer.event.>'`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerEvent {
+    /// Worker the event happened on.
+    pub worker_id: String,
+    /// `started`, `completed`, `failed`, `redelivered`, `expired` or `stopped`.
+    pub kind: String,
+    /// Batch concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<Uuid>,
+    /// Requests in that batch.
+    #[serde(default)]
+    pub requests: usize,
+    /// Delivery count of that batch.
+    #[serde(default)]
+    pub attempt: u64,
+    /// Compute time, for `completed`.
+    #[serde(default)]
+    pub latency_ms: f64,
+    /// What went wrong, for `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+}
+
+/// A task or result payload could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Encoding failed (practically only on a bug in a `Serialize` impl).
+    #[error("cannot encode message: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// The bytes are not a valid message of the expected type.
+    #[error("malformed message: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+}
+
+/// Encode a wire value as MessagePack with field names.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
+    Ok(rmp_serde::to_vec_named(value)?)
+}
+
+/// Decode a wire value from MessagePack.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Serialize + for<'a> Deserialize<'a> + PartialEq + fmt::Debug>(v: T) {
+        let bytes = encode(&v).expect("encode");
+        assert_eq!(decode::<T>(&bytes).expect("decode"), v);
+    }
+
+    #[test]
+    fn every_output_shape_survives_msgpack() {
+        let outputs = [
+            TaskOutput::Embedding {
+                embedding: vec![0.5, -0.25],
+            },
+            TaskOutput::Classification {
+                label: "positive".into(),
+                scores: [("positive".to_string(), 0.9), ("negative".to_string(), 0.1)].into(),
+            },
+            TaskOutput::Similarity {
+                scores: vec![ScoredCandidate {
+                    index: 1,
+                    text: "a".into(),
+                    score: 0.5,
+                }],
+            },
+        ];
+        let items = outputs
+            .into_iter()
+            .map(|o| ItemResult {
+                request_id: Uuid::new_v4(),
+                outcome: ItemOutcome::Ok(o),
+            })
+            .chain([ItemResult {
+                request_id: Uuid::new_v4(),
+                outcome: ItemOutcome::Error("too long".into()),
+            }])
+            .collect();
+        round_trip(ResultBatch {
+            batch_id: Uuid::new_v4(),
+            worker_id: "w".into(),
+            model: "m".into(),
+            attempt: 2,
+            compute_ms: 1.5,
+            items,
+        });
+    }
+
+    #[test]
+    fn batches_survive_msgpack() {
+        round_trip(TaskBatch {
+            batch_id: Uuid::new_v4(),
+            task: Task::Similarity,
+            priority: Priority::High,
+            reply_subject: "infer.result.g".into(),
+            deadline_ms: 42,
+            items: vec![BatchItem {
+                request_id: Uuid::new_v4(),
+                input: TaskInput::Similarity {
+                    query: "q".into(),
+                    candidates: vec!["a".into(), "b".into()],
+                },
+            }],
+        });
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        assert!(matches!(
+            decode::<TaskBatch>(b"\xc1garbage"),
+            Err(WireError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn texts_put_the_main_text_first() {
+        let input = TaskInput::Classify {
+            text: "t".into(),
+            labels: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(input.texts(), ["t", "a", "b"]);
+        assert_eq!("classify".parse::<Task>().unwrap(), Task::Classify);
+        assert!("nope".parse::<Task>().is_err());
+    }
+}

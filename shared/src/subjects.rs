@@ -1,0 +1,73 @@
+//! Every NATS name jetinfer uses, so no crate spells one by hand.
+//!
+//! The layout is the one in `DESIGN.md`: tasks flow on `infer.task.<task>.<priority>`
+//! into the work-queue stream, results come back on `infer.result.<gateway-id>`,
+//! events go out on `infer.event.<worker-id>.<kind>`.
+
+use crate::protocol::{Priority, Task};
+
+/// Work-queue stream that holds task batches until a worker acks them.
+pub const TASK_STREAM: &str = "INFER_TASKS";
+/// Every subject the task stream captures.
+pub const TASK_SUBJECTS: &str = "infer.task.>";
+/// Short-lived stream that gives workers a publish-ack for results.
+pub const RESULT_STREAM: &str = "INFER_RESULTS";
+/// Every subject the result stream captures.
+pub const RESULT_SUBJECTS: &str = "infer.result.>";
+/// KV bucket of worker heartbeats, keyed by worker id.
+pub const WORKERS_BUCKET: &str = "INFER_WORKERS";
+
+/// Header carrying the batch id, for people reading messages with the nats CLI.
+pub const HEADER_BATCH_ID: &str = "Jetinfer-Batch-Id";
+/// Header carrying the task name.
+pub const HEADER_TASK: &str = "Jetinfer-Task";
+/// Header carrying the number of requests in a batch.
+pub const HEADER_REQUESTS: &str = "Jetinfer-Requests";
+/// Header carrying the batch deadline in Unix milliseconds.
+pub const HEADER_DEADLINE: &str = "Jetinfer-Deadline-Ms";
+/// Header carrying the worker that produced a result.
+pub const HEADER_WORKER: &str = "Jetinfer-Worker";
+/// Content type of every task and result payload.
+pub const MSGPACK: &str = "application/msgpack";
+
+/// Subject a batch of `task` at `priority` is published on.
+pub fn task_subject(task: Task, priority: Priority) -> String {
+    format!("infer.task.{}.{}", task.as_str(), priority.as_str())
+}
+
+/// Durable pull consumer that every worker serving `task` at `priority` shares.
+///
+/// Sharing one consumer is what makes dispatch load-aware: an idle worker
+/// pulls the next batch, a busy one simply does not ask.
+pub fn work_consumer(task: Task, priority: Priority) -> String {
+    format!("work-{}-{}", task.as_str(), priority.as_str())
+}
+
+/// Subject on which one gateway receives the results of the batches it sent.
+pub fn result_subject(gateway_id: &str) -> String {
+    format!("infer.result.{gateway_id}")
+}
+
+/// Subject of a worker event (`started`, `completed`, `failed`, ...).
+pub fn event_subject(worker_id: &str, kind: &str) -> String {
+    format!("infer.event.{worker_id}.{kind}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_design() {
+        assert_eq!(
+            task_subject(Task::Embed, Priority::Normal),
+            "infer.task.embed.normal"
+        );
+        assert_eq!(
+            work_consumer(Task::Similarity, Priority::High),
+            "work-similarity-high"
+        );
+        assert_eq!(result_subject("gw1"), "infer.result.gw1");
+        assert_eq!(event_subject("w1", "started"), "infer.event.w1.started");
+    }
+}

@@ -1,0 +1,135 @@
+//! Idempotent creation of the JetStream objects jetinfer needs.
+//!
+//! Every service calls [`ensure_streams`] at start, so the stack comes up in
+//! any order and a fresh nats-server needs no manual setup. Creation keeps an
+//! existing object as it is: operators may tune limits with the nats CLI.
+
+use crate::protocol::{Priority, Task};
+use crate::subjects;
+use async_nats::jetstream::{self, consumer, kv, stream};
+use clap::Args;
+use std::time::Duration;
+
+/// Limits of the task stream and the retry policy of work consumers.
+#[derive(Debug, Clone, Args)]
+pub struct TopologyArgs {
+    /// How long a worker may hold a batch without acking (or sending progress)
+    /// before JetStream redelivers it to another worker.
+    #[arg(long, env = "ACK_WAIT_MS", default_value_t = 5_000)]
+    pub ack_wait_ms: u64,
+    /// Deliveries of a batch before JetStream gives up on it.
+    #[arg(long, env = "MAX_DELIVER", default_value_t = 4)]
+    pub max_deliver: i64,
+    /// Unacked batches a work consumer hands out at once, across all workers.
+    #[arg(long, env = "MAX_ACK_PENDING", default_value_t = 256)]
+    pub max_ack_pending: i64,
+    /// Batches the task stream holds before new publishes are refused (backpressure).
+    #[arg(long, env = "STREAM_MAX_MSGS", default_value_t = 100_000)]
+    pub stream_max_msgs: i64,
+    /// Bytes the task stream holds before new publishes are refused.
+    #[arg(long, env = "STREAM_MAX_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub stream_max_bytes: i64,
+    /// How long results stay in the result stream.
+    #[arg(long, env = "RESULT_MAX_AGE_MS", default_value_t = 60_000)]
+    pub result_max_age_ms: u64,
+    /// Worker heartbeat period; a heartbeat expires after three of them.
+    #[arg(long, env = "HEARTBEAT_INTERVAL_MS", default_value_t = 1_000)]
+    pub heartbeat_interval_ms: u64,
+}
+
+impl TopologyArgs {
+    /// Time a heartbeat stays in the bucket without being renewed.
+    pub fn heartbeat_ttl(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms * 3)
+    }
+}
+
+/// A JetStream object could not be created or looked up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up {what}: {source}")]
+pub struct TopologyError {
+    what: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+fn failed<E: std::error::Error + Send + Sync + 'static>(what: &str) -> impl FnOnce(E) -> TopologyError + '_ {
+    move |e| TopologyError {
+        what: what.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+/// Create the task and result streams if they are missing; return the task stream.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    args: &TopologyArgs,
+) -> Result<stream::Stream, TopologyError> {
+    js.get_or_create_stream(stream::Config {
+        name: subjects::RESULT_STREAM.to_owned(),
+        subjects: vec![subjects::RESULT_SUBJECTS.to_owned()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: Duration::from_millis(args.result_max_age_ms),
+        ..Default::default()
+    })
+    .await
+    .map_err(failed(subjects::RESULT_STREAM))?;
+    js.get_or_create_stream(stream::Config {
+        name: subjects::TASK_STREAM.to_owned(),
+        subjects: vec![subjects::TASK_SUBJECTS.to_owned()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        max_messages: args.stream_max_msgs,
+        max_bytes: args.stream_max_bytes,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(failed(subjects::TASK_STREAM))
+}
+
+/// Create (or join) the shared durable pull consumer for one task queue.
+pub async fn ensure_work_consumer(
+    tasks: &stream::Stream,
+    args: &TopologyArgs,
+    task: Task,
+    priority: Priority,
+) -> Result<consumer::Consumer<consumer::pull::Config>, TopologyError> {
+    let name = subjects::work_consumer(task, priority);
+    tasks
+        .get_or_create_consumer(
+            &name,
+            consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: subjects::task_subject(task, priority),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_millis(args.ack_wait_ms),
+                max_deliver: args.max_deliver,
+                max_ack_pending: args.max_ack_pending,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(failed(&name))
+}
+
+/// Create (or open) the heartbeat bucket; a key expires three intervals after its last put.
+pub async fn ensure_workers_bucket(
+    js: &jetstream::Context,
+    args: &TopologyArgs,
+) -> Result<kv::Store, TopologyError> {
+    if let Ok(store) = js.get_key_value(subjects::WORKERS_BUCKET).await {
+        return Ok(store);
+    }
+    js.create_key_value(kv::Config {
+        bucket: subjects::WORKERS_BUCKET.to_owned(),
+        history: 1,
+        max_age: args.heartbeat_ttl(),
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .map_err(failed(subjects::WORKERS_BUCKET))
+}

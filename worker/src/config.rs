@@ -1,0 +1,54 @@
+//! The worker's command line: every knob is a flag and an environment variable.
+
+use clap::Parser;
+use jetinfer_shared::config::NatsArgs;
+use jetinfer_shared::protocol::Task;
+use jetinfer_shared::telemetry::LogArgs;
+use jetinfer_shared::topology::TopologyArgs;
+use std::path::PathBuf;
+
+/// Pull task batches from JetStream and answer them with a transformer model.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "worker", version, about)]
+pub struct WorkerArgs {
+    /// NATS connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Stream and consumer settings (used when this worker creates them).
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Unique id of this worker: heartbeat key, event subject and log field.
+    /// Defaults to `worker-<random>`.
+    #[arg(long, env = "WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Hugging Face model folder (config.json, tokenizer.json, model.safetensors).
+    /// When unset, the model is downloaded by `--model-id`.
+    #[arg(long, env = "MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Hub id of the model: downloaded when `--model-dir` is unset, reported in answers.
+    #[arg(long = "model-id", alias = "model", env = "MODEL_ID", default_value = "sentence-transformers/all-MiniLM-L6-v2")]
+    pub model_id: String,
+    /// Tasks this worker pulls, comma separated.
+    #[arg(long, env = "TASKS", value_delimiter = ',', default_value = "embed,similarity,classify")]
+    pub tasks: Vec<Task>,
+    /// Compute threads for the forward pass. Keep workers × threads ≈ cores,
+    /// so workers on one machine do not fight over them.
+    #[arg(long, env = "THREADS", default_value_t = 1)]
+    pub threads: usize,
+    /// Softmax temperature of zero-shot classification (lower = more confident).
+    #[arg(long, env = "CLASSIFY_TEMPERATURE", default_value_t = 0.05)]
+    pub classify_temperature: f32,
+}
+
+impl WorkerArgs {
+    /// The worker id, generated once if none was configured.
+    pub fn resolved_id(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            format!("worker-{}", &id[..8])
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! Liveness in the `INFER_WORKERS` KV bucket.
+//!
+//! A worker puts its record every interval; the bucket's max-age drops it
+//! three intervals after the last put, so a killed worker disappears by itself.
+//! A worker that stops cleanly deletes its key at once.
+
+use crate::stats::Stats;
+use jetinfer_shared::clock::now_ms;
+use jetinfer_shared::protocol::{Heartbeat, Task};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What stays the same between heartbeats.
+pub struct Identity {
+    /// Worker id and KV key.
+    pub id: String,
+    /// Tasks pulled.
+    pub tasks: Vec<Task>,
+    /// Model served.
+    pub model: String,
+    /// Unix ms of start.
+    pub started_at_ms: u64,
+}
+
+fn record(me: &Identity, stats: &Stats, state: &str) -> Heartbeat {
+    let s = stats.snapshot();
+    Heartbeat {
+        id: me.id.clone(),
+        tasks: me.tasks.clone(),
+        model: me.model.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        state: state.to_owned(),
+        in_flight: s.in_flight,
+        processed: s.processed,
+        failed: s.failed,
+        last_batch_ms: s.last_batch_ms,
+        started_at_ms: me.started_at_ms,
+        updated_at_ms: now_ms(),
+    }
+}
+
+async fn put(kv: &async_nats::jetstream::kv::Store, beat: &Heartbeat) {
+    let body = match serde_json::to_vec(beat) {
+        Ok(b) => b,
+        Err(e) => return tracing::warn!(error = %e, "cannot encode heartbeat"),
+    };
+    if let Err(e) = kv.put(&beat.id, body.into()).await {
+        tracing::warn!(error = %e, worker_id = %beat.id, "heartbeat not stored");
+    }
+}
+
+/// Beat every `interval` until `stop` fires, then delete the key.
+pub async fn run(
+    kv: async_nats::jetstream::kv::Store,
+    me: Identity,
+    stats: Stats,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => put(&kv, &record(&me, &stats, "ready")).await,
+        }
+    }
+    if let Err(e) = kv.delete(&me.id).await {
+        tracing::warn!(error = %e, worker_id = %me.id, "cannot remove heartbeat");
+    }
+}

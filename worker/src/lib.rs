@@ -1,0 +1,111 @@
+//! jetinfer worker: JetStream pull loop → candle model → results → ack.
+//!
+//! # Layout
+//! - [`config`]: the command line (`WorkerArgs`).
+//! - [`backend`]: model loading and the compute thread; the only tensor code.
+//! - [`tasks`]: embed / similarity / classify on top of one forward pass.
+//! - [`consume`]: pulling batches, progress acks, result publish, ack/term.
+//! - [`heartbeat`]: liveness record in the `INFER_WORKERS` bucket.
+//! - [`events`]: `infer.event.<worker>.<kind>` notifications.
+//! - [`stats`]: counters shared by the consumer and the heartbeat.
+
+pub mod backend;
+pub mod config;
+pub mod consume;
+pub mod events;
+pub mod heartbeat;
+pub mod stats;
+pub mod tasks;
+
+use backend::{bert::BertEmbedder, source, thread::BackendThread, BackendError};
+use config::WorkerArgs;
+use consume::Processor;
+use events::{BatchRef, Events};
+use jetinfer_shared::clock::now_ms;
+use jetinfer_shared::config::ConnectError;
+use jetinfer_shared::protocol::Priority;
+use jetinfer_shared::topology::{self, TopologyError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The model could not be loaded.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// NATS could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Streams, consumers or buckets could not be set up.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+}
+
+/// Load the model and serve batches until `stop` fires; then finish the batch
+/// in hand, remove the heartbeat and return.
+pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), WorkerError> {
+    let worker_id = args.resolved_id();
+    let model = source::resolve(args.model_dir.clone(), &args.model_id)?;
+    tracing::info!(worker_id = %worker_id, model_dir = %model.dir.display(), threads = args.threads, "loading model");
+    let embedder = tokio::task::spawn_blocking(move || BertEmbedder::load(&model.dir, model.name))
+        .await
+        .map_err(|_| BackendError::Stopped)??;
+    let backend = BackendThread::spawn(Box::new(embedder), args.threads.max(1))?;
+
+    let client = args.nats.connect(&worker_id).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = topology::ensure_streams(&js, &args.topology).await?;
+    let kv = topology::ensure_workers_bucket(&js, &args.topology).await?;
+
+    let stats = stats::Stats::default();
+    let events = Events::new(client.clone(), worker_id.clone());
+    let processor = Arc::new(Processor {
+        js: js.clone(),
+        backend: backend.clone(),
+        events: events.clone(),
+        stats: stats.clone(),
+        worker_id: worker_id.clone(),
+        temperature: args.classify_temperature,
+        progress_every: Duration::from_millis(args.topology.ack_wait_ms / 2).max(Duration::from_millis(100)),
+        slot: Semaphore::new(1),
+    });
+
+    let mut pullers = tokio::task::JoinSet::new();
+    for task in &args.tasks {
+        for priority in Priority::ALL {
+            let consumer = topology::ensure_work_consumer(&stream, &args.topology, *task, priority).await?;
+            let name = jetinfer_shared::subjects::work_consumer(*task, priority);
+            pullers.spawn(processor.clone().pull_loop(consumer, name, stop.clone()));
+        }
+    }
+
+    let beat_stop = CancellationToken::new();
+    let identity = heartbeat::Identity {
+        id: worker_id.clone(),
+        tasks: args.tasks.clone(),
+        model: backend.model_name().to_owned(),
+        started_at_ms: now_ms(),
+    };
+    let beating = tokio::spawn(heartbeat::run(
+        kv,
+        identity,
+        stats,
+        Duration::from_millis(args.topology.heartbeat_interval_ms),
+        beat_stop.clone(),
+    ));
+    events.emit("started", BatchRef::default(), 0.0, None).await;
+    tracing::info!(worker_id = %worker_id, tasks = ?args.tasks, "worker ready");
+
+    while pullers.join_next().await.is_some() {}
+    beat_stop.cancel();
+    let _ = beating.await;
+    events.emit("stopped", BatchRef::default(), 0.0, None).await;
+    if let Err(e) = client.flush().await {
+        tracing::warn!(error = %e, "final flush failed");
+    }
+    tracing::info!(worker_id = %worker_id, "worker stopped");
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! `worker` binary: parse config, serve until SIGTERM/Ctrl-C.
+
+use clap::Parser;
+use jetinfer_worker::config::WorkerArgs;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> anyhow::Result<()> {
+    let args = WorkerArgs::parse();
+    args.log.init();
+    // candle sizes its matmul split from RAYON_NUM_THREADS; keep it equal to
+    // the compute pool so `--threads` really bounds this worker's cores.
+    // Set before any thread exists, so no other thread reads the environment.
+    std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let stop = CancellationToken::new();
+        tokio::spawn(jetinfer_shared::shutdown::on_signal(stop.clone()));
+        jetinfer_worker::run(args, stop).await?;
+        Ok(())
+    })
+}

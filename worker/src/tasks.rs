@@ -1,0 +1,118 @@
+//! From a batch of requests to their answers, in one forward pass.
+//!
+//! Every text a batch needs (inputs, similarity candidates, classification
+//! labels) is embedded in a single call; the task-specific part is cheap
+//! vector maths on normalised embeddings, done here, away from the model.
+
+use crate::backend::{thread::BackendThread, BackendError};
+use jetinfer_shared::protocol::{BatchItem, ItemOutcome, ScoredCandidate, TaskInput, TaskOutput};
+
+/// Dot product; equals cosine similarity for L2-normalised vectors.
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Softmax of `cos / temperature`: turns similarities into probabilities.
+fn softmax(scores: &[f32], temperature: f32) -> Vec<f32> {
+    let scaled: Vec<f32> = scores.iter().map(|s| s / temperature).collect();
+    let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = scaled.iter().map(|s| (s - max).exp()).collect();
+    let total: f32 = exps.iter().sum();
+    exps.iter().map(|e| e / total).collect()
+}
+
+/// Build one request's output from the embeddings of its texts (main text first).
+fn answer(input: &TaskInput, embeddings: &[Vec<f32>], temperature: f32) -> TaskOutput {
+    let (main, rest) = embeddings.split_first().expect("every input has a main text");
+    match input {
+        TaskInput::Embed { .. } => TaskOutput::Embedding {
+            embedding: main.clone(),
+        },
+        TaskInput::Similarity { candidates, .. } => {
+            let mut scores: Vec<ScoredCandidate> = candidates
+                .iter()
+                .zip(rest)
+                .enumerate()
+                .map(|(index, (text, emb))| ScoredCandidate {
+                    index,
+                    text: text.clone(),
+                    score: cosine(main, emb),
+                })
+                .collect();
+            scores.sort_by(|a, b| b.score.total_cmp(&a.score));
+            TaskOutput::Similarity { scores }
+        }
+        TaskInput::Classify { labels, .. } => {
+            let cosines: Vec<f32> = rest.iter().map(|emb| cosine(main, emb)).collect();
+            let probs = softmax(&cosines, temperature);
+            let best = probs
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i);
+            TaskOutput::Classification {
+                label: labels[best].clone(),
+                scores: labels.iter().cloned().zip(probs).collect(),
+            }
+        }
+    }
+}
+
+/// Compute every item of a batch with one backend call.
+///
+/// `temperature` scales zero-shot classification: lower is more confident.
+pub async fn compute(
+    backend: &BackendThread,
+    items: &[BatchItem],
+    temperature: f32,
+) -> Result<Vec<ItemOutcome>, BackendError> {
+    let per_item: Vec<Vec<&str>> = items.iter().map(|i| i.input.texts()).collect();
+    let texts: Vec<String> = per_item.iter().flatten().map(|t| t.to_string()).collect();
+    let embeddings = backend.embed(texts).await?;
+    let mut offset = 0;
+    Ok(items
+        .iter()
+        .zip(&per_item)
+        .map(|(item, texts)| {
+            let own = &embeddings[offset..offset + texts.len()];
+            offset += texts.len();
+            ItemOutcome::Ok(answer(&item.input, own, temperature))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn similarity_is_sorted_and_keeps_indices() {
+        let input = TaskInput::Similarity {
+            query: "q".into(),
+            candidates: vec!["far".into(), "near".into()],
+        };
+        let embs = vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![0.8, 0.6]];
+        let TaskOutput::Similarity { scores } = answer(&input, &embs, 0.05) else {
+            panic!("wrong output shape")
+        };
+        assert_eq!(scores[0].index, 1);
+        assert_eq!(scores[0].text, "near");
+        assert!((scores[0].score - 0.8).abs() < 1e-6);
+        assert_eq!(scores[1].score, 0.0);
+    }
+
+    #[test]
+    fn classify_picks_the_closest_label_with_probabilities() {
+        let input = TaskInput::Classify {
+            text: "t".into(),
+            labels: vec!["a".into(), "b".into()],
+        };
+        let embs = vec![vec![1.0, 0.0], vec![0.6, 0.8], vec![0.9, 0.43589]];
+        let TaskOutput::Classification { label, scores } = answer(&input, &embs, 0.05) else {
+            panic!("wrong output shape")
+        };
+        assert_eq!(label, "b");
+        assert!((scores.values().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!(scores["b"] > scores["a"]);
+    }
+}
