@@ -44,7 +44,11 @@ pub enum GatewayError {
 
 /// Serve the REST API on `listener` until `stop` fires; requests in progress
 /// are answered before it returns.
-pub async fn run(args: GatewayArgs, listener: TcpListener, stop: CancellationToken) -> Result<(), GatewayError> {
+pub async fn run(
+    args: GatewayArgs,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> Result<(), GatewayError> {
     let gateway_id = args.resolved_id();
     let client = args.nats.connect(&gateway_id).await?;
     let js = async_nats::jetstream::new(client.clone());

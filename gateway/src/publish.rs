@@ -52,10 +52,19 @@ impl Publisher {
         let mut headers = HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, batch.batch_id.to_string().as_str());
         headers.insert("Content-Type", subjects::MSGPACK);
-        headers.insert(subjects::HEADER_BATCH_ID, batch.batch_id.to_string().as_str());
+        headers.insert(
+            subjects::HEADER_BATCH_ID,
+            batch.batch_id.to_string().as_str(),
+        );
         headers.insert(subjects::HEADER_TASK, batch.task.as_str());
-        headers.insert(subjects::HEADER_REQUESTS, batch.items.len().to_string().as_str());
-        headers.insert(subjects::HEADER_DEADLINE, batch.deadline_ms.to_string().as_str());
+        headers.insert(
+            subjects::HEADER_REQUESTS,
+            batch.items.len().to_string().as_str(),
+        );
+        headers.insert(
+            subjects::HEADER_DEADLINE,
+            batch.deadline_ms.to_string().as_str(),
+        );
         let subject = subjects::task_subject(batch.task, batch.priority);
         let ack = self
             .js

@@ -27,7 +27,8 @@ pub struct LogArgs {
 impl LogArgs {
     /// Install the global subscriber. Call once, first thing in `main`.
     pub fn init(&self) {
-        let filter = EnvFilter::try_new(&self.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+        let filter =
+            EnvFilter::try_new(&self.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
         let builder = tracing_subscriber::fmt().with_env_filter(filter);
         match self.log_format {
             LogFormat::Text => builder.init(),

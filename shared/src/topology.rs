@@ -53,7 +53,9 @@ pub struct TopologyError {
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-fn failed<E: std::error::Error + Send + Sync + 'static>(what: &str) -> impl FnOnce(E) -> TopologyError + '_ {
+fn failed<E: std::error::Error + Send + Sync + 'static>(
+    what: &str,
+) -> impl FnOnce(E) -> TopologyError + '_ {
     move |e| TopologyError {
         what: what.to_owned(),
         source: Box::new(e),

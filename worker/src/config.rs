@@ -29,15 +29,29 @@ pub struct WorkerArgs {
     #[arg(long, env = "MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
     /// Hub id of the model: downloaded when `--model-dir` is unset, reported in answers.
-    #[arg(long = "model-id", alias = "model", env = "MODEL_ID", default_value = "sentence-transformers/all-MiniLM-L6-v2")]
+    #[arg(
+        long = "model-id",
+        alias = "model",
+        env = "MODEL_ID",
+        default_value = "sentence-transformers/all-MiniLM-L6-v2"
+    )]
     pub model_id: String,
     /// Tasks this worker pulls, comma separated.
-    #[arg(long, env = "TASKS", value_delimiter = ',', default_value = "embed,similarity,classify")]
+    #[arg(
+        long,
+        env = "TASKS",
+        value_delimiter = ',',
+        default_value = "embed,similarity,classify"
+    )]
     pub tasks: Vec<Task>,
     /// Compute threads for the forward pass. Keep workers × threads ≈ cores,
     /// so workers on one machine do not fight over them.
     #[arg(long, env = "THREADS", default_value_t = 1)]
     pub threads: usize,
+    /// Resolve the model (downloading it by `--model-id` if no `--model-dir`),
+    /// print its folder and exit: lets the launcher download once for all workers.
+    #[arg(long)]
+    pub fetch_model: bool,
     /// Softmax temperature of zero-shot classification (lower = more confident).
     #[arg(long, env = "CLASSIFY_TEMPERATURE", default_value_t = 0.05)]
     pub classify_temperature: f32,

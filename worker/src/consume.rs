@@ -65,7 +65,12 @@ async fn with_progress<F: Future>(msg: &Message, every: Duration, fut: F) -> F::
 
 impl Processor {
     /// Pull from `consumer` until `stop` fires; a batch already pulled is finished.
-    pub async fn pull_loop(self: Arc<Self>, consumer: PullConsumer, name: String, stop: CancellationToken) {
+    pub async fn pull_loop(
+        self: Arc<Self>,
+        consumer: PullConsumer,
+        name: String,
+        stop: CancellationToken,
+    ) {
         loop {
             // Wait until idle: a busy worker does not ask for more work.
             tokio::select! {
@@ -135,8 +140,12 @@ impl Processor {
             tracing::error!(batch_id = %batch.batch_id, error = %e, "batch failed in the model");
             vec![ItemOutcome::Error(format!("model error: {e}")); batch.items.len()]
         });
-        let failed = outcomes.iter().filter(|o| matches!(o, ItemOutcome::Error(_))).count() as u64;
-        self.stats.batch_finished(outcomes.len() as u64 - failed, failed, compute_ms);
+        let failed = outcomes
+            .iter()
+            .filter(|o| matches!(o, ItemOutcome::Error(_)))
+            .count() as u64;
+        self.stats
+            .batch_finished(outcomes.len() as u64 - failed, failed, compute_ms);
 
         let result = ResultBatch {
             batch_id: batch.batch_id,
@@ -158,7 +167,10 @@ impl Processor {
             // No ack: JetStream redelivers the batch after AckWait.
             tracing::warn!(batch_id = %batch.batch_id, worker_id = %self.worker_id, attempt,
                 error = %e, "result not published; leaving batch for redelivery");
-            return self.events.emit("failed", batch_ref, compute_ms, Some(e)).await;
+            return self
+                .events
+                .emit("failed", batch_ref, compute_ms, Some(e))
+                .await;
         }
         if let Err(e) = msg.ack().await {
             tracing::warn!(batch_id = %batch.batch_id, error = %e, "ack failed; batch may be redelivered");
@@ -172,7 +184,9 @@ impl Processor {
                 worker_id = %self.worker_id, task = %batch.task, attempt, latency_ms = compute_ms,
                 outcome, "task done");
         }
-        self.events.emit("completed", batch_ref, compute_ms, None).await;
+        self.events
+            .emit("completed", batch_ref, compute_ms, None)
+            .await;
     }
 
     /// Publish the result and wait for JetStream to store it.
@@ -180,9 +194,15 @@ impl Processor {
         let body = protocol::encode(result).map_err(|e| e.to_string())?;
         let mut headers = HeaderMap::new();
         headers.insert("Content-Type", subjects::MSGPACK);
-        headers.insert(subjects::HEADER_BATCH_ID, batch.batch_id.to_string().as_str());
+        headers.insert(
+            subjects::HEADER_BATCH_ID,
+            batch.batch_id.to_string().as_str(),
+        );
         headers.insert(subjects::HEADER_WORKER, self.worker_id.as_str());
-        headers.insert(subjects::HEADER_REQUESTS, result.items.len().to_string().as_str());
+        headers.insert(
+            subjects::HEADER_REQUESTS,
+            result.items.len().to_string().as_str(),
+        );
         let ack = self
             .js
             .publish_with_headers(batch.reply_subject.clone(), headers, body.into())

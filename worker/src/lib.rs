@@ -69,14 +69,16 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
         stats: stats.clone(),
         worker_id: worker_id.clone(),
         temperature: args.classify_temperature,
-        progress_every: Duration::from_millis(args.topology.ack_wait_ms / 2).max(Duration::from_millis(100)),
+        progress_every: Duration::from_millis(args.topology.ack_wait_ms / 2)
+            .max(Duration::from_millis(100)),
         slot: Semaphore::new(1),
     });
 
     let mut pullers = tokio::task::JoinSet::new();
     for task in &args.tasks {
         for priority in Priority::ALL {
-            let consumer = topology::ensure_work_consumer(&stream, &args.topology, *task, priority).await?;
+            let consumer =
+                topology::ensure_work_consumer(&stream, &args.topology, *task, priority).await?;
             let name = jetinfer_shared::subjects::work_consumer(*task, priority);
             pullers.spawn(processor.clone().pull_loop(consumer, name, stop.clone()));
         }

@@ -7,6 +7,11 @@ use tokio_util::sync::CancellationToken;
 fn main() -> anyhow::Result<()> {
     let args = WorkerArgs::parse();
     args.log.init();
+    if args.fetch_model {
+        let model = jetinfer_worker::backend::source::resolve(args.model_dir, &args.model_id)?;
+        println!("{}", model.dir.display());
+        return Ok(());
+    }
     // candle sizes its matmul split from RAYON_NUM_THREADS; keep it equal to
     // the compute pool so `--threads` really bounds this worker's cores.
     // Set before any thread exists, so no other thread reads the environment.

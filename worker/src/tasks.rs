@@ -23,7 +23,9 @@ fn softmax(scores: &[f32], temperature: f32) -> Vec<f32> {
 
 /// Build one request's output from the embeddings of its texts (main text first).
 fn answer(input: &TaskInput, embeddings: &[Vec<f32>], temperature: f32) -> TaskOutput {
-    let (main, rest) = embeddings.split_first().expect("every input has a main text");
+    let (main, rest) = embeddings
+        .split_first()
+        .expect("every input has a main text");
     match input {
         TaskInput::Embed { .. } => TaskOutput::Embedding {
             embedding: main.clone(),

@@ -79,24 +79,32 @@ impl ApiError {
     pub(crate) fn parts(&self) -> (StatusCode, &'static str, Option<Uuid>) {
         match self {
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json", None),
-            ApiError::UnsupportedMediaType => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None)
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                None,
+            ),
+            ApiError::PayloadTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
             }
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
             ApiError::MissingField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "missing_field", None),
             ApiError::UnknownField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_field", None),
             ApiError::UnknownTask(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_task", None),
             ApiError::InvalidInput(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", None),
             ApiError::TooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "input_too_large", None),
-            ApiError::Unavailable { request_id, .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", Some(*request_id))
-            }
+            ApiError::Unavailable { request_id, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                Some(*request_id),
+            ),
             ApiError::Timeout { request_id, .. } => {
                 (StatusCode::GATEWAY_TIMEOUT, "timeout", Some(*request_id))
             }
-            ApiError::Worker { request_id, .. } => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "worker_error", Some(*request_id))
-            }
+            ApiError::Worker { request_id, .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "worker_error",
+                Some(*request_id),
+            ),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", None),
         }
     }

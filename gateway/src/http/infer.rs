@@ -67,7 +67,9 @@ pub async fn infer(
     let validated = check_content_type(&headers)
         .and_then(|()| {
             body.map_err(|r| match r.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(state.limits.max_body_bytes),
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::PayloadTooLarge(state.limits.max_body_bytes)
+                }
                 _ => ApiError::InvalidJson(r.body_text()),
             })
         })
@@ -125,10 +127,16 @@ pub async fn infer(
                     latency_ms,
                     output,
                 }),
-                ItemOutcome::Error(message) => Err(ApiError::Worker { message, request_id }),
+                ItemOutcome::Error(message) => Err(ApiError::Worker {
+                    message,
+                    request_id,
+                }),
             }
         }
-        Ok(Ok(Reply::NotQueued(message))) => Err(ApiError::Unavailable { message, request_id }),
+        Ok(Ok(Reply::NotQueued(message))) => Err(ApiError::Unavailable {
+            message,
+            request_id,
+        }),
         Ok(Err(_)) => Err(ApiError::ShuttingDown),
         Err(_) => {
             state.counters.timed_out();

@@ -35,12 +35,16 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Validated, ApiError> {
     }
     let task: Task = match fields.get("task") {
         None | Some(Value::Null) => return Err(ApiError::MissingField("task")),
-        Some(Value::String(name)) => name.parse().map_err(|e| ApiError::UnknownTask(format!("{e}")))?,
+        Some(Value::String(name)) => name
+            .parse()
+            .map_err(|e| ApiError::UnknownTask(format!("{e}")))?,
         Some(_) => return Err(ApiError::InvalidInput("`task` must be a string".into())),
     };
     let priority = match fields.get("priority") {
         None | Some(Value::Null) => Priority::default(),
-        Some(Value::String(p)) => p.parse().map_err(|e| ApiError::InvalidInput(format!("{e}")))?,
+        Some(Value::String(p)) => p
+            .parse()
+            .map_err(|e| ApiError::InvalidInput(format!("{e}")))?,
         Some(_) => return Err(ApiError::InvalidInput("`priority` must be a string".into())),
     };
     if task != Task::Classify && fields.contains_key("labels") {
@@ -48,7 +52,10 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Validated, ApiError> {
             "`labels` only applies to task `classify`, not `{task}`"
         )));
     }
-    let input = fields.get("input").filter(|v| !v.is_null()).ok_or(ApiError::MissingField("input"))?;
+    let input = fields
+        .get("input")
+        .filter(|v| !v.is_null())
+        .ok_or(ApiError::MissingField("input"))?;
     let input = match task {
         Task::Embed => TaskInput::Embed {
             text: text(input, "input", limits)?,
@@ -65,10 +72,14 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Validated, ApiError> {
 /// A non-blank string within the length limit.
 fn text(value: &Value, field: &str, limits: &Limits) -> Result<String, ApiError> {
     let Value::String(s) = value else {
-        return Err(ApiError::InvalidInput(format!("`{field}` must be a string")));
+        return Err(ApiError::InvalidInput(format!(
+            "`{field}` must be a string"
+        )));
     };
     if s.trim().is_empty() {
-        return Err(ApiError::InvalidInput(format!("`{field}` must not be empty")));
+        return Err(ApiError::InvalidInput(format!(
+            "`{field}` must not be empty"
+        )));
     }
     let chars = s.chars().count();
     if chars > limits.max_input_chars {
@@ -83,10 +94,14 @@ fn text(value: &Value, field: &str, limits: &Limits) -> Result<String, ApiError>
 /// A non-empty list of texts within the item limit.
 fn texts(value: &Value, field: &str, limits: &Limits) -> Result<Vec<String>, ApiError> {
     let Value::Array(items) = value else {
-        return Err(ApiError::InvalidInput(format!("`{field}` must be an array of strings")));
+        return Err(ApiError::InvalidInput(format!(
+            "`{field}` must be an array of strings"
+        )));
     };
     if items.is_empty() {
-        return Err(ApiError::InvalidInput(format!("`{field}` must not be empty")));
+        return Err(ApiError::InvalidInput(format!(
+            "`{field}` must not be empty"
+        )));
     }
     if items.len() > limits.max_items {
         return Err(ApiError::TooLarge(format!(
@@ -111,7 +126,9 @@ fn similarity(input: &Value, limits: &Limits) -> Result<TaskInput, ApiError> {
     if let Some(unknown) = obj.keys().find(|k| *k != "query" && *k != "candidates") {
         return Err(ApiError::UnknownField(format!("input.{unknown}")));
     }
-    let query = obj.get("query").ok_or(ApiError::MissingField("input.query"))?;
+    let query = obj
+        .get("query")
+        .ok_or(ApiError::MissingField("input.query"))?;
     let candidates = obj
         .get("candidates")
         .ok_or(ApiError::MissingField("input.candidates"))?;
@@ -127,7 +144,9 @@ fn labels(fields: &Map<String, Value>, limits: &Limits) -> Result<Vec<String>, A
     };
     let labels = texts(value, "labels", limits)?;
     if labels.len() < 2 {
-        return Err(ApiError::InvalidInput("`labels` needs at least two labels to choose from".into()));
+        return Err(ApiError::InvalidInput(
+            "`labels` needs at least two labels to choose from".into(),
+        ));
     }
     Ok(labels)
 }
@@ -163,7 +182,9 @@ mod tests {
             }
         );
         assert!(matches!(
-            check(r#"{"task":"similarity","input":{"query":"q","candidates":["a","b"]}}"#).unwrap().input,
+            check(r#"{"task":"similarity","input":{"query":"q","candidates":["a","b"]}}"#)
+                .unwrap()
+                .input,
             TaskInput::Similarity { .. }
         ));
     }
@@ -176,16 +197,37 @@ mod tests {
             (r#"{"input":"x"}"#, "missing_field"),
             (r#"{"task":"embed"}"#, "missing_field"),
             (r#"{"task":"dance","input":"x"}"#, "unknown_task"),
-            (r#"{"task":"embed","input":"x","lables":["a"]}"#, "unknown_field"),
+            (
+                r#"{"task":"embed","input":"x","lables":["a"]}"#,
+                "unknown_field",
+            ),
             (r#"{"task":"embed","input":""}"#, "invalid_input"),
             (r#"{"task":"embed","input":42}"#, "invalid_input"),
-            (r#"{"task":"embed","input":"01234567890"}"#, "input_too_large"),
+            (
+                r#"{"task":"embed","input":"01234567890"}"#,
+                "input_too_large",
+            ),
             (r#"{"task":"similarity","input":"x"}"#, "invalid_input"),
-            (r#"{"task":"similarity","input":{"query":"q","candidates":[]}}"#, "invalid_input"),
-            (r#"{"task":"similarity","input":{"query":"q","candidates":["a","b","c","d"]}}"#, "input_too_large"),
-            (r#"{"task":"classify","input":"x","labels":["only"]}"#, "invalid_input"),
-            (r#"{"task":"embed","input":"x","labels":["a","b"]}"#, "invalid_input"),
-            (r#"{"task":"embed","input":"x","priority":"urgent"}"#, "invalid_input"),
+            (
+                r#"{"task":"similarity","input":{"query":"q","candidates":[]}}"#,
+                "invalid_input",
+            ),
+            (
+                r#"{"task":"similarity","input":{"query":"q","candidates":["a","b","c","d"]}}"#,
+                "input_too_large",
+            ),
+            (
+                r#"{"task":"classify","input":"x","labels":["only"]}"#,
+                "invalid_input",
+            ),
+            (
+                r#"{"task":"embed","input":"x","labels":["a","b"]}"#,
+                "invalid_input",
+            ),
+            (
+                r#"{"task":"embed","input":"x","priority":"urgent"}"#,
+                "invalid_input",
+            ),
         ];
         for (body, code) in cases {
             let (status, got, _) = check(body).expect_err(body).parts();

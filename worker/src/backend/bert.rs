@@ -103,15 +103,14 @@ impl Embedder for BertEmbedder {
         let rows = encodings.len();
         let cols = encodings[0].get_ids().len();
         let flat = |f: fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
-            encodings.iter().flat_map(|e| f(e).iter().copied()).collect()
+            encodings
+                .iter()
+                .flat_map(|e| f(e).iter().copied())
+                .collect()
         };
         let ids = Tensor::from_vec(flat(|e| e.get_ids()), (rows, cols), &self.device)?;
         let type_ids = Tensor::from_vec(flat(|e| e.get_type_ids()), (rows, cols), &self.device)?;
-        let mask = Tensor::from_vec(
-            flat(|e| e.get_attention_mask()),
-            (rows, cols),
-            &self.device,
-        )?;
+        let mask = Tensor::from_vec(flat(|e| e.get_attention_mask()), (rows, cols), &self.device)?;
 
         let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;

@@ -1,0 +1,135 @@
+//! A whole stack per test: a real nats-server, real workers with the real
+//! model (in-process, each with its own NATS connection), and a gateway on a
+//! free port.
+
+use clap::Parser;
+use jetinfer_gateway::config::GatewayArgs;
+use jetinfer_testsupport::{model_dir, wait_for, NatsServer};
+use jetinfer_worker::config::WorkerArgs;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A running stack; everything stops when it is dropped.
+pub struct Stack {
+    _nats: NatsServer,
+    pub url: String,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Stack {
+    /// Start nats, `workers` workers and a gateway with extra gateway flags.
+    pub async fn start(workers: usize, gateway_flags: &[&str]) -> Stack {
+        let nats = NatsServer::start();
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let model = model_dir();
+        for i in 0..workers {
+            let args = WorkerArgs::try_parse_from([
+                "worker",
+                "--nats-url",
+                &nats.url(),
+                "--worker-id",
+                &format!("w{i}"),
+                "--model-dir",
+                model.to_str().unwrap(),
+                "--threads",
+                "1",
+            ])
+            .expect("worker flags");
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                jetinfer_worker::run(args, stop).await.expect("worker runs");
+            }));
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let nats_url = nats.url();
+        let mut flags = vec![
+            "gateway",
+            "--nats-url",
+            &nats_url,
+            "--gateway-id",
+            "gw-test",
+        ];
+        flags.extend_from_slice(gateway_flags);
+        let args = GatewayArgs::try_parse_from(flags).expect("gateway flags");
+        {
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                jetinfer_gateway::run(args, listener, stop)
+                    .await
+                    .expect("gateway runs");
+            }));
+        }
+        let stack = Stack {
+            _nats: nats,
+            url,
+            http: reqwest::Client::new(),
+            stop,
+            tasks,
+        };
+        stack.wait_for_workers(workers).await;
+        stack
+    }
+
+    /// GET /status as JSON.
+    pub async fn status(&self) -> Option<serde_json::Value> {
+        let r = self
+            .http
+            .get(format!("{}/status", self.url))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    async fn wait_for_workers(&self, n: usize) {
+        wait_for(
+            &format!("{n} workers in /status"),
+            Duration::from_secs(60),
+            || async {
+                let status = self.status().await?;
+                (status["workers"].as_array()?.len() == n).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// POST /infer with a JSON body; returns status and parsed JSON body.
+    pub async fn infer(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(format!("{}/infer", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("gateway reachable");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("JSON body"))
+    }
+
+    /// POST /infer with raw bytes and a content type.
+    pub async fn infer_raw(&self, body: Vec<u8>, content_type: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(format!("{}/infer", self.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("gateway reachable");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("JSON body"))
+    }
+
+    /// Stop workers and gateway and wait for them.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        for t in self.tasks.drain(..) {
+            t.await.expect("task ended cleanly");
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! One supervised child process: started with its log file, stopped politely.
+
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// A named child process of the stack.
+pub struct Proc {
+    /// Name shown to the user (`nats`, `worker-1`, `gateway`).
+    pub name: String,
+    /// The recipe, kept to restart it.
+    spec: Spec,
+    child: Child,
+}
+
+/// How to start a child.
+#[derive(Clone)]
+pub struct Spec {
+    /// Program path.
+    pub program: PathBuf,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// File that receives stdout and stderr.
+    pub log: PathBuf,
+}
+
+fn spawn(spec: &Spec) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log)
+        .with_context(|| format!("cannot open {}", spec.log.display()))?;
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL
+    // the child if the launcher dies, so a `kill -9` of the launcher leaves no orphans.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .with_context(|| format!("cannot start {}", spec.program.display()))
+}
+
+impl Proc {
+    /// Start `spec` as `name`.
+    pub fn start(name: &str, spec: Spec) -> anyhow::Result<Self> {
+        let child = spawn(&spec)?;
+        Ok(Self {
+            name: name.to_owned(),
+            spec,
+            child,
+        })
+    }
+
+    /// Log file of this child.
+    pub fn log(&self) -> &Path {
+        &self.spec.log
+    }
+
+    /// Exit status if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Start it again with the same recipe (as a container restart policy would).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.child = spawn(&self.spec)?;
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited after `grace`.
+    pub async fn stop(&mut self, grace: Duration) {
+        if self.exited().is_some() {
+            return;
+        }
+        if let Some(pid) = self.child.id() {
+            // SAFETY: plain kill(2) on our own child's pid, which is still unreaped.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("  {} did not stop in {grace:?}; killing it", self.name);
+            let _ = self.child.kill().await;
+        }
+    }
+}
