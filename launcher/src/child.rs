@@ -40,7 +40,10 @@ fn spawn(spec: &Spec) -> anyhow::Result<Child> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // Own process group: a terminal's Ctrl-C reaches only the launcher,
+        // which then stops the children in order (nats-server last).
+        .process_group(0);
     // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL
     // the child if the launcher dies, so a `kill -9` of the launcher leaves no orphans.
     unsafe {

@@ -29,7 +29,11 @@ impl LogArgs {
     pub fn init(&self) {
         let filter =
             EnvFilter::try_new(&self.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        // Colours only on a terminal: log files (launcher, Docker) stay plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi);
         match self.log_format {
             LogFormat::Text => builder.init(),
             LogFormat::Json => builder.json().flatten_event(true).init(),
