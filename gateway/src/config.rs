@@ -74,9 +74,8 @@ pub struct Limits {
 impl GatewayArgs {
     /// The gateway id, generated once if none was configured.
     pub fn resolved_id(&self) -> String {
-        self.gateway_id.clone().unwrap_or_else(|| {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            format!("gw-{}", &id[..8])
-        })
+        self.gateway_id
+            .clone()
+            .unwrap_or_else(|| jetinfer_shared::config::random_id("gw"))
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::batcher::Queued;
 use crate::pending::{Pending, Reply};
-use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream;
 use jetinfer_shared::protocol::{self, Priority, Task, TaskBatch};
 use jetinfer_shared::subjects;
@@ -49,18 +49,9 @@ impl Publisher {
 
     async fn send(&self, batch: &TaskBatch) -> Result<(), String> {
         let body = protocol::encode(batch).map_err(|e| e.to_string())?;
-        let mut headers = HeaderMap::new();
+        let mut headers = subjects::payload_headers(&batch.batch_id, batch.items.len());
         headers.insert(NATS_MESSAGE_ID, batch.batch_id.to_string().as_str());
-        headers.insert("Content-Type", subjects::MSGPACK);
-        headers.insert(
-            subjects::HEADER_BATCH_ID,
-            batch.batch_id.to_string().as_str(),
-        );
         headers.insert(subjects::HEADER_TASK, batch.task.as_str());
-        headers.insert(
-            subjects::HEADER_REQUESTS,
-            batch.items.len().to_string().as_str(),
-        );
         headers.insert(
             subjects::HEADER_DEADLINE,
             batch.deadline_ms.to_string().as_str(),

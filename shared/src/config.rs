@@ -11,6 +11,13 @@ pub struct NatsArgs {
     pub nats_url: String,
 }
 
+/// A default instance id, `<prefix>-<8 hex digits>`: unique enough to tell
+/// processes apart in logs, heartbeats and subjects, short enough to read.
+pub fn random_id(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &id[..8])
+}
+
 /// NATS could not be reached or refused us.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to NATS at {url}: {source}")]

@@ -30,6 +30,16 @@ pub const HEADER_WORKER: &str = "Jetinfer-Worker";
 /// Content type of every task and result payload.
 pub const MSGPACK: &str = "application/msgpack";
 
+/// Headers every task and result message carries: content type, batch id and
+/// request count, so `nats stream view` shows what a payload is without decoding it.
+pub fn payload_headers(batch_id: &uuid::Uuid, requests: usize) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", MSGPACK);
+    headers.insert(HEADER_BATCH_ID, batch_id.to_string().as_str());
+    headers.insert(HEADER_REQUESTS, requests.to_string().as_str());
+    headers
+}
+
 /// Subject a batch of `task` at `priority` is published on.
 pub fn task_subject(task: Task, priority: Priority) -> String {
     format!("infer.task.{}.{}", task.as_str(), priority.as_str())

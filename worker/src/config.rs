@@ -60,9 +60,8 @@ pub struct WorkerArgs {
 impl WorkerArgs {
     /// The worker id, generated once if none was configured.
     pub fn resolved_id(&self) -> String {
-        self.worker_id.clone().unwrap_or_else(|| {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            format!("worker-{}", &id[..8])
-        })
+        self.worker_id
+            .clone()
+            .unwrap_or_else(|| jetinfer_shared::config::random_id("worker"))
     }
 }

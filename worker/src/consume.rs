@@ -10,7 +10,6 @@ use crate::backend::thread::BackendThread;
 use crate::events::{BatchRef, Events};
 use crate::stats::Stats;
 use crate::tasks;
-use async_nats::header::HeaderMap;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind, Message};
 use futures::StreamExt;
@@ -192,17 +191,8 @@ impl Processor {
     /// Publish the result and wait for JetStream to store it.
     async fn publish(&self, batch: &TaskBatch, result: &ResultBatch) -> Result<(), String> {
         let body = protocol::encode(result).map_err(|e| e.to_string())?;
-        let mut headers = HeaderMap::new();
-        headers.insert("Content-Type", subjects::MSGPACK);
-        headers.insert(
-            subjects::HEADER_BATCH_ID,
-            batch.batch_id.to_string().as_str(),
-        );
+        let mut headers = subjects::payload_headers(&batch.batch_id, result.items.len());
         headers.insert(subjects::HEADER_WORKER, self.worker_id.as_str());
-        headers.insert(
-            subjects::HEADER_REQUESTS,
-            result.items.len().to_string().as_str(),
-        );
         let ack = self
             .js
             .publish_with_headers(batch.reply_subject.clone(), headers, body.into())
