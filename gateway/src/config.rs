@@ -27,6 +27,9 @@ pub struct GatewayArgs {
     /// Defaults to `gw-<random>`.
     #[arg(long, env = "GATEWAY_ID")]
     pub gateway_id: Option<String>,
+    /// Finished requests kept for `GET /recent_requests`.
+    #[arg(long, env = "REQUEST_LOG_SIZE", default_value_t = 5000)]
+    pub request_log_size: usize,
     #[command(flatten)]
     pub batch: BatchArgs,
     #[command(flatten)]

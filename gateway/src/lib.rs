@@ -7,13 +7,19 @@
 //! - [`publish`]: batch → MessagePack → `infer.task.<task>.<priority>`.
 //! - [`results`]: `infer.result.<gateway-id>` → waiting requests.
 //! - [`pending`]: the request-id → waiter map that guarantees one answer each.
+//! - [`inflight`]: published batches by stream sequence, for advisories.
+//! - [`advisories`]: JetStream's max-deliveries/terminated advisories → immediate errors.
+//! - [`request_log`]: ring buffer of finished requests for `/recent_requests`.
 //! - [`stats`]: counters for `/status`.
 
+pub mod advisories;
 pub mod batcher;
 pub mod config;
 pub mod http;
+pub mod inflight;
 pub mod pending;
 pub mod publish;
+pub mod request_log;
 pub mod results;
 pub mod stats;
 
@@ -59,12 +65,28 @@ pub async fn run(
     let results = client.subscribe(reply_subject.clone()).await?;
     let pending = pending::Pending::default();
     let counters = Arc::new(stats::Counters::default());
-    tokio::spawn(results::route(results, pending.clone(), counters.clone()));
+    let inflight = inflight::InFlight::default();
+    tokio::spawn(results::route(
+        results,
+        pending.clone(),
+        inflight.clone(),
+        counters.clone(),
+    ));
+    tokio::spawn(
+        advisories::watch(
+            client.clone(),
+            js.clone(),
+            inflight.clone(),
+            pending.clone(),
+        )
+        .await?,
+    );
 
     let publisher = Arc::new(publish::Publisher {
         js: js.clone(),
         reply_subject,
         pending: pending.clone(),
+        inflight,
     });
     let batcher = batcher::Batcher::spawn(args.batch, pending.clone(), publisher);
     let state = Arc::new(http::AppState {
@@ -73,6 +95,7 @@ pub async fn run(
         pending,
         counters,
         limits: args.limits,
+        requests: request_log::RequestLog::new(args.request_log_size),
         nats: client,
         js,
     });

@@ -28,6 +28,14 @@ pub enum Reply {
     },
     /// The batch never reached the work queue; the text says why.
     NotQueued(String),
+    /// JetStream gave up on the batch after `attempts` deliveries
+    /// (`exhausted`), or a worker terminated it (its deadline had passed).
+    Abandoned {
+        /// Deliveries made.
+        attempts: u64,
+        /// True for MaxDeliver reached, false for terminated.
+        exhausted: bool,
+    },
 }
 
 /// Shared map of waiting requests.

@@ -7,6 +7,7 @@
 //! answered at once with the reason: nothing hangs on a lost publish.
 
 use crate::batcher::Queued;
+use crate::inflight::InFlight;
 use crate::pending::{Pending, Reply};
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream;
@@ -22,6 +23,8 @@ pub struct Publisher {
     pub reply_subject: String,
     /// Waiting requests.
     pub pending: Pending,
+    /// Stored batches by stream sequence, for advisories.
+    pub inflight: InFlight,
 }
 
 impl Publisher {
@@ -35,19 +38,26 @@ impl Publisher {
             deadline_ms: queued.iter().map(|q| q.deadline_ms).max().unwrap_or(0),
             items: queued.into_iter().map(|q| q.item).collect(),
         };
-        if let Err(reason) = self.send(&batch).await {
-            tracing::warn!(batch_id = %batch.batch_id, task = %task, requests = batch.items.len(),
-                error = %reason, "batch not queued");
-            for item in &batch.items {
-                self.pending
-                    .answer(item.request_id, Reply::NotQueued(reason.clone()));
+        match self.send(&batch).await {
+            Ok(seq) => {
+                let ids = batch.items.iter().map(|i| i.request_id).collect();
+                self.inflight
+                    .published(seq, batch.batch_id, ids, batch.deadline_ms);
+                tracing::debug!(batch_id = %batch.batch_id, task = %task, requests = batch.items.len(), seq, "batch queued");
             }
-        } else {
-            tracing::debug!(batch_id = %batch.batch_id, task = %task, requests = batch.items.len(), "batch queued");
+            Err(reason) => {
+                tracing::warn!(batch_id = %batch.batch_id, task = %task, requests = batch.items.len(),
+                    error = %reason, "batch not queued");
+                for item in &batch.items {
+                    self.pending
+                        .answer(item.request_id, Reply::NotQueued(reason.clone()));
+                }
+            }
         }
     }
 
-    async fn send(&self, batch: &TaskBatch) -> Result<(), String> {
+    /// Publish and return the stream sequence JetStream stored the batch at.
+    async fn send(&self, batch: &TaskBatch) -> Result<u64, String> {
         let body = protocol::encode(batch).map_err(|e| e.to_string())?;
         let mut headers = subjects::payload_headers(&batch.batch_id, batch.items.len());
         headers.insert(NATS_MESSAGE_ID, batch.batch_id.to_string().as_str());
@@ -63,7 +73,7 @@ impl Publisher {
             .await
             .map_err(|e| format!("work queue unavailable: {e}"))?;
         ack.await
-            .map(drop)
+            .map(|ack| ack.sequence)
             .map_err(|e| format!("work queue refused the batch: {e}"))
     }
 }

@@ -3,6 +3,7 @@
 //! The first result for a request wins; a later one (a redelivered batch that
 //! was computed twice) finds no waiter and is counted as a dropped duplicate.
 
+use crate::inflight::InFlight;
 use crate::pending::{Pending, Reply};
 use crate::stats::Counters;
 use futures::StreamExt;
@@ -10,7 +11,12 @@ use jetinfer_shared::protocol::{self, ResultBatch};
 use std::sync::Arc;
 
 /// Consume the result subscription until it ends.
-pub async fn route(mut results: async_nats::Subscriber, pending: Pending, counters: Arc<Counters>) {
+pub async fn route(
+    mut results: async_nats::Subscriber,
+    pending: Pending,
+    inflight: InFlight,
+    counters: Arc<Counters>,
+) {
     while let Some(msg) = results.next().await {
         let batch: ResultBatch = match protocol::decode(&msg.payload) {
             Ok(batch) => batch,
@@ -19,6 +25,7 @@ pub async fn route(mut results: async_nats::Subscriber, pending: Pending, counte
                 continue;
             }
         };
+        inflight.finished(batch.batch_id);
         for item in batch.items {
             let reply = Reply::Done {
                 worker_id: batch.worker_id.clone(),

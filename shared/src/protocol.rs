@@ -275,6 +275,9 @@ pub struct Heartbeat {
     pub processed: u64,
     /// Requests answered with an error since start.
     pub failed: u64,
+    /// Batches received on a redelivery since start.
+    #[serde(default)]
+    pub redelivered: u64,
     /// Compute time of the last batch, in milliseconds.
     pub last_batch_ms: f64,
     /// Unix milliseconds when the worker started.

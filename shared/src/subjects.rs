@@ -17,6 +17,12 @@ pub const RESULT_SUBJECTS: &str = "infer.result.>";
 /// KV bucket of worker heartbeats, keyed by worker id.
 pub const WORKERS_BUCKET: &str = "INFER_WORKERS";
 
+/// Advisory JetStream publishes when a task batch reached its MaxDeliver.
+pub const MAX_DELIVERIES_ADVISORY: &str =
+    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.INFER_TASKS.*";
+/// Advisory JetStream publishes when a worker terminated a task batch.
+pub const TERMINATED_ADVISORY: &str = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.INFER_TASKS.*";
+
 /// Header carrying the batch id, for people reading messages with the nats CLI.
 pub const HEADER_BATCH_ID: &str = "Jetinfer-Batch-Id";
 /// Header carrying the task name.

@@ -17,6 +17,16 @@ pub struct TopologyArgs {
     /// before JetStream redelivers it to another worker.
     #[arg(long, env = "ACK_WAIT_MS", default_value_t = 5_000)]
     pub ack_wait_ms: u64,
+    /// Ack waits of later deliveries in ms, comma separated: the 2nd delivery of
+    /// a batch may take the first value, the 3rd the second, and so on (the last
+    /// repeats). Empty: every delivery waits `ACK_WAIT_MS`.
+    #[arg(
+        long,
+        env = "BACKOFF_MS",
+        value_delimiter = ',',
+        default_value = "10000,20000"
+    )]
+    pub backoff_ms: Vec<u64>,
     /// Deliveries of a batch before JetStream gives up on it.
     #[arg(long, env = "MAX_DELIVER", default_value_t = 4)]
     pub max_deliver: i64,
@@ -38,6 +48,39 @@ pub struct TopologyArgs {
 }
 
 impl TopologyArgs {
+    /// JetStream's BackOff list: `ACK_WAIT_MS`, then `BACKOFF_MS`, cut to fewer
+    /// entries than `MAX_DELIVER` as JetStream requires. Empty without a schedule.
+    pub fn backoff(&self) -> Vec<Duration> {
+        let keep = match self.max_deliver {
+            _ if self.backoff_ms.is_empty() => return Vec::new(),
+            n if n < 0 => usize::MAX, // unlimited deliveries
+            n if n <= 1 => return Vec::new(),
+            n => (n - 1) as usize,
+        };
+        std::iter::once(self.ack_wait_ms)
+            .chain(self.backoff_ms.iter().copied())
+            .take(keep)
+            .map(Duration::from_millis)
+            .collect()
+    }
+
+    /// The shortest time a delivery may go without an ack: how often a busy
+    /// worker must send AckProgress.
+    pub fn min_ack_wait(&self) -> Duration {
+        let min = self
+            .backoff_ms
+            .iter()
+            .copied()
+            .fold(self.ack_wait_ms, u64::min);
+        Duration::from_millis(min)
+    }
+
+    /// The longest time a delivery may go without an ack.
+    pub fn max_ack_wait(&self) -> Duration {
+        let max = self.backoff().into_iter().max().unwrap_or_default();
+        max.max(Duration::from_millis(self.ack_wait_ms))
+    }
+
     /// Time a heartbeat stays in the bucket without being renewed.
     pub fn heartbeat_ttl(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms * 3)
@@ -108,6 +151,7 @@ pub async fn ensure_work_consumer(
                 filter_subject: subjects::task_subject(task, priority),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_millis(args.ack_wait_ms),
+                backoff: args.backoff(),
                 max_deliver: args.max_deliver,
                 max_ack_pending: args.max_ack_pending,
                 ..Default::default()
@@ -129,9 +173,50 @@ pub async fn ensure_workers_bucket(
         bucket: subjects::WORKERS_BUCKET.to_owned(),
         history: 1,
         max_age: args.heartbeat_ttl(),
-        storage: stream::StorageType::Memory,
+        // File-backed like everything else: a nats-server restart must not
+        // make live workers invisible until they re-create the bucket.
+        storage: stream::StorageType::File,
         ..Default::default()
     })
     .await
     .map_err(failed(subjects::WORKERS_BUCKET))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        topology: TopologyArgs,
+    }
+
+    fn args(flags: &[&str]) -> TopologyArgs {
+        Cli::parse_from(std::iter::once("t").chain(flags.iter().copied())).topology
+    }
+
+    #[test]
+    fn backoff_starts_with_ack_wait_and_stays_below_max_deliver() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|m| Duration::from_millis(*m))
+                .collect::<Vec<_>>()
+        };
+        let a = args(&[]);
+        assert_eq!(a.backoff(), ms(&[5_000, 10_000, 20_000]));
+        let a = args(&[
+            "--max-deliver",
+            "3",
+            "--ack-wait-ms",
+            "100",
+            "--backoff-ms",
+            "200,300,400",
+        ]);
+        assert_eq!(a.backoff(), ms(&[100, 200]));
+        assert_eq!(a.min_ack_wait(), Duration::from_millis(100));
+        assert!(args(&["--max-deliver", "1"]).backoff().is_empty());
+        assert!(args(&["--backoff-ms", ""]).backoff().is_empty());
+    }
 }

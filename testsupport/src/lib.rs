@@ -66,8 +66,8 @@ pub fn model_dir() -> PathBuf {
 
 /// A nats-server child process with JetStream on, owned by one test.
 pub struct NatsServer {
-    child: Option<Child>,
-    port: u16,
+    child: std::sync::Mutex<Option<Child>>,
+    port: std::sync::atomic::AtomicU16,
     dir: tempfile::TempDir,
 }
 
@@ -75,16 +75,16 @@ impl NatsServer {
     /// Start a server with our `nats.conf` on a free port.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir for nats-server");
-        let mut server = Self {
-            child: None,
-            port: 0,
+        let server = Self {
+            child: std::sync::Mutex::new(None),
+            port: std::sync::atomic::AtomicU16::new(0),
             dir,
         };
         server.spawn("-1");
         server
     }
 
-    fn spawn(&mut self, port: &str) {
+    fn spawn(&self, port: &str) {
         let ports_dir = self.dir.path().join("ports");
         let _ = std::fs::remove_dir_all(&ports_dir);
         std::fs::create_dir_all(&ports_dir).expect("ports dir");
@@ -100,11 +100,12 @@ impl NatsServer {
             .stderr(log)
             .spawn()
             .expect("cannot start nats-server");
-        self.child = Some(child);
-        self.port = self.read_port(&ports_dir);
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        let port = self.read_port(&ports_dir);
+        self.port.store(port, std::sync::atomic::Ordering::SeqCst);
     }
 
-    fn read_port(&mut self, ports_dir: &Path) -> u16 {
+    fn read_port(&self, ports_dir: &Path) -> u16 {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let file = std::fs::read_dir(ports_dir)
@@ -121,11 +122,13 @@ impl NatsServer {
             if let Some(port) = port {
                 return port;
             }
-            if let Some(status) = self
+            let exited = self
                 .child
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
                 .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
                 panic!("nats-server exited with {status}: {}", self.log());
             }
             assert!(
@@ -144,7 +147,10 @@ impl NatsServer {
 
     /// Client URL.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!(
+            "nats://127.0.0.1:{}",
+            self.port.load(std::sync::atomic::Ordering::SeqCst)
+        )
     }
 
     /// A plain client connection for checks made by the test itself.
@@ -155,17 +161,21 @@ impl NatsServer {
     }
 
     /// Kill the server hard (SIGKILL), keeping its store.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    pub fn kill(&self) {
+        let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut child) = child {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
     /// Start again on the same port and store, as after a crash.
-    pub fn restart(&mut self) {
+    pub fn restart(&self) {
         self.kill();
-        let port = self.port.to_string();
+        let port = self
+            .port
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .to_string();
         self.spawn(&port);
     }
 }
@@ -193,5 +203,89 @@ where
             "timed out after {limit:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `worker` binary of this workspace, built (or found up to date) with the
+/// same cargo and profile that runs the tests, so a test never runs a stale one.
+pub fn worker_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let status = Command::new(cargo)
+                .current_dir(&root)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "jetinfer-worker",
+                    "--bin",
+                    "worker",
+                ])
+                .status()
+                .expect("cannot run cargo to build the worker binary");
+            assert!(status.success(), "building the worker binary failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"));
+            let bin = target.join("debug").join("worker");
+            assert!(bin.is_file(), "no worker binary at {}", bin.display());
+            bin
+        })
+        .clone()
+}
+
+/// A real worker process (for crash and kill tests); SIGKILLed on drop.
+pub struct WorkerProcess {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl WorkerProcess {
+    /// Start `worker` with `--worker-id id`, the real model, `nats_url`, and extra env vars.
+    pub fn start(nats_url: &str, id: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for worker log");
+        let log = dir.path().join("worker.log");
+        let file = std::fs::File::create(&log).expect("worker log");
+        let child = Command::new(worker_bin())
+            .env("NATS_URL", nats_url)
+            .env("WORKER_ID", id)
+            .env("MODEL_DIR", model_dir())
+            .env("THREADS", "1")
+            .envs(env.iter().copied())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("cannot start worker");
+        Self {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// `kill -9`: no shutdown, no heartbeat removal, the batch in hand is abandoned.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The process's exit status if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Everything the worker logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

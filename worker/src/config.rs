@@ -1,5 +1,6 @@
 //! The worker's command line: every knob is a flag and an environment variable.
 
+use crate::faults::FaultArgs;
 use clap::Parser;
 use jetinfer_shared::config::NatsArgs;
 use jetinfer_shared::protocol::Task;
@@ -20,6 +21,9 @@ pub struct WorkerArgs {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+    /// Fault injection (all off by default).
+    #[command(flatten)]
+    pub faults: FaultArgs,
     /// Unique id of this worker: heartbeat key, event subject and log field.
     /// Defaults to `worker-<random>`.
     #[arg(long, env = "WORKER_ID")]

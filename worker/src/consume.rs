@@ -8,6 +8,7 @@
 
 use crate::backend::thread::BackendThread;
 use crate::events::{BatchRef, Events};
+use crate::faults::{Fate, Faults};
 use crate::stats::Stats;
 use crate::tasks;
 use async_nats::jetstream::consumer::PullConsumer;
@@ -21,6 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+/// Exit status of an injected crash (what a supervisor sees).
+pub const CRASH_EXIT_CODE: i32 = 70;
 
 /// How long one pull request waits for a batch before asking again.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
@@ -43,6 +47,10 @@ pub struct Processor {
     pub progress_every: Duration,
     /// One permit: the batch being computed.
     pub slot: Semaphore,
+    /// Fault injection.
+    pub faults: Faults,
+    /// How long an injected hang holds a batch: past its longest ack wait.
+    pub hang_for: Duration,
 }
 
 /// Poll `fut` to completion, sending AckProgress on `msg` every `every` so a
@@ -112,22 +120,50 @@ impl Processor {
             requests: batch.items.len(),
             attempt,
         };
-        let _permit = match with_progress(&msg, self.progress_every, self.slot.acquire()).await {
-            Ok(permit) => permit,
-            Err(_) => return, // semaphore closed: shutting down, leave it to redelivery
+        let Ok(_permit) = with_progress(&msg, self.progress_every, self.slot.acquire()).await
+        else {
+            return; // semaphore closed: shutting down, leave it to redelivery
         };
         if attempt > 1 {
+            self.stats.redelivered();
             self.events.emit("redelivered", batch_ref, 0.0, None).await;
         }
         if now_ms() > batch.deadline_ms {
-            tracing::info!(batch_id = %batch.batch_id, worker_id = %self.worker_id, attempt,
-                requests = batch.items.len(), outcome = "expired", "deadline passed; not computed");
+            self.log_batch(&batch, attempt, 0.0, "expired", None);
             self.term(&msg).await;
             return self.events.emit("expired", batch_ref, 0.0, None).await;
         }
 
+        let plan = self.faults.plan();
         self.stats.batch_started();
         let started = Instant::now();
+        if !plan.delay.is_zero() {
+            tracing::info!(batch_id = %batch.batch_id, worker_id = %self.worker_id, attempt,
+                fault = "delay", delay_ms = plan.delay.as_millis() as u64, "injected delay");
+            with_progress(&msg, self.progress_every, tokio::time::sleep(plan.delay)).await;
+        }
+        match plan.fate {
+            Fate::Crash => {
+                self.log_batch(&batch, attempt, 0.0, "crash", Some("injected crash"));
+                self.events
+                    .emit("failed", batch_ref, 0.0, Some("injected crash".into()))
+                    .await;
+                let _ = tokio::time::timeout(Duration::from_millis(500), self.events.flush()).await;
+                std::process::exit(CRASH_EXIT_CODE);
+            }
+            Fate::Hang => {
+                self.log_batch(&batch, attempt, 0.0, "hang", Some("injected hang"));
+                tokio::time::sleep(self.hang_for).await;
+                self.stats
+                    .batch_finished(0, 0, started.elapsed().as_secs_f64() * 1000.0);
+                return self
+                    .events
+                    .emit("failed", batch_ref, 0.0, Some("injected hang".into()))
+                    .await;
+            }
+            Fate::Normal | Fate::Drop => {}
+        }
+
         let computed = with_progress(
             &msg,
             self.progress_every,
@@ -139,6 +175,26 @@ impl Processor {
             tracing::error!(batch_id = %batch.batch_id, error = %e, "batch failed in the model");
             vec![ItemOutcome::Error(format!("model error: {e}")); batch.items.len()]
         });
+        if plan.fate == Fate::Drop {
+            // Computed, then lost: no publish, no ack, as if the packet vanished.
+            self.stats.batch_finished(0, 0, compute_ms);
+            self.log_batch(
+                &batch,
+                attempt,
+                compute_ms,
+                "drop",
+                Some("injected lost result"),
+            );
+            return self
+                .events
+                .emit(
+                    "failed",
+                    batch_ref,
+                    compute_ms,
+                    Some("injected lost result".into()),
+                )
+                .await;
+        }
         let failed = outcomes
             .iter()
             .filter(|o| matches!(o, ItemOutcome::Error(_)))
@@ -163,9 +219,8 @@ impl Processor {
                 .collect(),
         };
         if let Err(e) = self.publish(&batch, &result).await {
-            // No ack: JetStream redelivers the batch after AckWait.
-            tracing::warn!(batch_id = %batch.batch_id, worker_id = %self.worker_id, attempt,
-                error = %e, "result not published; leaving batch for redelivery");
+            // No ack: JetStream redelivers the batch after its ack wait.
+            self.log_batch(&batch, attempt, compute_ms, "unpublished", Some(&e));
             return self
                 .events
                 .emit("failed", batch_ref, compute_ms, Some(e))
@@ -175,17 +230,33 @@ impl Processor {
             tracing::warn!(batch_id = %batch.batch_id, error = %e, "ack failed; batch may be redelivered");
         }
         for item in &result.items {
-            let outcome = match &item.outcome {
-                ItemOutcome::Ok(_) => "ok",
-                ItemOutcome::Error(_) => "error",
+            let error = match &item.outcome {
+                ItemOutcome::Ok(_) => None,
+                ItemOutcome::Error(e) => Some(e.as_str()),
             };
             tracing::info!(request_id = %item.request_id, batch_id = %batch.batch_id,
                 worker_id = %self.worker_id, task = %batch.task, attempt, latency_ms = compute_ms,
-                outcome, "task done");
+                outcome = if error.is_none() { "ok" } else { "error" }, error, "task done");
         }
         self.events
             .emit("completed", batch_ref, compute_ms, None)
             .await;
+    }
+
+    /// One log line per request of a batch that did not complete normally.
+    fn log_batch(
+        &self,
+        batch: &TaskBatch,
+        attempt: u64,
+        latency_ms: f64,
+        outcome: &str,
+        error: Option<&str>,
+    ) {
+        for item in &batch.items {
+            tracing::warn!(request_id = %item.request_id, batch_id = %batch.batch_id,
+                worker_id = %self.worker_id, task = %batch.task, attempt, latency_ms, outcome,
+                fault = outcome, error, "task not answered by this delivery");
+        }
     }
 
     /// Publish the result and wait for JetStream to store it.

@@ -30,6 +30,11 @@ impl Events {
         Self { client, worker_id }
     }
 
+    /// Wait until published events have left this process.
+    pub async fn flush(&self) {
+        let _ = self.client.flush().await;
+    }
+
     /// Publish one event of `kind`.
     pub async fn emit(&self, kind: &str, batch: BatchRef, latency_ms: f64, error: Option<String>) {
         let event = WorkerEvent {

@@ -33,6 +33,7 @@ fn record(me: &Identity, stats: &Stats, state: &str) -> Heartbeat {
         in_flight: s.in_flight,
         processed: s.processed,
         failed: s.failed,
+        redelivered: s.redelivered,
         last_batch_ms: s.last_batch_ms,
         started_at_ms: me.started_at_ms,
         updated_at_ms: now_ms(),

@@ -7,12 +7,14 @@
 //! - [`consume`]: pulling batches, progress acks, result publish, ack/term.
 //! - [`heartbeat`]: liveness record in the `INFER_WORKERS` bucket.
 //! - [`events`]: `infer.event.<worker>.<kind>` notifications.
+//! - [`faults`]: crash / delay / hang / drop injection, decided per batch.
 //! - [`stats`]: counters shared by the consumer and the heartbeat.
 
 pub mod backend;
 pub mod config;
 pub mod consume;
 pub mod events;
+pub mod faults;
 pub mod heartbeat;
 pub mod stats;
 pub mod tasks;
@@ -60,6 +62,10 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
     let stream = topology::ensure_streams(&js, &args.topology).await?;
     let kv = topology::ensure_workers_bucket(&js, &args.topology).await?;
 
+    let faults = faults::Faults::new(args.faults.clone());
+    if faults.any() {
+        tracing::warn!(worker_id = %worker_id, faults = ?args.faults, "fault injection is ON");
+    }
     let stats = stats::Stats::default();
     let events = Events::new(client.clone(), worker_id.clone());
     let processor = Arc::new(Processor {
@@ -69,9 +75,10 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
         stats: stats.clone(),
         worker_id: worker_id.clone(),
         temperature: args.classify_temperature,
-        progress_every: Duration::from_millis(args.topology.ack_wait_ms / 2)
-            .max(Duration::from_millis(100)),
+        progress_every: (args.topology.min_ack_wait() / 2).max(Duration::from_millis(50)),
         slot: Semaphore::new(1),
+        faults,
+        hang_for: args.topology.max_ack_wait() + Duration::from_millis(500),
     });
 
     let mut pullers = tokio::task::JoinSet::new();

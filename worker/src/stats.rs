@@ -12,6 +12,7 @@ struct Inner {
     in_flight: AtomicU64,
     processed: AtomicU64,
     failed: AtomicU64,
+    redelivered: AtomicU64,
     last_batch_us: AtomicU64,
 }
 
@@ -24,6 +25,8 @@ pub struct Snapshot {
     pub processed: u64,
     /// Requests answered with an error or dropped as malformed.
     pub failed: u64,
+    /// Batches received on a redelivery (attempt > 1).
+    pub redelivered: u64,
     /// Compute time of the last batch.
     pub last_batch_ms: f64,
 }
@@ -44,6 +47,11 @@ impl Stats {
             .store((compute_ms * 1000.0) as u64, Ordering::Relaxed);
     }
 
+    /// A batch arrived on a redelivery.
+    pub fn redelivered(&self) {
+        self.0.redelivered.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Requests that failed without being computed (malformed batch).
     pub fn rejected(&self, failed: u64) {
         self.0.failed.fetch_add(failed, Ordering::Relaxed);
@@ -55,6 +63,7 @@ impl Stats {
             in_flight: self.0.in_flight.load(Ordering::Relaxed),
             processed: self.0.processed.load(Ordering::Relaxed),
             failed: self.0.failed.load(Ordering::Relaxed),
+            redelivered: self.0.redelivered.load(Ordering::Relaxed),
             last_batch_ms: self.0.last_batch_us.load(Ordering::Relaxed) as f64 / 1000.0,
         }
     }

@@ -37,12 +37,26 @@ pub enum ApiError {
     /// A text or list exceeds a documented limit.
     #[error("{0}")]
     TooLarge(String),
+    /// A query parameter is malformed.
+    #[error("{0}")]
+    InvalidQuery(String),
     /// The work queue did not take the request.
     #[error("{message}")]
     Unavailable {
         /// Why.
         message: String,
         /// The request that was refused.
+        request_id: Uuid,
+    },
+    /// JetStream gave up on the request's batch: every delivery failed, or a
+    /// worker terminated it because its deadline had passed.
+    #[error("request {request_id} failed after {attempts} attempt(s): {reason}")]
+    Abandoned {
+        /// Deliveries made.
+        attempts: u64,
+        /// Why it stopped.
+        reason: &'static str,
+        /// The failed request.
         request_id: Uuid,
     },
     /// No answer within `REQUEST_TIMEOUT_MS`.
@@ -87,6 +101,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
             }
+            ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query", None),
             ApiError::MissingField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "missing_field", None),
             ApiError::UnknownField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_field", None),
             ApiError::UnknownTask(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_task", None),
@@ -95,6 +110,11 @@ impl ApiError {
             ApiError::Unavailable { request_id, .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
+                Some(*request_id),
+            ),
+            ApiError::Abandoned { request_id, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "retries_exhausted",
                 Some(*request_id),
             ),
             ApiError::Timeout { request_id, .. } => {

@@ -5,6 +5,7 @@ use super::validate;
 use super::AppState;
 use crate::batcher::Queued;
 use crate::pending::{Pending, Reply};
+use crate::request_log::{preview, RequestRecord};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -81,6 +82,7 @@ pub async fn infer(
 
     let request_id = Uuid::new_v4();
     let task = validated.input.task();
+    let input_text = validated.input.texts()[0].to_owned();
     let timeout = Duration::from_millis(state.limits.request_timeout_ms);
     let answer = state.pending.register(request_id);
     let _waiting = Waiting {
@@ -103,6 +105,8 @@ pub async fn infer(
 
     let reply = tokio::time::timeout(timeout, answer).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let mut worker = None;
+    let mut retries = 0;
     let result = match reply {
         Ok(Ok(Reply::Done {
             worker_id,
@@ -110,10 +114,8 @@ pub async fn infer(
             attempt,
             outcome,
         })) => {
-            let retries = attempt.saturating_sub(1);
-            tracing::info!(request_id = %request_id, task = %task, worker_id = %worker_id, attempt,
-                latency_ms, outcome = if matches!(outcome, ItemOutcome::Ok(_)) { "ok" } else { "error" },
-                "request answered");
+            retries = attempt.saturating_sub(1);
+            worker = Some(worker_id.clone());
             if retries > 0 {
                 state.counters.retried();
             }
@@ -137,6 +139,21 @@ pub async fn infer(
             message,
             request_id,
         }),
+        Ok(Ok(Reply::Abandoned {
+            attempts,
+            exhausted,
+        })) => {
+            retries = attempts.saturating_sub(1);
+            Err(ApiError::Abandoned {
+                attempts,
+                reason: if exhausted {
+                    "every delivery failed (MAX_DELIVER reached)"
+                } else {
+                    "terminated by a worker: its deadline had passed"
+                },
+                request_id,
+            })
+        }
         Ok(Err(_)) => Err(ApiError::ShuttingDown),
         Err(_) => {
             state.counters.timed_out();
@@ -146,12 +163,30 @@ pub async fn infer(
             })
         }
     };
-    match &result {
-        Ok(_) => state.counters.completed(),
+    let (status, outcome, error) = match &result {
+        Ok(_) => {
+            state.counters.completed();
+            (StatusCode::OK, "ok", None)
+        }
         Err(e) => {
             state.counters.failed();
-            tracing::warn!(request_id = %request_id, task = %task, latency_ms, error = %e, "request failed");
+            let (status, code, _) = e.parts();
+            (status, code, Some(e.to_string()))
         }
-    }
+    };
+    tracing::info!(request_id = %request_id, task = %task, worker_id = worker.as_deref(),
+        attempt = retries + 1, latency_ms, outcome, error = error.as_deref(), "request answered");
+    state.requests.push(RequestRecord {
+        request_id,
+        task,
+        outcome: outcome.to_owned(),
+        status: status.as_u16(),
+        worker_id: worker,
+        retries,
+        latency_ms,
+        error,
+        input: preview(&input_text),
+        finished_at_ms: now_ms(),
+    });
     result.map(Json)
 }

@@ -5,7 +5,7 @@
 //! - [`error`]: `ApiError`, the one JSON error shape and its status codes.
 //! - [`validate`]: JSON body → `TaskInput`, with the documented limits.
 //! - [`infer`]: `POST /infer`.
-//! - [`status`]: `GET /status` and `GET /healthz`.
+//! - [`status`]: `GET /status`, `/healthz`, `/readyz`, `/recent_requests`.
 
 pub mod error;
 pub mod infer;
@@ -15,6 +15,7 @@ pub mod validate;
 use crate::batcher::Batcher;
 use crate::config::Limits;
 use crate::pending::Pending;
+use crate::request_log::RequestLog;
 use crate::stats::Counters;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -33,6 +34,8 @@ pub struct AppState {
     pub counters: Arc<Counters>,
     /// Input limits and the request timeout.
     pub limits: Limits,
+    /// Finished requests, newest last.
+    pub requests: RequestLog,
     /// NATS connection, for `/status` and `/healthz`.
     pub nats: async_nats::Client,
     /// JetStream context, for `/status`.
@@ -46,6 +49,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/infer", post(infer::infer))
         .route("/status", get(status::status))
         .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
+        .route("/recent_requests", get(status::recent_requests))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -3,15 +3,19 @@
 //! Everything here is read live from NATS: workers from the heartbeat bucket,
 //! the queue from JetStream consumer info. The gateway keeps no registry.
 
+use super::error::ApiError;
 use super::AppState;
+use crate::request_log::RequestRecord;
 use crate::stats::CountersSnapshot;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::Json;
 use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{Heartbeat, Priority, Task};
 use jetinfer_shared::subjects;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// A live worker as its last heartbeat describes it.
@@ -136,6 +140,57 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<Status> {
         gateway: state.counters.snapshot(),
         waiting: state.pending.len(),
     })
+}
+
+/// Readiness: 200 when at least one live worker is connected, 503 otherwise.
+/// The body counts live workers per task, so a task nobody serves shows as 0.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+    let workers = workers(&state.js).await;
+    let per_task: serde_json::Map<String, serde_json::Value> = Task::ALL
+        .iter()
+        .map(|t| {
+            let n = workers
+                .iter()
+                .filter(|w| w.heartbeat.tasks.contains(t))
+                .count();
+            (t.as_str().to_owned(), n.into())
+        })
+        .collect();
+    let ready = !workers.is_empty();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "ready": ready,
+        "workers": workers.len(),
+        "tasks": per_task,
+        "nats": state.nats.connection_state().to_string(),
+    });
+    (status, Json(body))
+}
+
+/// Query of `GET /recent_requests`.
+#[derive(Debug, Deserialize)]
+pub struct RecentQuery {
+    /// Records to return, newest first (default 100).
+    pub limit: Option<usize>,
+}
+
+/// The newest finished requests, newest first.
+pub async fn recent_requests(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<RecentQuery>, QueryRejection>,
+) -> Result<Json<Vec<RequestRecord>>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::InvalidQuery(format!(
+            "`limit` must be a non-negative integer: {}",
+            e.body_text()
+        ))
+    })?;
+    let limit = query.limit.unwrap_or(100).min(state.requests.capacity());
+    Ok(Json(state.requests.newest(limit)))
 }
 
 /// Liveness of the gateway process (and what it thinks of NATS).

@@ -2,6 +2,7 @@
 //! One test binary, so the stack harness is compiled and linked once.
 
 mod bad_input;
+mod chaos;
 mod compose;
 mod pipeline;
 mod stack;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 /// A running stack; everything stops when it is dropped.
 pub struct Stack {
-    _nats: NatsServer,
+    pub nats: NatsServer,
     pub url: String,
     pub http: reqwest::Client,
     stop: CancellationToken,
@@ -65,7 +65,7 @@ impl Stack {
             }));
         }
         let stack = Stack {
-            _nats: nats,
+            nats,
             url,
             http: reqwest::Client::new(),
             stop,
@@ -86,7 +86,8 @@ impl Stack {
         r.json().await.ok()
     }
 
-    async fn wait_for_workers(&self, n: usize) {
+    /// Wait until `/status` lists exactly `n` live workers.
+    pub async fn wait_for_workers(&self, n: usize) {
         wait_for(
             &format!("{n} workers in /status"),
             Duration::from_secs(60),

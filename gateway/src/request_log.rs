@@ -1,0 +1,121 @@
+//! The last N finished requests, for `GET /recent_requests` and the dashboard.
+
+use jetinfer_shared::protocol::Task;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// Characters of the input kept in a record.
+const INPUT_PREVIEW_CHARS: usize = 120;
+
+/// One finished request.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    /// Request id.
+    pub request_id: Uuid,
+    /// Task.
+    pub task: Task,
+    /// `ok` or the error code the client got.
+    pub outcome: String,
+    /// HTTP status sent.
+    pub status: u16,
+    /// Worker that answered, if any.
+    pub worker_id: Option<String>,
+    /// Redeliveries before the answer.
+    pub retries: u64,
+    /// Time from acceptance to answer.
+    pub latency_ms: f64,
+    /// Error message, when not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The input's main text, truncated.
+    pub input: String,
+    /// Unix ms of the answer.
+    pub finished_at_ms: u64,
+}
+
+/// Truncate `text` for display.
+pub fn preview(text: &str) -> String {
+    let mut chars = text.chars();
+    let head: String = chars.by_ref().take(INPUT_PREVIEW_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
+/// Fixed-size ring of the newest records.
+pub struct RequestLog {
+    capacity: usize,
+    records: Mutex<VecDeque<RequestRecord>>,
+}
+
+impl RequestLog {
+    /// A log keeping the newest `capacity` records.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            records: Mutex::new(VecDeque::with_capacity(capacity.min(65_536))),
+        }
+    }
+
+    /// Most records kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Add a record, dropping the oldest when full.
+    pub fn push(&self, record: RequestRecord) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if records.len() == self.capacity {
+            records.pop_front();
+        }
+        records.push_back(record);
+    }
+
+    /// The newest `limit` records, newest first.
+    pub fn newest(&self, limit: usize) -> Vec<RequestRecord> {
+        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        records.iter().rev().take(limit).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: u64) -> RequestRecord {
+        RequestRecord {
+            request_id: Uuid::new_v4(),
+            task: Task::Embed,
+            outcome: "ok".into(),
+            status: 200,
+            worker_id: None,
+            retries: 0,
+            latency_ms: 1.0,
+            error: None,
+            input: String::new(),
+            finished_at_ms: i,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_first() {
+        let log = RequestLog::new(3);
+        for i in 0..5 {
+            log.push(record(i));
+        }
+        let at: Vec<u64> = log.newest(10).iter().map(|r| r.finished_at_ms).collect();
+        assert_eq!(at, [4, 3, 2]);
+        assert_eq!(log.newest(1).len(), 1);
+        assert_eq!(
+            preview(&"x".repeat(200)).chars().count(),
+            INPUT_PREVIEW_CHARS + 1
+        );
+    }
+}
