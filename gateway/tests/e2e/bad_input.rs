@@ -121,3 +121,28 @@ async fn no_worker_means_a_504_with_the_request_id_not_a_hang() {
     assert_eq!(status["waiting"], 0, "a timed-out request frees its slot");
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_disconnects_frees_its_slot() {
+    let stack = Stack::start(0, &["--request-timeout-ms", "60000"]).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(format!("{}/infer", stack.url))
+        .json(&json!({"task": "embed", "input": "nobody will read this"}))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up first");
+    jetinfer_testsupport::wait_for(
+        "the abandoned request to free its slot",
+        std::time::Duration::from_secs(10),
+        || async {
+            let status = stack.status().await?;
+            (status["waiting"] == 0 && status["gateway"]["submitted"] == 1).then_some(())
+        },
+    )
+    .await;
+    stack.shutdown().await;
+}

@@ -146,5 +146,29 @@ async fn three_hundred_concurrent_requests_through_three_workers() {
         .sum();
     // Heartbeats lag by up to one interval; they never over-count.
     assert!(processed <= 300, "{status}");
+
+    let recent: serde_json::Value = stack
+        .http
+        .get(format!("{}/recent_requests?limit=5", stack.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let recent = recent.as_array().expect("a list");
+    assert_eq!(recent.len(), 5);
+    for r in recent {
+        assert_eq!(r["outcome"], "ok");
+        assert!(ids.contains(r["request_id"].as_str().unwrap()));
+        assert!(r["input"].as_str().unwrap().starts_with("request number"));
+    }
+    let bad = stack
+        .http
+        .get(format!("{}/recent_requests?limit=many", stack.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
     stack.shutdown().await;
 }
