@@ -1,6 +1,19 @@
-//! `dashboard` binary: the live browser view is not built yet (tracked as its own issue).
+//! `dashboard` binary: parse config, bind, serve until SIGTERM/Ctrl-C.
 
-fn main() {
-    eprintln!("dashboard: not implemented yet; use `GET /status` on the gateway meanwhile");
-    std::process::exit(2);
+use anyhow::Context;
+use clap::Parser;
+use jetinfer_dashboard::config::DashboardArgs;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = DashboardArgs::parse();
+    args.log.init();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let stop = CancellationToken::new();
+    tokio::spawn(jetinfer_shared::shutdown::on_signal(stop.clone()));
+    jetinfer_dashboard::run(args, listener, stop).await?;
+    Ok(())
 }

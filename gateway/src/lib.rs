@@ -9,12 +9,14 @@
 //! - [`pending`]: the request-id → waiter map that guarantees one answer each.
 //! - [`inflight`]: published batches by stream sequence, for advisories.
 //! - [`advisories`]: JetStream's max-deliveries/terminated advisories → immediate errors.
+//! - [`events`]: finished requests and counters published for the dashboard.
 //! - [`request_log`]: ring buffer of finished requests for `/recent_requests`.
 //! - [`stats`]: counters for `/status`.
 
 pub mod advisories;
 pub mod batcher;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod inflight;
 pub mod pending;
@@ -88,6 +90,12 @@ pub async fn run(
         pending: pending.clone(),
         inflight,
     });
+    tokio::spawn(events::stats_loop(
+        client.clone(),
+        gateway_id.clone(),
+        counters.clone(),
+        stop.clone(),
+    ));
     let batcher = batcher::Batcher::spawn(args.batch, pending.clone(), publisher);
     let state = Arc::new(http::AppState {
         gateway_id: gateway_id.clone(),

@@ -1,50 +1,8 @@
 //! The last N finished requests, for `GET /recent_requests` and the dashboard.
 
-use jetinfer_shared::protocol::Task;
-use serde::Serialize;
+use jetinfer_shared::protocol::RequestRecord;
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use uuid::Uuid;
-
-/// Characters of the input kept in a record.
-const INPUT_PREVIEW_CHARS: usize = 120;
-
-/// One finished request.
-#[derive(Debug, Clone, Serialize)]
-pub struct RequestRecord {
-    /// Request id.
-    pub request_id: Uuid,
-    /// Task.
-    pub task: Task,
-    /// `ok` or the error code the client got.
-    pub outcome: String,
-    /// HTTP status sent.
-    pub status: u16,
-    /// Worker that answered, if any.
-    pub worker_id: Option<String>,
-    /// Redeliveries before the answer.
-    pub retries: u64,
-    /// Time from acceptance to answer.
-    pub latency_ms: f64,
-    /// Error message, when not ok.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The input's main text, truncated.
-    pub input: String,
-    /// Unix ms of the answer.
-    pub finished_at_ms: u64,
-}
-
-/// Truncate `text` for display.
-pub fn preview(text: &str) -> String {
-    let mut chars = text.chars();
-    let head: String = chars.by_ref().take(INPUT_PREVIEW_CHARS).collect();
-    if chars.next().is_some() {
-        format!("{head}…")
-    } else {
-        head
-    }
-}
 
 /// Fixed-size ring of the newest records.
 pub struct RequestLog {
@@ -88,6 +46,8 @@ impl RequestLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jetinfer_shared::protocol::Task;
+    use uuid::Uuid;
 
     fn record(i: u64) -> RequestRecord {
         RequestRecord {
@@ -100,6 +60,7 @@ mod tests {
             latency_ms: 1.0,
             error: None,
             input: String::new(),
+            output: None,
             finished_at_ms: i,
         }
     }
@@ -113,9 +74,5 @@ mod tests {
         let at: Vec<u64> = log.newest(10).iter().map(|r| r.finished_at_ms).collect();
         assert_eq!(at, [4, 3, 2]);
         assert_eq!(log.newest(1).len(), 1);
-        assert_eq!(
-            preview(&"x".repeat(200)).chars().count(),
-            INPUT_PREVIEW_CHARS + 1
-        );
     }
 }

@@ -1,6 +1,6 @@
-//! Gateway counters shown by `GET /status`.
+//! Gateway counters shown by `GET /status` and published for the dashboard.
 
-use serde::Serialize;
+use jetinfer_shared::protocol::GatewayStats;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Request counters since start; lock-free, shared by handlers and the result router.
@@ -13,25 +13,6 @@ pub struct Counters {
     timed_out: AtomicU64,
     rejected: AtomicU64,
     duplicates_dropped: AtomicU64,
-}
-
-/// The counters at one moment, as JSON.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-pub struct CountersSnapshot {
-    /// Requests accepted (validated and queued).
-    pub submitted: u64,
-    /// Answered with an output.
-    pub completed: u64,
-    /// Answered with an error after being accepted (includes timeouts).
-    pub failed: u64,
-    /// Answered after at least one redelivery.
-    pub retried: u64,
-    /// Of `failed`: no answer before the request timeout.
-    pub timed_out: u64,
-    /// Refused at validation (4xx).
-    pub rejected: u64,
-    /// Results that arrived for an already answered request (redelivery duplicates).
-    pub duplicates_dropped: u64,
 }
 
 macro_rules! bump {
@@ -59,9 +40,9 @@ bump! {
 
 impl Counters {
     /// Read every counter.
-    pub fn snapshot(&self) -> CountersSnapshot {
+    pub fn snapshot(&self) -> GatewayStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        CountersSnapshot {
+        GatewayStats {
             submitted: get(&self.submitted),
             completed: get(&self.completed),
             failed: get(&self.failed),

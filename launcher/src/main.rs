@@ -44,6 +44,9 @@ struct Args {
     /// Gateway listen address.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8000")]
     gateway_listen: String,
+    /// Dashboard listen address.
+    #[arg(long, env = "DASHBOARD_LISTEN", default_value = "0.0.0.0:3000")]
+    dashboard_listen: String,
     /// Model folder; when unset, workers' `--fetch-model` downloads it by `MODEL_ID`.
     #[arg(long, env = "MODEL_DIR")]
     model_dir: Option<PathBuf>,
@@ -130,6 +133,19 @@ async fn main() -> anyhow::Result<()> {
         },
     )?;
 
+    let mut dashboard = Proc::start(
+        "dashboard",
+        Spec {
+            program: bin_dir.join("dashboard"),
+            args: vec![],
+            env: vec![
+                ("NATS_URL".into(), nats_url.clone()),
+                ("DASHBOARD_LISTEN".into(), args.dashboard_listen.clone()),
+            ],
+            log: logs.join("dashboard.log"),
+        },
+    )?;
+
     println!(
         "starting {} workers ({threads} compute threads each, {cores} cores) ...",
         args.workers
@@ -140,20 +156,22 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Err(e) = ready {
         eprintln!("stack did not come up: {e:#}; logs in {}", logs.display());
-        stop_all(&mut gateway, &mut workers, &mut nats).await;
+        stop_all(&mut [&mut gateway, &mut dashboard], &mut workers, &mut nats).await;
         return Err(e);
     }
     let port = args.gateway_listen.rsplit(':').next().unwrap_or("8000");
+    let dashboard_port = args.dashboard_listen.rsplit(':').next().unwrap_or("3000");
     println!();
     println!("jetinfer is up: {} workers ready", args.workers);
     println!("  gateway   http://localhost:{port}   (POST /infer, GET /status, GET /healthz)");
+    println!("  dashboard http://localhost:{dashboard_port}");
     println!("  nats      {nats_url}");
     println!("  logs      {}/", logs.display());
     println!("try:  curl -s localhost:{port}/infer -H 'content-type: application/json' -d '{{\"task\":\"embed\",\"input\":\"This is an example sentence\"}}'");
     println!("Ctrl-C stops everything.");
 
-    let outcome = supervise(&mut gateway, &mut workers, &mut nats).await;
-    stop_all(&mut gateway, &mut workers, &mut nats).await;
+    let outcome = supervise(&mut [&mut gateway, &mut dashboard], &mut workers, &mut nats).await;
+    stop_all(&mut [&mut gateway, &mut dashboard], &mut workers, &mut nats).await;
     println!(
         "stopped; JetStream data kept in {}",
         args.state_dir.join("nats").display()
@@ -227,9 +245,10 @@ async fn wait_for_workers(client: &async_nats::Client, n: usize) -> anyhow::Resu
     }
 }
 
-/// Watch the children until Ctrl-C; restart a worker that dies.
+/// Watch the children until Ctrl-C; restart a worker that dies; give up
+/// (and stop everything) if a service or nats-server dies.
 async fn supervise(
-    gateway: &mut Proc,
+    services: &mut [&mut Proc],
     workers: &mut [Proc],
     nats: &mut Proc,
 ) -> anyhow::Result<()> {
@@ -251,7 +270,7 @@ async fn supervise(
                 w.restart()?;
             }
         }
-        for p in [&mut *gateway, &mut *nats] {
+        for p in services.iter_mut().map(|p| &mut **p).chain([&mut *nats]) {
             if let Some(status) = p.exited() {
                 bail!("{} exited ({status}); see {}", p.name, p.log().display());
             }
@@ -259,10 +278,13 @@ async fn supervise(
     }
 }
 
-async fn stop_all(gateway: &mut Proc, workers: &mut [Proc], nats: &mut Proc) {
+/// Stop the services (gateway, dashboard) and the workers, nats-server last.
+async fn stop_all(services: &mut [&mut Proc], workers: &mut [Proc], nats: &mut Proc) {
     println!("stopping ...");
     let grace = Duration::from_secs(15);
-    gateway.stop(grace).await;
+    for s in services.iter_mut() {
+        s.stop(grace).await;
+    }
     futures::future::join_all(workers.iter_mut().map(|w| w.stop(grace))).await;
     nats.stop(grace).await;
 }

@@ -292,7 +292,8 @@ pub struct Heartbeat {
 pub struct WorkerEvent {
     /// Worker the event happened on.
     pub worker_id: String,
-    /// `started`, `completed`, `failed`, `redelivered`, `expired` or `stopped`.
+    /// Per batch: `started`, `completed`, `failed`, `redelivered`, `expired`;
+    /// per worker: `online`, `stopped`.
     pub kind: String,
     /// Batch concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -311,6 +312,97 @@ pub struct WorkerEvent {
     pub error: Option<String>,
     /// Unix milliseconds.
     pub at_ms: u64,
+}
+
+/// Characters of a text kept in a preview.
+const PREVIEW_CHARS: usize = 120;
+
+/// `text` cut to 120 characters (with an ellipsis), for logs and the dashboard.
+pub fn preview(text: &str) -> String {
+    let mut chars = text.chars();
+    let head: String = chars.by_ref().take(PREVIEW_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
+impl TaskOutput {
+    /// A one-line summary a person can scan in a table.
+    pub fn preview(&self) -> String {
+        match self {
+            TaskOutput::Embedding { embedding } => {
+                let head: Vec<String> = embedding
+                    .iter()
+                    .take(3)
+                    .map(|x| format!("{x:.4}"))
+                    .collect();
+                format!("[{}, …] ({} floats)", head.join(", "), embedding.len())
+            }
+            TaskOutput::Classification { label, scores } => {
+                format!(
+                    "{label} ({:.2})",
+                    scores.get(label).copied().unwrap_or_default()
+                )
+            }
+            TaskOutput::Similarity { scores } => match scores.first() {
+                Some(best) => preview(&format!("#{} {:.3} {}", best.index, best.score, best.text)),
+                None => "no candidates".to_owned(),
+            },
+        }
+    }
+}
+
+/// One finished request as the gateway saw it: kept for `/recent_requests`
+/// and published on `infer.event.<gateway-id>.request` for the dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Request id.
+    pub request_id: Uuid,
+    /// Task.
+    pub task: Task,
+    /// `ok` or the error code the client got.
+    pub outcome: String,
+    /// HTTP status sent.
+    pub status: u16,
+    /// Worker that answered, if any.
+    pub worker_id: Option<String>,
+    /// Redeliveries before the answer.
+    pub retries: u64,
+    /// Time from acceptance to answer.
+    pub latency_ms: f64,
+    /// Error message, when not ok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The input's main text, truncated.
+    pub input: String,
+    /// The output, summarised ([`TaskOutput::preview`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Unix ms of the answer.
+    pub finished_at_ms: u64,
+}
+
+/// A gateway's request counters since it started, published every second on
+/// `infer.event.<gateway-id>.stats` so the dashboard shows totals, not just
+/// what it saw since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayStats {
+    /// Requests accepted (validated and queued).
+    pub submitted: u64,
+    /// Answered with an output.
+    pub completed: u64,
+    /// Answered with an error after being accepted (includes timeouts).
+    pub failed: u64,
+    /// Answered after at least one redelivery.
+    pub retried: u64,
+    /// Of `failed`: no answer before the request timeout.
+    pub timed_out: u64,
+    /// Refused at validation (4xx).
+    pub rejected: u64,
+    /// Results that arrived for an already answered request (redelivery duplicates).
+    pub duplicates_dropped: u64,
 }
 
 /// A task or result payload could not be encoded or decoded.
@@ -406,6 +498,21 @@ mod tests {
             decode::<TaskBatch>(b"\xc1garbage"),
             Err(WireError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn previews_are_short_and_readable() {
+        assert_eq!(preview(&"x".repeat(200)).chars().count(), PREVIEW_CHARS + 1);
+        assert_eq!(preview("short"), "short");
+        let e = TaskOutput::Embedding {
+            embedding: vec![0.5; 384],
+        };
+        assert_eq!(e.preview(), "[0.5000, 0.5000, 0.5000, …] (384 floats)");
+        let c = TaskOutput::Classification {
+            label: "positive".into(),
+            scores: [("positive".to_string(), 0.8)].into(),
+        };
+        assert_eq!(c.preview(), "positive (0.80)");
     }
 
     #[test]

@@ -64,9 +64,13 @@ pub fn result_subject(gateway_id: &str) -> String {
     format!("infer.result.{gateway_id}")
 }
 
-/// Subject of a worker event (`started`, `completed`, `failed`, ...).
-pub fn event_subject(worker_id: &str, kind: &str) -> String {
-    format!("infer.event.{worker_id}.{kind}")
+/// Every event subject (workers and gateways), for watchers like the dashboard.
+pub const EVENT_SUBJECTS: &str = "infer.event.>";
+
+/// Subject of an event from a worker (`started`, `completed`, `failed`, ...)
+/// or a gateway (`request`, `stats`); `source` is the worker or gateway id.
+pub fn event_subject(source: &str, kind: &str) -> String {
+    format!("infer.event.{source}.{kind}")
 }
 
 #[cfg(test)]

@@ -10,6 +10,21 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use clap::Args;
 use std::time::Duration;
 
+/// A list of milliseconds, written `1000,2000` (or `none` for no list).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Schedule(pub Vec<u64>);
+
+fn parse_schedule(s: &str) -> Result<Schedule, String> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("none") {
+        return Ok(Schedule::default());
+    }
+    s.split(',')
+        .map(|ms| ms.trim().parse::<u64>().map_err(|e| format!("{ms:?}: {e}")))
+        .collect::<Result<_, _>>()
+        .map(Schedule)
+}
+
 /// Limits of the task stream and the retry policy of work consumers.
 #[derive(Debug, Clone, Args)]
 pub struct TopologyArgs {
@@ -19,14 +34,9 @@ pub struct TopologyArgs {
     pub ack_wait_ms: u64,
     /// Ack waits of later deliveries in ms, comma separated: the 2nd delivery of
     /// a batch may take the first value, the 3rd the second, and so on (the last
-    /// repeats). Empty: every delivery waits `ACK_WAIT_MS`.
-    #[arg(
-        long,
-        env = "BACKOFF_MS",
-        value_delimiter = ',',
-        default_value = "10000,20000"
-    )]
-    pub backoff_ms: Vec<u64>,
+    /// repeats). `none`: every delivery waits `ACK_WAIT_MS`.
+    #[arg(long, env = "BACKOFF_MS", default_value = "10000,20000", value_parser = parse_schedule)]
+    pub backoff_ms: Schedule,
     /// Deliveries of a batch before JetStream gives up on it.
     #[arg(long, env = "MAX_DELIVER", default_value_t = 4)]
     pub max_deliver: i64,
@@ -52,13 +62,13 @@ impl TopologyArgs {
     /// entries than `MAX_DELIVER` as JetStream requires. Empty without a schedule.
     pub fn backoff(&self) -> Vec<Duration> {
         let keep = match self.max_deliver {
-            _ if self.backoff_ms.is_empty() => return Vec::new(),
+            _ if self.backoff_ms.0.is_empty() => return Vec::new(),
             n if n < 0 => usize::MAX, // unlimited deliveries
             n if n <= 1 => return Vec::new(),
             n => (n - 1) as usize,
         };
         std::iter::once(self.ack_wait_ms)
-            .chain(self.backoff_ms.iter().copied())
+            .chain(self.backoff_ms.0.iter().copied())
             .take(keep)
             .map(Duration::from_millis)
             .collect()
@@ -69,6 +79,7 @@ impl TopologyArgs {
     pub fn min_ack_wait(&self) -> Duration {
         let min = self
             .backoff_ms
+            .0
             .iter()
             .copied()
             .fold(self.ack_wait_ms, u64::min);
@@ -218,5 +229,7 @@ mod tests {
         assert_eq!(a.min_ack_wait(), Duration::from_millis(100));
         assert!(args(&["--max-deliver", "1"]).backoff().is_empty());
         assert!(args(&["--backoff-ms", ""]).backoff().is_empty());
+        assert!(args(&["--backoff-ms", "none"]).backoff().is_empty());
+        assert!(parse_schedule("1000,x").is_err());
     }
 }

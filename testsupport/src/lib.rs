@@ -206,37 +206,6 @@ where
     }
 }
 
-/// The `worker` binary of this workspace, built (or found up to date) with the
-/// same cargo and profile that runs the tests, so a test never runs a stale one.
-pub fn worker_bin() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let status = Command::new(cargo)
-                .current_dir(&root)
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "jetinfer-worker",
-                    "--bin",
-                    "worker",
-                ])
-                .status()
-                .expect("cannot run cargo to build the worker binary");
-            assert!(status.success(), "building the worker binary failed");
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root.join("target"));
-            let bin = target.join("debug").join("worker");
-            assert!(bin.is_file(), "no worker binary at {}", bin.display());
-            bin
-        })
-        .clone()
-}
-
 /// A real worker process (for crash and kill tests); SIGKILLed on drop.
 pub struct WorkerProcess {
     child: Child,
@@ -245,12 +214,19 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Start `worker` with `--worker-id id`, the real model, `nats_url`, and extra env vars.
-    pub fn start(nats_url: &str, id: &str, env: &[(&str, &str)]) -> Self {
+    /// Start the worker binary `bin` as `id` with the real model, `nats_url`
+    /// and extra env vars. Integration tests of the worker package pass
+    /// `env!("CARGO_BIN_EXE_worker")`, which cargo keeps fresh.
+    pub fn start(
+        bin: impl AsRef<std::ffi::OsStr>,
+        nats_url: &str,
+        id: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for worker log");
         let log = dir.path().join("worker.log");
         let file = std::fs::File::create(&log).expect("worker log");
-        let child = Command::new(worker_bin())
+        let child = Command::new(bin)
             .env("NATS_URL", nats_url)
             .env("WORKER_ID", id)
             .env("MODEL_DIR", model_dir())

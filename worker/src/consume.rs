@@ -136,6 +136,7 @@ impl Processor {
 
         let plan = self.faults.plan();
         self.stats.batch_started();
+        self.events.emit("started", batch_ref, 0.0, None).await;
         let started = Instant::now();
         if !plan.delay.is_zero() {
             tracing::info!(batch_id = %batch.batch_id, worker_id = %self.worker_id, attempt,

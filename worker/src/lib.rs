@@ -105,7 +105,7 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
         Duration::from_millis(args.topology.heartbeat_interval_ms),
         beat_stop.clone(),
     ));
-    events.emit("started", BatchRef::default(), 0.0, None).await;
+    events.emit("online", BatchRef::default(), 0.0, None).await;
     tracing::info!(worker_id = %worker_id, tasks = ?args.tasks, "worker ready");
 
     while pullers.join_next().await.is_some() {}

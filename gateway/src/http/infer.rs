@@ -4,15 +4,15 @@ use super::error::ApiError;
 use super::validate;
 use super::AppState;
 use crate::batcher::Queued;
+use crate::events;
 use crate::pending::{Pending, Reply};
-use crate::request_log::{preview, RequestRecord};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use jetinfer_shared::clock::now_ms;
-use jetinfer_shared::protocol::{BatchItem, ItemOutcome, Task, TaskOutput};
+use jetinfer_shared::protocol::{preview, BatchItem, ItemOutcome, RequestRecord, Task, TaskOutput};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,6 +107,7 @@ pub async fn infer(
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut worker = None;
     let mut retries = 0;
+    let mut output_preview = None;
     let result = match reply {
         Ok(Ok(Reply::Done {
             worker_id,
@@ -120,15 +121,18 @@ pub async fn infer(
                 state.counters.retried();
             }
             match outcome {
-                ItemOutcome::Ok(output) => Ok(InferResponse {
-                    request_id,
-                    task,
-                    model,
-                    worker_id,
-                    retries,
-                    latency_ms,
-                    output,
-                }),
+                ItemOutcome::Ok(output) => {
+                    output_preview = Some(output.preview());
+                    Ok(InferResponse {
+                        request_id,
+                        task,
+                        model,
+                        worker_id,
+                        retries,
+                        latency_ms,
+                        output,
+                    })
+                }
                 ItemOutcome::Error(message) => Err(ApiError::Worker {
                     message,
                     request_id,
@@ -176,7 +180,7 @@ pub async fn infer(
     };
     tracing::info!(request_id = %request_id, task = %task, worker_id = worker.as_deref(),
         attempt = retries + 1, latency_ms, outcome, error = error.as_deref(), "request answered");
-    state.requests.push(RequestRecord {
+    let record = RequestRecord {
         request_id,
         task,
         outcome: outcome.to_owned(),
@@ -186,7 +190,10 @@ pub async fn infer(
         latency_ms,
         error,
         input: preview(&input_text),
+        output: output_preview,
         finished_at_ms: now_ms(),
-    });
+    };
+    events::request_finished(&state.nats, &state.gateway_id, &record).await;
+    state.requests.push(record);
     result.map(Json)
 }

@@ -5,14 +5,13 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::request_log::RequestRecord;
-use crate::stats::CountersSnapshot;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
+use jetinfer_shared::protocol::RequestRecord;
 use jetinfer_shared::protocol::{Heartbeat, Priority, Task};
 use jetinfer_shared::subjects;
 use serde::{Deserialize, Serialize};
@@ -69,7 +68,7 @@ pub struct Status {
     /// Work-queue backlog.
     pub queue: QueueStatus,
     /// Request counters.
-    pub gateway: CountersSnapshot,
+    pub gateway: jetinfer_shared::protocol::GatewayStats,
     /// Requests waiting for an answer now.
     pub waiting: usize,
 }

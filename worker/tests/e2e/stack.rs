@@ -10,6 +10,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The worker binary cargo built for these tests (always current).
+pub const WORKER: &str = env!("CARGO_BIN_EXE_worker");
+
 /// A running stack; everything stops when it is dropped.
 pub struct Stack {
     pub nats: NatsServer,

@@ -1,6 +1,8 @@
-//! docker-compose.yml must only use flags and env vars our binaries really have.
+//! docker-compose.yml must only use flags and env vars our binaries really have,
+//! and run every one of them.
 
 use clap::CommandFactory;
+use jetinfer_dashboard::config::DashboardArgs;
 use jetinfer_gateway::config::GatewayArgs;
 use jetinfer_worker::config::WorkerArgs;
 use serde_yaml::Value;
@@ -49,6 +51,7 @@ fn compose_services_use_only_real_flags_and_env_vars() {
         let (flags, envs) = match program.as_str() {
             "worker" => options(WorkerArgs::command()),
             "gateway" => options(GatewayArgs::command()),
+            "dashboard" => options(DashboardArgs::command()),
             _ => continue,
         };
         seen.insert(program.clone());
@@ -76,10 +79,8 @@ fn compose_services_use_only_real_flags_and_env_vars() {
             );
         }
     }
-    assert_eq!(
-        seen,
-        BTreeSet::from(["gateway".to_string(), "worker".to_string()])
-    );
+    let binaries = ["dashboard", "gateway", "worker"].map(String::from);
+    assert_eq!(seen, BTreeSet::from(binaries));
     let workers = services
         .values()
         .filter(|s| strings(&s["command"]).first().map(String::as_str) == Some("worker"))

@@ -3,6 +3,7 @@
 //! checks that each accepted request got exactly one answer.
 
 use crate::stack::Stack;
+use crate::stack::WORKER;
 use futures::StreamExt;
 use jetinfer_testsupport::{wait_for, WorkerProcess};
 use serde_json::{json, Value};
@@ -82,12 +83,13 @@ async fn kill_9_mid_batch_loses_no_request() {
         let url = stack.nats.url();
         // The victim is slow, so it is almost always in the middle of a batch.
         let mut victim = WorkerProcess::start(
+            WORKER,
             &url,
             "victim",
             &env(&[("DELAY_MIN_MS", "800"), ("DELAY_MAX_MS", "800")]),
         );
-        let _a = WorkerProcess::start(&url, "healthy-a", &env(&[]));
-        let _b = WorkerProcess::start(&url, "healthy-b", &env(&[]));
+        let _a = WorkerProcess::start(WORKER, &url, "healthy-a", &env(&[]));
+        let _b = WorkerProcess::start(WORKER, &url, "healthy-b", &env(&[]));
         stack.wait_for_workers(3).await;
 
         let killer = async {
@@ -119,9 +121,9 @@ async fn a_hung_worker_has_its_batches_redelivered_elsewhere() {
     tokio::time::timeout(LIMIT, async {
         let stack = Stack::start(0, &["--batch-max-size", "4"]).await;
         let url = stack.nats.url();
-        let _hung = WorkerProcess::start(&url, "hung", &env(&[("HANG_RATE", "1")]));
-        let _a = WorkerProcess::start(&url, "healthy-a", &env(&[]));
-        let _b = WorkerProcess::start(&url, "healthy-b", &env(&[]));
+        let _hung = WorkerProcess::start(WORKER, &url, "hung", &env(&[("HANG_RATE", "1")]));
+        let _a = WorkerProcess::start(WORKER, &url, "healthy-a", &env(&[]));
+        let _b = WorkerProcess::start(WORKER, &url, "healthy-b", &env(&[]));
         stack.wait_for_workers(3).await;
 
         let answers = burst(&stack, 120).await;
@@ -155,7 +157,7 @@ async fn lost_results_are_redelivered_until_answered() {
         let url = stack.nats.url();
         let faulty = env(&[("DROP_RATE", "0.2"), ("MAX_DELIVER", "10")]);
         let _w: Vec<WorkerProcess> = (0..3)
-            .map(|i| WorkerProcess::start(&url, &format!("lossy-{i}"), &faulty))
+            .map(|i| WorkerProcess::start(WORKER, &url, &format!("lossy-{i}"), &faulty))
             .collect();
         stack.wait_for_workers(3).await;
 
@@ -183,6 +185,7 @@ async fn exhausted_retries_answer_at_once_with_the_attempts() {
         // The request timeout is far away: only the advisory can explain a quick error.
         let stack = Stack::start(0, &["--request-timeout-ms", "120000"]).await;
         let _hung = WorkerProcess::start(
+            WORKER,
             &stack.nats.url(),
             "hung",
             &[
@@ -278,7 +281,7 @@ async fn a_batch_whose_deadline_passed_is_not_computed() {
             .await;
         assert_eq!(status, 504, "{body}");
 
-        let _late = WorkerProcess::start(&stack.nats.url(), "late", &[]);
+        let _late = WorkerProcess::start(WORKER, &stack.nats.url(), "late", &[]);
         let event = tokio::time::timeout(Duration::from_secs(60), expired.next())
             .await
             .expect("an expired event")
@@ -352,8 +355,8 @@ async fn a_killed_worker_leaves_status_and_readiness_follows() {
             r.status().as_u16()
         };
         assert_eq!(ready().await, 503, "no worker yet");
-        let mut a = WorkerProcess::start(&stack.nats.url(), "a", &[]);
-        let mut b = WorkerProcess::start(&stack.nats.url(), "b", &[]);
+        let mut a = WorkerProcess::start(WORKER, &stack.nats.url(), "a", &[]);
+        let mut b = WorkerProcess::start(WORKER, &stack.nats.url(), "b", &[]);
         stack.wait_for_workers(2).await;
         assert_eq!(ready().await, 200);
         a.kill();

@@ -1,0 +1,163 @@
+//! NATS → model. Read-only by construction: core subscriptions (which never
+//! consume from a work queue), an ordered KV watch and consumer-info reads.
+//!
+//! Each loop survives NATS going away: subscriptions are restored by the
+//! client on reconnect, and the KV watch and queue poll retry every second.
+
+use crate::model::{Model, Queue};
+use async_nats::jetstream::kv::Operation;
+use futures::StreamExt;
+use jetinfer_shared::protocol::{
+    self, GatewayStats, Heartbeat, Priority, RequestRecord, ResultBatch, Task, TaskBatch,
+    WorkerEvent,
+};
+use jetinfer_shared::subjects;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+type Shared = Arc<Mutex<Model>>;
+
+const RETRY: Duration = Duration::from_secs(1);
+
+fn with(model: &Shared, f: impl FnOnce(&mut Model)) {
+    f(&mut model.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+/// Start every feed; they end when `stop` fires.
+pub fn spawn(client: async_nats::Client, model: Shared, stop: CancellationToken) {
+    let feeds: [std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>; 4] = [
+        Box::pin(subjects_feed(client.clone(), model.clone())),
+        Box::pin(heartbeats(client.clone(), model.clone())),
+        Box::pin(queue_depth(client.clone(), model.clone())),
+        Box::pin(results(client, model)),
+    ];
+    for feed in feeds {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = feed => {}
+            }
+        });
+    }
+}
+
+/// Subscribe, retrying until the client accepts the subscription.
+async fn subscribe(client: &async_nats::Client, subject: &'static str) -> async_nats::Subscriber {
+    loop {
+        match client.subscribe(subject).await {
+            Ok(sub) => return sub,
+            Err(e) => {
+                tracing::warn!(subject, error = %e, "subscribe failed; retrying");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+/// Task batches (what is pending) and events (workers' and gateways').
+async fn subjects_feed(client: async_nats::Client, model: Shared) {
+    let tasks = subscribe(&client, subjects::TASK_SUBJECTS)
+        .await
+        .map(|m| (true, m));
+    let events = subscribe(&client, subjects::EVENT_SUBJECTS)
+        .await
+        .map(|m| (false, m));
+    let mut both = futures::stream::select(tasks, events);
+    while let Some((is_task, msg)) = both.next().await {
+        if is_task {
+            if let Ok(batch) = protocol::decode::<TaskBatch>(&msg.payload) {
+                with(&model, |m| m.batch_queued(&batch));
+            }
+            continue;
+        }
+        // infer.event.<source>.<kind>
+        let mut parts = msg.subject.as_str().splitn(4, '.').skip(2);
+        let (Some(source), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        match kind {
+            "request" => {
+                if let Ok(record) = serde_json::from_slice::<RequestRecord>(&msg.payload) {
+                    with(&model, |m| m.request_finished(record));
+                }
+            }
+            "stats" => {
+                if let Ok(stats) = serde_json::from_slice::<GatewayStats>(&msg.payload) {
+                    with(&model, |m| m.gateway_stats(source, stats));
+                }
+            }
+            _ => {
+                if let Ok(event) = serde_json::from_slice::<WorkerEvent>(&msg.payload) {
+                    with(&model, |m| m.worker_event(event));
+                }
+            }
+        }
+    }
+}
+
+/// Results: how much each worker is answering.
+async fn results(client: async_nats::Client, model: Shared) {
+    let mut results = subscribe(&client, subjects::RESULT_SUBJECTS).await;
+    while let Some(msg) = results.next().await {
+        if let Ok(batch) = protocol::decode::<ResultBatch>(&msg.payload) {
+            with(&model, |m| m.results(&batch.worker_id, batch.items.len()));
+        }
+    }
+}
+
+/// Watch the heartbeat bucket (current values first, then every change).
+async fn heartbeats(client: async_nats::Client, model: Shared) {
+    let js = async_nats::jetstream::new(client);
+    loop {
+        let watch = match js.get_key_value(subjects::WORKERS_BUCKET).await {
+            Ok(kv) => kv.watch_with_history(">").await.ok(),
+            Err(_) => None, // no worker has created the bucket yet
+        };
+        if let Some(mut watch) = watch {
+            while let Some(Ok(entry)) = watch.next().await {
+                match entry.operation {
+                    Operation::Put => {
+                        if let Ok(beat) = serde_json::from_slice::<Heartbeat>(&entry.value) {
+                            with(&model, |m| m.heartbeat(beat));
+                        }
+                    }
+                    Operation::Delete | Operation::Purge => {
+                        with(&model, |m| m.heartbeat_removed(&entry.key));
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Poll the work consumers' backlog once a second.
+async fn queue_depth(client: async_nats::Client, model: Shared) {
+    let js = async_nats::jetstream::new(client);
+    let mut tick = tokio::time::interval(RETRY);
+    loop {
+        tick.tick().await;
+        let queue = match js.get_stream(subjects::TASK_STREAM).await {
+            Ok(stream) => {
+                let mut q = Queue::default();
+                for task in Task::ALL {
+                    for priority in Priority::ALL {
+                        let name = subjects::work_consumer(task, priority);
+                        if let Ok(info) = stream.consumer_info(&name).await {
+                            q.pending += info.num_pending;
+                            q.in_flight += info.num_ack_pending as u64;
+                        }
+                    }
+                }
+                q
+            }
+            Err(e) => Queue {
+                error: Some(e.to_string()),
+                ..Default::default()
+            },
+        };
+        with(&model, |m| m.queue(queue));
+    }
+}

@@ -1,0 +1,92 @@
+//! The page, its assets, the JSON snapshot and the Server-Sent Events stream.
+
+use crate::model::Model;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::Stream;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Shared by the handlers.
+pub struct AppState {
+    /// What the feeds have seen.
+    pub model: Arc<Mutex<Model>>,
+    /// For the NATS connection state.
+    pub client: async_nats::Client,
+}
+
+impl AppState {
+    fn snapshot(&self) -> crate::model::Snapshot {
+        let nats = self.client.connection_state().to_string();
+        self.model
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot(nats)
+    }
+}
+
+/// The dashboard's routes.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { Html(include_str!("../assets/index.html")) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript")],
+                    include_str!("../assets/app.js"),
+                )
+            }),
+        )
+        .route(
+            "/style.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css")],
+                    include_str!("../assets/style.css"),
+                )
+            }),
+        )
+        .route("/api/snapshot", get(snapshot))
+        .route("/api/stream", get(stream))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .with_state(state)
+}
+
+async fn snapshot(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    Json(state.snapshot())
+}
+
+/// One snapshot per second, for as long as the page is open.
+async fn stream(
+    State(state): State<Arc<AppState>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let ticks = tokio_stream_interval(Duration::from_secs(1));
+    let events = futures::StreamExt::map(ticks, move |()| {
+        let event = Event::default()
+            .event("snapshot")
+            .json_data(state.snapshot())
+            .unwrap_or_else(|e| Event::default().event("error").data(e.to_string()));
+        Ok(event)
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// A stream that yields at once and then every `period`.
+fn tokio_stream_interval(period: Duration) -> impl Stream<Item = ()> {
+    futures::stream::unfold(tokio::time::interval(period), |mut tick| async move {
+        tick.tick().await;
+        Some(((), tick))
+    })
+}

@@ -1,0 +1,14 @@
+//! System tests: a real nats-server, the gateway, real workers (in-process and
+//! as processes) with the real model, the dashboard in a real browser.
+//!
+//! One test binary, so the stack harness is compiled and linked once. It lives
+//! in the worker package because cargo hands integration tests the path of
+//! their own package's binaries only (`CARGO_BIN_EXE_worker`, always rebuilt
+//! when stale), and the chaos tests need real worker processes to kill.
+
+mod bad_input;
+mod chaos;
+mod compose;
+mod dashboard;
+mod pipeline;
+mod stack;
