@@ -1,172 +1,210 @@
-//! `loadgen`: N concurrent requests against a gateway, then the same texts
-//! through the model in-process, so the end-to-end figures come with their
-//! ceiling measured in the same run on the same machine.
+//! `loadgen` binary: `loadgen run …` sends traffic, `loadgen bench …` measures.
 
-use anyhow::Context;
-use clap::Parser;
-use jetinfer_worker::backend::bert::BertEmbedder;
-use jetinfer_worker::backend::Embedder;
-use std::collections::BTreeMap;
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use jetinfer_loadgen::run::{Plan, Progress};
+use jetinfer_loadgen::traffic::{Pattern, Shape, TaskMix};
+use jetinfer_loadgen::{bench, corpus, plots, report, run};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Load a jetinfer gateway and compare it with the raw model.
+/// Traffic generator and benchmark for a jetinfer gateway.
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version, about)]
-struct Args {
-    /// Gateway base URL (only this URL is targeted).
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send traffic and report every outcome.
+    Run(RunArgs),
+    /// Raw model vs end to end vs pipeline overhead, in one run.
+    Bench(BenchArgs),
+}
+
+/// Options shared by `run` and `bench`.
+#[derive(Debug, Args)]
+struct Common {
+    /// Gateway base URL; the only address loadgen sends to.
     #[arg(long, env = "LOADGEN_URL", default_value = "http://127.0.0.1:8000")]
     url: String,
-    /// Requests to send in total.
+    /// Requests to send (per measurement in `bench`).
     #[arg(long, default_value_t = 300)]
     requests: usize,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 300)]
+    /// Clients of the `closed` pattern.
+    #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// No request is sent after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    max_duration_s: u64,
+    /// JSON list of input strings; default: 1024 built-in sentences of 8–20 words.
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Seed for the schedule, the task mix and the texts.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
     /// Per-request client timeout.
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
-    /// Also run the same texts through the model in-process (the ceiling).
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Traffic pattern.
+    #[arg(long, value_enum, default_value = "burst")]
+    pattern: Pattern,
+    /// Requests per second (sustained, poisson, mixed).
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Requests per burst (burst, mixed).
+    #[arg(long, default_value_t = 100)]
+    burst_size: usize,
+    /// Silence between bursts.
+    #[arg(long, default_value_t = 2_000)]
+    burst_gap_ms: u64,
+    /// Task mix with weights, e.g. `embed=3,classify=1,similarity=1`.
+    #[arg(long, default_value = "embed")]
+    tasks: TaskMix,
+    /// Print one line per request as it finishes (instead of a progress bar).
+    #[arg(long)]
+    per_request: bool,
+    /// Write every request record and the summary to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write PNG charts into this folder.
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// TrueType font for the charts (default: DejaVu Sans or Liberation Sans).
+    #[arg(long)]
+    font: Option<PathBuf>,
+    /// Exit non-zero when the failed share of requests exceeds this.
+    #[arg(long, default_value_t = 0.0)]
+    max_failure_rate: f64,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Model folder for the in-process baseline.
     #[arg(long, env = "MODEL_DIR")]
-    baseline_model_dir: Option<PathBuf>,
-    /// Batch size of the in-process baseline.
-    #[arg(long, default_value_t = 32)]
-    baseline_batch: usize,
+    model_dir: PathBuf,
+    /// Batch sizes of the in-process baseline.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    batch_sizes: Vec<usize>,
     /// Compute threads of the in-process baseline.
     #[arg(long, default_value_t = 2)]
-    baseline_threads: usize,
+    threads: usize,
+    /// Closed-loop concurrencies of the end-to-end runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+    concurrencies: Vec<usize>,
+    /// Write the whole report to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
-const WORDS: [&str; 24] = [
-    "the", "quick", "system", "answers", "every", "request", "with", "a", "vector", "while",
-    "workers", "pull", "batches", "from", "the", "queue", "and", "nothing", "is", "lost", "during",
-    "heavy", "bursty", "traffic",
-];
-
-/// Deterministic sentences of 8–20 words.
-fn corpus(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            let len = 8 + (i * 7) % 13;
-            let words: Vec<&str> = (0..len)
-                .map(|j| WORDS[(i * 5 + j * 3) % WORDS.len()])
-                .collect();
-            format!("{i}: {}", words.join(" "))
-        })
-        .collect()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-struct Outcome {
-    status: u16,
-    latency_ms: f64,
-    worker: Option<String>,
-    retries: u64,
-}
-
-async fn one(http: &reqwest::Client, url: &str, text: &str) -> Outcome {
-    let started = Instant::now();
-    let body = serde_json::json!({"task": "embed", "input": text});
-    let response = http.post(format!("{url}/infer")).json(&body).send().await;
-    let (status, json) = match response {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (
-                status,
-                r.json::<serde_json::Value>().await.unwrap_or_default(),
-            )
-        }
-        Err(_) => (0, serde_json::Value::Null),
+fn plan(common: &Common, pattern: Pattern, shape: Shape, tasks: TaskMix) -> anyhow::Result<Plan> {
+    let texts = match &common.corpus {
+        Some(path) => corpus::from_file(path)?,
+        None => corpus::builtin(),
     };
-    Outcome {
-        status,
-        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-        worker: json["worker_id"].as_str().map(str::to_owned),
-        retries: json["retries"].as_u64().unwrap_or(0),
-    }
+    Ok(Plan {
+        url: common.url.trim_end_matches('/').to_owned(),
+        pattern,
+        shape,
+        concurrency: common.concurrency,
+        max_duration: Duration::from_secs(common.max_duration_s),
+        tasks,
+        corpus: Arc::new(texts),
+        seed: common.seed,
+        timeout: Duration::from_millis(common.timeout_ms),
+    })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let texts = corpus(args.requests);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(args.timeout_ms))
-        .pool_max_idle_per_host(args.concurrency)
-        .build()?;
-
+async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
+    if a.rate.is_nan() || a.rate <= 0.0 {
+        bail!("--rate must be positive");
+    }
+    if a.plots.is_some() {
+        plots::load_font(a.font.as_deref())?;
+    }
+    let shape = Shape {
+        requests: a.common.requests,
+        rate: a.rate,
+        burst_size: a.burst_size,
+        burst_gap: Duration::from_millis(a.burst_gap_ms),
+    };
+    let plan = plan(&a.common, a.pattern, shape, a.tasks.clone())?;
     println!(
-        "end to end: {} embed requests, {} concurrent, against {}",
-        args.requests, args.concurrency, args.url
+        "{:?} traffic: {} requests against {}",
+        a.pattern, a.common.requests, plan.url
     );
-    let started = Instant::now();
-    let outcomes: Vec<Outcome> = {
-        use futures::StreamExt;
-        futures::stream::iter(texts.iter().map(|t| one(&http, &args.url, t)))
-            .buffer_unordered(args.concurrency.max(1))
-            .collect()
-            .await
+    let progress = if a.per_request {
+        Progress::PerRequest
+    } else {
+        Progress::Bar
     };
-    let wall = started.elapsed().as_secs_f64();
-    let ok: Vec<&Outcome> = outcomes.iter().filter(|o| o.status == 200).collect();
-    let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
-    let mut by_worker: BTreeMap<String, usize> = BTreeMap::new();
-    for o in &outcomes {
-        *by_status.entry(o.status).or_default() += 1;
-        if let Some(w) = &o.worker {
-            *by_worker.entry(w.clone()).or_default() += 1;
+    let (records, took) = run::execute(&plan, progress).await?;
+    let summary = report::summarize(&records, took.as_secs_f64());
+    report::print(&summary);
+    if let Some(path) = &a.json {
+        report::write_json(path, &records, &summary)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("records: {}", path.display());
+    }
+    if let Some(dir) = &a.plots {
+        for p in plots::write_all(dir, &records, &summary)? {
+            println!("plot: {}", p.display());
         }
     }
-    let mut lat: Vec<f64> = ok.iter().map(|o| o.latency_ms).collect();
-    lat.sort_by(f64::total_cmp);
-    let e2e_rps = ok.len() as f64 / wall;
-    println!(
-        "  answered {}/{} ok in {wall:.2}s, by status {by_status:?}",
-        ok.len(),
-        outcomes.len()
-    );
-    println!("  retried {}", ok.iter().filter(|o| o.retries > 0).count());
-    println!("  throughput {e2e_rps:.1} req/s");
-    println!(
-        "  latency ms: p50 {:.0}  p90 {:.0}  p99 {:.0}  max {:.0}",
-        percentile(&lat, 50.0),
-        percentile(&lat, 90.0),
-        percentile(&lat, 99.0),
-        percentile(&lat, 100.0)
-    );
-    println!("  per worker {by_worker:?}");
-
-    if let Some(dir) = args.baseline_model_dir {
-        let model = BertEmbedder::load(&dir, "baseline".into()).context("load baseline model")?;
-        let pool = rayon_pool(args.baseline_threads)?;
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let batch = args.baseline_batch.max(1);
-        let started = Instant::now();
-        pool.install(|| -> anyhow::Result<()> {
-            for chunk in refs.chunks(batch) {
-                model.embed(chunk)?;
-            }
-            Ok(())
-        })?;
-        let raw_rps = texts.len() as f64 / started.elapsed().as_secs_f64();
-        println!(
-            "raw in-process: {raw_rps:.1} sentences/s (batch {batch}, {} threads)",
-            args.baseline_threads
+    let rate = summary.failed as f64 / summary.sent.max(1) as f64;
+    if rate > a.max_failure_rate {
+        bail!(
+            "{:.1}% of requests failed (allowed: {:.1}%)",
+            rate * 100.0,
+            a.max_failure_rate * 100.0
         );
-        println!("ratio end-to-end / raw = {:.2}", e2e_rps / raw_rps);
     }
     Ok(())
 }
 
-fn rayon_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
-    Ok(rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()?)
+async fn bench_cmd(a: BenchArgs) -> anyhow::Result<()> {
+    let shape = Shape {
+        requests: a.common.requests,
+        rate: 1.0,
+        burst_size: 1,
+        burst_gap: Duration::ZERO,
+    };
+    let plan = plan(
+        &a.common,
+        Pattern::Closed,
+        shape,
+        "embed".parse().map_err(anyhow::Error::msg)?,
+    )?;
+    let report = bench::bench(
+        &plan,
+        a.model_dir,
+        a.batch_sizes,
+        a.threads,
+        &a.concurrencies,
+    )
+    .await?;
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+        println!("report: {}", path.display());
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(a) => run_cmd(a).await,
+        Command::Bench(a) => bench_cmd(a).await,
+    }
 }

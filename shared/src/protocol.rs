@@ -21,11 +21,14 @@ pub enum Task {
     Similarity,
     /// Zero-shot classification of a text against label names.
     Classify,
+    /// Returns the input without touching the model: measures the pipeline's
+    /// own overhead (gateway, NATS, worker loop) in benchmarks.
+    Echo,
 }
 
 impl Task {
     /// Every task, in a stable order (consumers, status pages).
-    pub const ALL: [Task; 3] = [Task::Embed, Task::Similarity, Task::Classify];
+    pub const ALL: [Task; 4] = [Task::Embed, Task::Similarity, Task::Classify, Task::Echo];
 
     /// The name used in subjects, consumers and the REST API.
     pub fn as_str(self) -> &'static str {
@@ -33,6 +36,7 @@ impl Task {
             Task::Embed => "embed",
             Task::Similarity => "similarity",
             Task::Classify => "classify",
+            Task::Echo => "echo",
         }
     }
 }
@@ -61,7 +65,7 @@ impl FromStr for Task {
             .ok_or_else(|| UnknownName {
                 kind: "task",
                 given: s.to_owned(),
-                expected: "embed, similarity, classify",
+                expected: "embed, similarity, classify, echo",
             })
     }
 }
@@ -129,6 +133,11 @@ pub enum TaskInput {
         /// Candidate label names, used as texts to embed.
         labels: Vec<String>,
     },
+    /// Return the text as it is.
+    Echo {
+        /// The text to return.
+        text: String,
+    },
 }
 
 impl TaskInput {
@@ -138,14 +147,15 @@ impl TaskInput {
             TaskInput::Embed { .. } => Task::Embed,
             TaskInput::Similarity { .. } => Task::Similarity,
             TaskInput::Classify { .. } => Task::Classify,
+            TaskInput::Echo { .. } => Task::Echo,
         }
     }
 
-    /// Every text that must go through the model for this request, in order:
-    /// the main text first, then candidates or labels.
+    /// Every text of this request, in order: the main text first, then
+    /// candidates or labels.
     pub fn texts(&self) -> Vec<&str> {
         match self {
-            TaskInput::Embed { text } => vec![text.as_str()],
+            TaskInput::Embed { text } | TaskInput::Echo { text } => vec![text.as_str()],
             TaskInput::Similarity { query, candidates } => std::iter::once(query)
                 .chain(candidates)
                 .map(String::as_str)
@@ -217,6 +227,11 @@ pub enum TaskOutput {
     Similarity {
         /// Highest score first.
         scores: Vec<ScoredCandidate>,
+    },
+    /// `echo`: the input, unchanged.
+    Echo {
+        /// The input text.
+        echo: String,
     },
 }
 
@@ -346,6 +361,7 @@ impl TaskOutput {
                     scores.get(label).copied().unwrap_or_default()
                 )
             }
+            TaskOutput::Echo { echo } => preview(echo),
             TaskOutput::Similarity { scores } => match scores.first() {
                 Some(best) => preview(&format!("#{} {:.3} {}", best.index, best.score, best.text)),
                 None => "no candidates".to_owned(),

@@ -45,7 +45,7 @@ pub struct WorkerArgs {
         long,
         env = "TASKS",
         value_delimiter = ',',
-        default_value = "embed,similarity,classify"
+        default_value = "embed,similarity,classify,echo"
     )]
     pub tasks: Vec<Task>,
     /// Compute threads for the forward pass. Keep workers × threads ≈ cores,

@@ -23,6 +23,9 @@ fn softmax(scores: &[f32], temperature: f32) -> Vec<f32> {
 
 /// Build one request's output from the embeddings of its texts (main text first).
 fn answer(input: &TaskInput, embeddings: &[Vec<f32>], temperature: f32) -> TaskOutput {
+    if let TaskInput::Echo { text } = input {
+        return TaskOutput::Echo { echo: text.clone() };
+    }
     let (main, rest) = embeddings
         .split_first()
         .expect("every input has a main text");
@@ -57,6 +60,7 @@ fn answer(input: &TaskInput, embeddings: &[Vec<f32>], temperature: f32) -> TaskO
                 scores: labels.iter().cloned().zip(probs).collect(),
             }
         }
+        TaskInput::Echo { .. } => unreachable!("answered above"),
     }
 }
 
@@ -68,9 +72,20 @@ pub async fn compute(
     items: &[BatchItem],
     temperature: f32,
 ) -> Result<Vec<ItemOutcome>, BackendError> {
-    let per_item: Vec<Vec<&str>> = items.iter().map(|i| i.input.texts()).collect();
+    // Echo needs no model: its items contribute no texts to the forward pass.
+    let per_item: Vec<Vec<&str>> = items
+        .iter()
+        .map(|i| match i.input {
+            TaskInput::Echo { .. } => Vec::new(),
+            _ => i.input.texts(),
+        })
+        .collect();
     let texts: Vec<String> = per_item.iter().flatten().map(|t| t.to_string()).collect();
-    let embeddings = backend.embed(texts).await?;
+    let embeddings = if texts.is_empty() {
+        Vec::new()
+    } else {
+        backend.embed(texts).await?
+    };
     let mut offset = 0;
     Ok(items
         .iter()
@@ -86,6 +101,15 @@ pub async fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echo_needs_no_embedding() {
+        let input = TaskInput::Echo { text: "hi".into() };
+        assert_eq!(
+            answer(&input, &[], 0.05),
+            TaskOutput::Echo { echo: "hi".into() }
+        );
+    }
 
     #[test]
     fn similarity_is_sorted_and_keeps_indices() {

@@ -60,6 +60,9 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Validated, ApiError> {
         Task::Embed => TaskInput::Embed {
             text: text(input, "input", limits)?,
         },
+        Task::Echo => TaskInput::Echo {
+            text: text(input, "input", limits)?,
+        },
         Task::Similarity => similarity(input, limits)?,
         Task::Classify => TaskInput::Classify {
             text: text(input, "input", limits)?,

@@ -1,0 +1,92 @@
+//! loadgen's own counting, end to end over HTTP, against the trivial handler.
+
+use jetinfer_loadgen::run::{execute, Plan, Progress};
+use jetinfer_loadgen::traffic::{Pattern, Shape};
+use jetinfer_loadgen::{plots, report, trivial};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn plan(pattern: Pattern, requests: usize) -> Plan {
+    Plan {
+        url: trivial::spawn().await.unwrap(),
+        pattern,
+        shape: Shape {
+            requests,
+            rate: 200.0,
+            burst_size: 10,
+            burst_gap: Duration::from_millis(50),
+        },
+        concurrency: 4,
+        max_duration: Duration::from_secs(30),
+        tasks: "embed=1,echo=1".parse().unwrap(),
+        corpus: Arc::new(vec!["hello".into(), "fail".into()]),
+        seed: 7,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+#[tokio::test]
+async fn every_pattern_counts_every_request_once() {
+    for pattern in [
+        Pattern::Burst,
+        Pattern::Sustained,
+        Pattern::Poisson,
+        Pattern::Mixed,
+        Pattern::Closed,
+    ] {
+        let (records, took) = execute(&plan(pattern, 40).await, Progress::Quiet)
+            .await
+            .unwrap();
+        let s = report::summarize(&records, took.as_secs_f64());
+        assert_eq!(s.sent, 40, "{pattern:?}");
+        let indices: HashSet<usize> = records.iter().map(|r| r.index).collect();
+        assert_eq!(indices.len(), 40, "{pattern:?}: each request recorded once");
+        // The trivial handler fails exactly the "fail" inputs with a 503.
+        assert!(s.succeeded > 0 && s.failed > 0, "{pattern:?}: {s:?}");
+        assert_eq!(s.succeeded + s.failed, 40);
+        assert_eq!(
+            s.failures_by_reason.get("unavailable"),
+            Some(&s.failed),
+            "{s:?}"
+        );
+        assert_eq!(s.per_worker.get("trivial"), Some(&s.succeeded));
+        let l = s.latency_ms;
+        assert!(
+            l.min <= l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.max,
+            "{l:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_same_seed_sends_the_same_traffic() {
+    let run = || async {
+        let (mut records, _) = execute(&plan(Pattern::Burst, 30).await, Progress::Quiet)
+            .await
+            .unwrap();
+        records.sort_by_key(|r| r.index);
+        records
+            .iter()
+            .map(|r| (r.task, r.outcome.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run().await, run().await);
+}
+
+#[tokio::test]
+async fn plots_are_written_as_png() {
+    let (records, took) = execute(&plan(Pattern::Burst, 30).await, Progress::Quiet)
+        .await
+        .unwrap();
+    let s = report::summarize(&records, took.as_secs_f64());
+    plots::load_font(None).expect("a font (fonts-dejavu-core)");
+    let dir = tempfile::tempdir().unwrap();
+    let written = plots::write_all(dir.path(), &records, &s).unwrap();
+    assert_eq!(written.len(), 4);
+    for p in written {
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{} is a PNG", p.display());
+        assert!(bytes.len() > 5_000, "{} has content", p.display());
+    }
+}
