@@ -159,8 +159,9 @@ fn per_worker(path: &Path, _: &[&Record], s: &Summary) -> PlotResult {
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(48)
+        // A segmented 0..n-1 has one segment per worker.
         .build_cartesian_2d(
-            (0..workers.len().max(1)).into_segmented(),
+            (0..workers.len().max(1) - 1).into_segmented(),
             0usize..top + top / 10 + 1,
         )?;
     chart
@@ -174,13 +175,15 @@ fn per_worker(path: &Path, _: &[&Record], s: &Summary) -> PlotResult {
         .y_desc("requests")
         .draw()?;
     chart.draw_series(workers.iter().enumerate().map(|(i, (_, n))| {
-        Rectangle::new(
+        let mut bar = Rectangle::new(
             [
                 (SegmentValue::Exact(i), 0),
                 (SegmentValue::Exact(i + 1), **n),
             ],
             BLUE.mix(0.6).filled(),
-        )
+        );
+        bar.set_margin(0, 0, 20, 20);
+        bar
     }))?;
     root.present()?;
     Ok(())
