@@ -1,7 +1,7 @@
 //! The gateway's command line: every knob is a flag and an environment variable.
 
 use clap::Parser;
-use jetinfer_shared::config::NatsArgs;
+use jetinfer_shared::config::{NatsArgs, Secret};
 use jetinfer_shared::telemetry::LogArgs;
 use jetinfer_shared::topology::TopologyArgs;
 use std::net::SocketAddr;
@@ -34,6 +34,11 @@ pub struct GatewayArgs {
     pub batch: BatchArgs,
     #[command(flatten)]
     pub limits: Limits,
+    /// API keys clients must send as `Authorization: Bearer <key>`, comma
+    /// separated. Unset or empty: the API is open. `/healthz`, `/readyz`,
+    /// `/metrics` and `/openapi.json` never need a key.
+    #[arg(long, env = "API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<Secret>,
 }
 
 /// How requests are grouped into batches.
@@ -72,6 +77,11 @@ pub struct Limits {
     /// How long a client waits for its answer before a 504.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// Requests this gateway holds at once (queued or computing); above it a
+    /// request is shed at once with 429 and `Retry-After`, so a burst far over
+    /// capacity cannot pile up work nobody will wait for.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
 }
 
 impl GatewayArgs {

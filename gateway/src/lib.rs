@@ -9,6 +9,7 @@
 //! - [`pending`]: the request-id → waiter map that guarantees one answer each.
 //! - [`inflight`]: published batches by stream sequence, for advisories.
 //! - [`advisories`]: JetStream's max-deliveries/terminated advisories → immediate errors.
+//! - [`metrics`]: Prometheus counters, histograms and queue gauges.
 //! - [`events`]: finished requests and counters published for the dashboard.
 //! - [`request_log`]: ring buffer of finished requests for `/recent_requests`.
 //! - [`stats`]: counters for `/status`.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod inflight;
+pub mod metrics;
 pub mod pending;
 pub mod publish;
 pub mod request_log;
@@ -58,6 +60,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), GatewayError> {
     let gateway_id = args.resolved_id();
+    jetinfer_shared::metrics::handle();
     let client = args.nats.connect(&gateway_id).await?;
     let js = async_nats::jetstream::new(client.clone());
     topology::ensure_streams(&js, &args.topology).await?;
@@ -106,9 +109,13 @@ pub async fn run(
         requests: request_log::RequestLog::new(args.request_log_size),
         nats: client,
         js,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            args.limits.max_in_flight as usize,
+        )),
     });
+    let keys = http::auth::ApiKeys::new(args.api_keys);
     tracing::info!(gateway_id = %gateway_id, listen = %listener.local_addr()?, "gateway ready");
-    axum::serve(listener, http::app(state))
+    axum::serve(listener, http::app(state, keys))
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await?;
     tracing::info!(gateway_id = %gateway_id, "gateway stopped");

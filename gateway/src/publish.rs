@@ -38,7 +38,9 @@ impl Publisher {
             deadline_ms: queued.iter().map(|q| q.deadline_ms).max().unwrap_or(0),
             items: queued.into_iter().map(|q| q.item).collect(),
         };
-        match self.send(&batch).await {
+        let sent = self.send(&batch).await;
+        crate::metrics::batch_published(task, batch.items.len(), sent.is_ok());
+        match sent {
             Ok(seq) => {
                 let ids = batch.items.iter().map(|i| i.request_id).collect();
                 self.inflight

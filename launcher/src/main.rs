@@ -7,6 +7,7 @@
 //! finish their batches) and nats-server last (it flushes JetStream).
 
 mod child;
+mod secrets;
 
 use anyhow::{bail, Context};
 use child::{Proc, Spec};
@@ -41,6 +42,9 @@ struct Args {
     /// NATS monitoring port.
     #[arg(long, env = "NATS_MONITOR_PORT", default_value_t = 8222)]
     nats_monitor_port: u16,
+    /// Port of the first worker's `GET /metrics`; worker N listens on this + N − 1.
+    #[arg(long, env = "WORKER_METRICS_PORT", default_value_t = 9101)]
+    worker_metrics_port: u16,
     /// Gateway listen address.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8000")]
     gateway_listen: String,
@@ -71,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or((cores / args.workers.max(1)).max(1));
 
+    let secrets = secrets::Secrets::load_or_create(&args.state_dir)?;
     let model_dir = match &args.model_dir {
         Some(dir) => dir.clone(),
         None => fetch_model(&bin_dir).await?,
@@ -90,11 +95,12 @@ async fn main() -> anyhow::Result<()> {
                 "-m".into(),
                 args.nats_monitor_port.to_string(),
             ],
-            env: vec![],
+            env: secrets.server_env(),
             log: logs.join("nats.log"),
         },
     )?;
-    let client = connect(&nats_url, &mut nats).await?;
+    let client = connect(&nats_url, secrets.password("admin"), &mut nats).await?;
+    let admin_env = secrets.write_admin_env(&args.state_dir, &nats_url)?;
     println!(
         "nats-server  {nats_url}  (monitoring http://127.0.0.1:{}, log {})",
         args.nats_monitor_port,
@@ -109,12 +115,19 @@ async fn main() -> anyhow::Result<()> {
             Spec {
                 program: bin_dir.join("worker"),
                 args: vec![],
-                env: vec![
-                    ("NATS_URL".into(), nats_url.clone()),
-                    ("WORKER_ID".into(), id.clone()),
-                    ("MODEL_DIR".into(), model_dir.display().to_string()),
-                    ("THREADS".into(), threads.to_string()),
-                ],
+                env: [
+                    secrets.client_env("worker", &nats_url),
+                    vec![
+                        ("WORKER_ID".into(), id.clone()),
+                        ("MODEL_DIR".into(), model_dir.display().to_string()),
+                        ("THREADS".into(), threads.to_string()),
+                        (
+                            "METRICS_LISTEN".into(),
+                            format!("0.0.0.0:{}", args.worker_metrics_port as usize + i - 1),
+                        ),
+                    ],
+                ]
+                .concat(),
                 log: logs.join(format!("{id}.log")),
             },
         )?);
@@ -124,11 +137,14 @@ async fn main() -> anyhow::Result<()> {
         Spec {
             program: bin_dir.join("gateway"),
             args: vec![],
-            env: vec![
-                ("NATS_URL".into(), nats_url.clone()),
-                ("GATEWAY_LISTEN".into(), args.gateway_listen.clone()),
-                ("GATEWAY_ID".into(), "gateway-1".into()),
-            ],
+            env: [
+                secrets.client_env("gateway", &nats_url),
+                vec![
+                    ("GATEWAY_LISTEN".into(), args.gateway_listen.clone()),
+                    ("GATEWAY_ID".into(), "gateway-1".into()),
+                ],
+            ]
+            .concat(),
             log: logs.join("gateway.log"),
         },
     )?;
@@ -138,10 +154,11 @@ async fn main() -> anyhow::Result<()> {
         Spec {
             program: bin_dir.join("dashboard"),
             args: vec![],
-            env: vec![
-                ("NATS_URL".into(), nats_url.clone()),
-                ("DASHBOARD_LISTEN".into(), args.dashboard_listen.clone()),
-            ],
+            env: [
+                secrets.client_env("dashboard", &nats_url),
+                vec![("DASHBOARD_LISTEN".into(), args.dashboard_listen.clone())],
+            ]
+            .concat(),
             log: logs.join("dashboard.log"),
         },
     )?;
@@ -165,7 +182,14 @@ async fn main() -> anyhow::Result<()> {
     println!("jetinfer is up: {} workers ready", args.workers);
     println!("  gateway   http://localhost:{port}   (POST /infer, GET /status, GET /healthz)");
     println!("  dashboard http://localhost:{dashboard_port}");
-    println!("  nats      {nats_url}");
+    println!(
+        "  nats      {nats_url}   (passwords in {})",
+        secrets.file.display()
+    );
+    println!(
+        "  nats CLI  set -a; . {}; set +a; nats stream ls",
+        admin_env.display()
+    );
     println!("  logs      {}/", logs.display());
     println!("try:  curl -s localhost:{port}/infer -H 'content-type: application/json' -d '{{\"task\":\"embed\",\"input\":\"This is an example sentence\"}}'");
     println!("Ctrl-C stops everything.");
@@ -196,10 +220,18 @@ async fn fetch_model(bin_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
-async fn connect(url: &str, nats: &mut Proc) -> anyhow::Result<async_nats::Client> {
+async fn connect(
+    url: &str,
+    admin_password: &str,
+    nats: &mut Proc,
+) -> anyhow::Result<async_nats::Client> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(client) = async_nats::connect(url).await {
+        let options = async_nats::ConnectOptions::with_user_and_password(
+            "admin".into(),
+            admin_password.into(),
+        );
+        if let Ok(client) = options.connect(url).await {
             return Ok(client);
         }
         if let Some(status) = nats.exited() {

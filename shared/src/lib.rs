@@ -10,11 +10,13 @@
 //! - [`topology`]: idempotent creation of the streams, consumers and KV buckets.
 //! - [`config`]: command-line/env options every service shares (NATS connection).
 //! - [`telemetry`]: tracing setup with a switchable JSON output.
+//! - [`metrics`]: the Prometheus recorder behind every `GET /metrics`.
 //! - [`shutdown`]: the Ctrl-C/SIGTERM signal every binary stops on.
 //! - [`clock`]: wall-clock milliseconds, the unit deadlines travel in.
 
 pub mod clock;
 pub mod config;
+pub mod metrics;
 pub mod protocol;
 pub mod shutdown;
 pub mod subjects;

@@ -12,7 +12,19 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 /// A computation a client can ask for; each one is a single forward pass per batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
     /// Sentence embedding of one text.
@@ -72,7 +84,18 @@ impl FromStr for Task {
 
 /// Which queue a request waits in; workers drain `high` before `normal`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    Default,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
@@ -194,8 +217,56 @@ pub struct TaskBatch {
     pub items: Vec<BatchItem>,
 }
 
+/// Most requests a worker accepts in one batch (the gateway's `BATCH_MAX_SIZE` ceiling).
+pub const MAX_BATCH_ITEMS: usize = 1024;
+/// Most texts in one request (query + candidates, text + labels).
+pub const MAX_ITEM_TEXTS: usize = 4096;
+/// Longest text a worker tokenizes, in bytes. The gateway's own limit is far
+/// lower; this one only stops a hand-made message from stalling a worker.
+pub const MAX_TEXT_BYTES: usize = 256 * 1024;
+
+impl TaskBatch {
+    /// Refuse a batch no gateway would send: too many items, a text too long,
+    /// or an item of another task. A worker terminates such a batch instead of
+    /// spending minutes (or all its memory) on it.
+    pub fn check_limits(&self) -> Result<(), String> {
+        if self.items.len() > MAX_BATCH_ITEMS {
+            return Err(format!(
+                "batch of {} requests exceeds the {MAX_BATCH_ITEMS} a worker accepts",
+                self.items.len()
+            ));
+        }
+        for item in &self.items {
+            if item.input.task() != self.task {
+                return Err(format!(
+                    "request {} is a {} request in a {} batch",
+                    item.request_id,
+                    item.input.task(),
+                    self.task
+                ));
+            }
+            let texts = item.input.texts();
+            if texts.len() > MAX_ITEM_TEXTS {
+                return Err(format!(
+                    "request {} carries {} texts; the limit is {MAX_ITEM_TEXTS}",
+                    item.request_id,
+                    texts.len()
+                ));
+            }
+            if let Some(long) = texts.iter().find(|t| t.len() > MAX_TEXT_BYTES) {
+                return Err(format!(
+                    "request {} has a text of {} bytes; the limit is {MAX_TEXT_BYTES}",
+                    item.request_id,
+                    long.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One candidate's score in a similarity answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScoredCandidate {
     /// Position of the candidate in the request.
     pub index: usize,
@@ -208,7 +279,7 @@ pub struct ScoredCandidate {
 /// What a task computed for one request. Serialised untagged, so the JSON a
 /// client sees is just `{"embedding": [...]}`, `{"scores": [...]}` or
 /// `{"label": ..., "scores": {...}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum TaskOutput {
     /// `embed`: the L2-normalised sentence embedding.
@@ -272,7 +343,7 @@ pub struct ResultBatch {
 }
 
 /// A worker's liveness record in the `INFER_WORKERS` bucket (JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
     /// Worker id, also the KV key.
     pub id: String,
@@ -372,7 +443,7 @@ impl TaskOutput {
 
 /// One finished request as the gateway saw it: kept for `/recent_requests`
 /// and published on `infer.event.<gateway-id>.request` for the dashboard.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequestRecord {
     /// Request id.
     pub request_id: Uuid,
@@ -403,7 +474,7 @@ pub struct RequestRecord {
 /// A gateway's request counters since it started, published every second on
 /// `infer.event.<gateway-id>.stats` so the dashboard shows totals, not just
 /// what it saw since it opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GatewayStats {
     /// Requests accepted (validated and queued).
     pub submitted: u64,

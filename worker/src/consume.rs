@@ -9,6 +9,7 @@
 use crate::backend::thread::BackendThread;
 use crate::events::{BatchRef, Events};
 use crate::faults::{Fate, Faults};
+use crate::metrics;
 use crate::stats::Stats;
 use crate::tasks;
 use async_nats::jetstream::consumer::PullConsumer;
@@ -115,6 +116,11 @@ impl Processor {
             Ok(batch) => batch,
             Err(e) => return self.reject(&msg, attempt, e.to_string()).await,
         };
+        if let Err(e) = batch.check_limits() {
+            return self
+                .reject(&msg, attempt, format!("malformed batch: {e}"))
+                .await;
+        }
         let batch_ref = BatchRef {
             batch_id: Some(batch.batch_id),
             requests: batch.items.len(),
@@ -139,12 +145,14 @@ impl Processor {
         self.events.emit("started", batch_ref, 0.0, None).await;
         let started = Instant::now();
         if !plan.delay.is_zero() {
+            metrics::fault("delay");
             tracing::info!(batch_id = %batch.batch_id, worker_id = %self.worker_id, attempt,
                 fault = "delay", delay_ms = plan.delay.as_millis() as u64, "injected delay");
             with_progress(&msg, self.progress_every, tokio::time::sleep(plan.delay)).await;
         }
         match plan.fate {
             Fate::Crash => {
+                metrics::fault("crash");
                 self.log_batch(&batch, attempt, 0.0, "crash", Some("injected crash"));
                 self.events
                     .emit("failed", batch_ref, 0.0, Some("injected crash".into()))
@@ -153,6 +161,7 @@ impl Processor {
                 std::process::exit(CRASH_EXIT_CODE);
             }
             Fate::Hang => {
+                metrics::fault("hang");
                 self.log_batch(&batch, attempt, 0.0, "hang", Some("injected hang"));
                 tokio::time::sleep(self.hang_for).await;
                 self.stats
@@ -178,6 +187,7 @@ impl Processor {
         });
         if plan.fate == Fate::Drop {
             // Computed, then lost: no publish, no ack, as if the packet vanished.
+            metrics::fault("drop");
             self.stats.batch_finished(0, 0, compute_ms);
             self.log_batch(
                 &batch,
@@ -230,6 +240,8 @@ impl Processor {
         if let Err(e) = msg.ack().await {
             tracing::warn!(batch_id = %batch.batch_id, error = %e, "ack failed; batch may be redelivered");
         }
+        let outcome = if failed == 0 { "ok" } else { "error" };
+        metrics::batch_done(batch.task, outcome, batch.items.len(), compute_ms / 1000.0);
         for item in &result.items {
             let error = match &item.outcome {
                 ItemOutcome::Ok(_) => None,
@@ -250,9 +262,10 @@ impl Processor {
         batch: &TaskBatch,
         attempt: u64,
         latency_ms: f64,
-        outcome: &str,
+        outcome: &'static str,
         error: Option<&str>,
     ) {
+        metrics::batch_done(batch.task, outcome, batch.items.len(), latency_ms / 1000.0);
         for item in &batch.items {
             tracing::warn!(request_id = %item.request_id, batch_id = %batch.batch_id,
                 worker_id = %self.worker_id, task = %batch.task, attempt, latency_ms, outcome,

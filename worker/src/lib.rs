@@ -9,6 +9,8 @@
 //! - [`events`]: `infer.event.<worker>.<kind>` notifications.
 //! - [`faults`]: crash / delay / hang / drop injection, decided per batch.
 //! - [`stats`]: counters shared by the consumer and the heartbeat.
+//! - [`metrics`]: Prometheus metrics and the `GET /metrics` listener.
+//! - [`service`]: registration as a NATS micro service (`nats micro ls`).
 
 pub mod backend;
 pub mod config;
@@ -16,6 +18,8 @@ pub mod consume;
 pub mod events;
 pub mod faults;
 pub mod heartbeat;
+pub mod metrics;
+pub mod service;
 pub mod stats;
 pub mod tasks;
 
@@ -44,18 +48,36 @@ pub enum WorkerError {
     /// Streams, consumers or buckets could not be set up.
     #[error(transparent)]
     Topology(#[from] TopologyError),
+    /// The metrics address could not be bound.
+    #[error("cannot listen for /metrics on {addr}: {source}")]
+    Metrics {
+        /// `METRICS_LISTEN`.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Load the model and serve batches until `stop` fires; then finish the batch
 /// in hand, remove the heartbeat and return.
 pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), WorkerError> {
     let worker_id = args.resolved_id();
+    jetinfer_shared::metrics::handle();
     let model = source::resolve(args.model_dir.clone(), &args.model_id)?;
     tracing::info!(worker_id = %worker_id, model_dir = %model.dir.display(), threads = args.threads, "loading model");
     let embedder = tokio::task::spawn_blocking(move || BertEmbedder::load(&model.dir, model.name))
         .await
         .map_err(|_| BackendError::Stopped)??;
     let backend = BackendThread::spawn(Box::new(embedder), args.threads.max(1))?;
+
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .map_err(|source| WorkerError::Metrics {
+            addr: args.metrics_listen,
+            source,
+        })?;
+    tracing::info!(worker_id = %worker_id, metrics = %metrics_listener.local_addr().map_err(|source| WorkerError::Metrics { addr: args.metrics_listen, source })?, "serving /metrics");
+    tokio::spawn(metrics::serve(metrics_listener, stop.clone()));
 
     let client = args.nats.connect(&worker_id).await?;
     let js = async_nats::jetstream::new(client.clone());
@@ -67,6 +89,7 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
         tracing::warn!(worker_id = %worker_id, faults = ?args.faults, "fault injection is ON");
     }
     let stats = stats::Stats::default();
+    let stats_for_service = stats.clone();
     let events = Events::new(client.clone(), worker_id.clone());
     let processor = Arc::new(Processor {
         js: js.clone(),
@@ -105,11 +128,27 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
         Duration::from_millis(args.topology.heartbeat_interval_ms),
         beat_stop.clone(),
     ));
+    let registration = service::Registration {
+        worker_id: worker_id.clone(),
+        model: backend.model_name().to_owned(),
+        tasks: args
+            .tasks
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    let micro = tokio::spawn(service::run(
+        client.clone(),
+        registration,
+        stats_for_service,
+    ));
     events.emit("online", BatchRef::default(), 0.0, None).await;
     tracing::info!(worker_id = %worker_id, tasks = ?args.tasks, "worker ready");
 
     while pullers.join_next().await.is_some() {}
     beat_stop.cancel();
+    micro.abort();
     let _ = beating.await;
     events.emit("stopped", BatchRef::default(), 0.0, None).await;
     if let Err(e) = client.flush().await {

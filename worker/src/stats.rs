@@ -17,7 +17,7 @@ struct Inner {
 }
 
 /// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Snapshot {
     /// Batches being computed.
     pub in_flight: u64,
@@ -34,11 +34,13 @@ pub struct Snapshot {
 impl Stats {
     /// A batch started computing.
     pub fn batch_started(&self) {
+        crate::metrics::in_flight(1.0);
         self.0.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A batch finished (successfully or not) after `compute_ms`.
     pub fn batch_finished(&self, processed: u64, failed: u64, compute_ms: f64) {
+        crate::metrics::in_flight(-1.0);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.processed.fetch_add(processed, Ordering::Relaxed);
         self.0.failed.fetch_add(failed, Ordering::Relaxed);
@@ -49,11 +51,13 @@ impl Stats {
 
     /// A batch arrived on a redelivery.
     pub fn redelivered(&self) {
+        crate::metrics::redelivered();
         self.0.redelivered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests that failed without being computed (malformed batch).
     pub fn rejected(&self, failed: u64) {
+        crate::metrics::malformed();
         self.0.failed.fetch_add(failed, Ordering::Relaxed);
     }
 

@@ -78,14 +78,25 @@ pub enum ApiError {
     /// The gateway is stopping.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// API keys are configured and the request has none or a wrong one.
+    #[error("missing or unknown API key: send `Authorization: Bearer <key>`")]
+    Unauthorized,
+    /// `MAX_IN_FLIGHT` requests are already waiting on this gateway.
+    #[error("the gateway is at its limit of {0} requests in flight (MAX_IN_FLIGHT); retry later")]
+    Overloaded(u32),
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    message: String,
+/// The JSON body of every error response.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable code, e.g. `invalid_input`, `overloaded`, `timeout`.
+    #[schema(example = "invalid_input")]
+    pub error: &'static str,
+    /// What is wrong, for a person.
+    pub message: String,
+    /// The request concerned, once the gateway accepted it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<Uuid>,
+    pub request_id: Option<Uuid>,
 }
 
 impl ApiError {
@@ -126,6 +137,8 @@ impl ApiError {
                 Some(*request_id),
             ),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", None),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded", None),
         }
     }
 }
@@ -133,16 +146,22 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, request_id) = self.parts();
-        let body = Body {
+        let body = ErrorBody {
             error: code,
             message: self.to_string(),
             request_id,
         };
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let headers = response.headers_mut();
+        match status {
+            // Shed load: tell well-behaved clients when to come back.
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response
     }

@@ -1,6 +1,7 @@
 //! `POST /infer`: validate, queue, wait for exactly one answer.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::InferRequest;
 use super::validate;
 use super::AppState;
 use crate::batcher::Queued;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// A successful answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InferResponse {
     /// Id assigned by the gateway.
     pub request_id: Uuid,
@@ -58,7 +59,22 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Handle one inference request.
+/// Run one task on one input; the answer comes back on this connection.
+#[utoipa::path(post, path = "/infer", tag = "inference",
+    request_body(content = InferRequest, content_type = "application/json"),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, body = InferResponse, description = "the output"),
+        (status = 400, body = ErrorBody, description = "the body is not JSON or not an object"),
+        (status = 401, body = ErrorBody, description = "API keys are set and none or a wrong one was sent"),
+        (status = 413, body = ErrorBody, description = "the body exceeds MAX_BODY_BYTES"),
+        (status = 415, body = ErrorBody, description = "Content-Type is not application/json"),
+        (status = 422, body = ErrorBody, description = "a field is missing, unknown, of the wrong type, empty or over a limit"),
+        (status = 429, body = ErrorBody, description = "MAX_IN_FLIGHT requests are already waiting; see Retry-After"),
+        (status = 500, body = ErrorBody, description = "the model failed on this input"),
+        (status = 503, body = ErrorBody, description = "the work queue is full or unreachable, or every retry failed; see Retry-After"),
+        (status = 504, body = ErrorBody, description = "no answer within REQUEST_TIMEOUT_MS"),
+    ))]
 pub async fn infer(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -77,9 +93,17 @@ pub async fn infer(
         .and_then(|body| validate::parse(&body, &state.limits))
         .inspect_err(|e| {
             state.counters.rejected();
+            crate::metrics::request_refused(e.parts().1);
             tracing::debug!(error = %e, "request rejected");
         })?;
 
+    // Shed before queueing: a request over the limit costs nothing downstream.
+    let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| {
+        state.counters.rejected();
+        let shed = ApiError::Overloaded(state.limits.max_in_flight);
+        crate::metrics::request_refused(shed.parts().1);
+        shed
+    })?;
     let request_id = Uuid::new_v4();
     let task = validated.input.task();
     let input_text = validated.input.texts()[0].to_owned();
@@ -178,6 +202,7 @@ pub async fn infer(
             (status, code, Some(e.to_string()))
         }
     };
+    crate::metrics::request_answered(task, outcome, latency_ms / 1000.0, retries);
     tracing::info!(request_id = %request_id, task = %task, worker_id = worker.as_deref(),
         attempt = retries + 1, latency_ms, outcome, error = error.as_deref(), "request answered");
     let record = RequestRecord {

@@ -1,13 +1,14 @@
-//! `GET /status` (workers, queue, counters) and `GET /healthz`.
+//! `GET /status` (workers, queue, counters), `GET /healthz`, `GET /readyz`,
+//! `GET /recent_requests` and `GET /metrics`.
 //!
 //! Everything here is read live from NATS: workers from the heartbeat bucket,
 //! the queue from JetStream consumer info. The gateway keeps no registry.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::Json;
 use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// A live worker as its last heartbeat describes it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WorkerStatus {
     /// The heartbeat record.
     #[serde(flatten)]
@@ -28,7 +29,7 @@ pub struct WorkerStatus {
 }
 
 /// One work consumer's backlog.
-#[derive(Debug, Serialize, Default)]
+#[derive(Debug, Serialize, Default, utoipa::ToSchema)]
 pub struct ConsumerStatus {
     /// Consumer name (`work-<task>-<priority>`).
     pub name: String,
@@ -41,7 +42,7 @@ pub struct ConsumerStatus {
 }
 
 /// The work queue as a whole.
-#[derive(Debug, Serialize, Default)]
+#[derive(Debug, Serialize, Default, utoipa::ToSchema)]
 pub struct QueueStatus {
     /// Sum over consumers.
     pub pending: u64,
@@ -57,7 +58,7 @@ pub struct QueueStatus {
 }
 
 /// Body of `GET /status`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Status {
     /// This gateway.
     pub gateway_id: String,
@@ -97,6 +98,18 @@ async fn workers(js: &async_nats::jetstream::Context) -> Vec<WorkerStatus> {
     out
 }
 
+/// Prometheus metrics, with the queue gauges read from JetStream now.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl axum::response::IntoResponse {
+    let used = state.limits.max_in_flight as usize - state.in_flight.available_permits();
+    crate::metrics::observe(used, &queue(&state.js).await);
+    (
+        [(header::CONTENT_TYPE, jetinfer_shared::metrics::CONTENT_TYPE)],
+        jetinfer_shared::metrics::render(),
+    )
+}
+
 async fn queue(js: &async_nats::jetstream::Context) -> QueueStatus {
     let stream = match js.get_stream(subjects::TASK_STREAM).await {
         Ok(s) => s,
@@ -129,6 +142,9 @@ async fn queue(js: &async_nats::jetstream::Context) -> QueueStatus {
 }
 
 /// Live view of workers, queue and counters.
+#[utoipa::path(get, path = "/status", tag = "operations",
+    security((), ("api_key" = [])),
+    responses((status = 200, body = Status), (status = 401, body = ErrorBody, description = "API keys are set and none or a wrong one was sent")))]
 pub async fn status(State(state): State<Arc<AppState>>) -> Json<Status> {
     let (workers, queue) = tokio::join!(workers(&state.js), queue(&state.js));
     Json(Status {
@@ -141,18 +157,34 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<Status> {
     })
 }
 
+/// Body of `GET /readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// At least one live worker.
+    pub ready: bool,
+    /// Live workers.
+    pub workers: usize,
+    /// Live workers per task (0: nobody serves it).
+    pub tasks: std::collections::BTreeMap<String, usize>,
+    /// NATS connection state.
+    pub nats: String,
+}
+
 /// Readiness: 200 when at least one live worker is connected, 503 otherwise.
 /// The body counts live workers per task, so a task nobody serves shows as 0.
-pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, body = Readiness, description = "at least one live worker"),
+    (status = 503, body = Readiness, description = "no live worker")))]
+pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
     let workers = workers(&state.js).await;
-    let per_task: serde_json::Map<String, serde_json::Value> = Task::ALL
+    let tasks = Task::ALL
         .iter()
         .map(|t| {
             let n = workers
                 .iter()
                 .filter(|w| w.heartbeat.tasks.contains(t))
                 .count();
-            (t.as_str().to_owned(), n.into())
+            (t.as_str().to_owned(), n)
         })
         .collect();
     let ready = !workers.is_empty();
@@ -161,23 +193,30 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<ser
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = serde_json::json!({
-        "ready": ready,
-        "workers": workers.len(),
-        "tasks": per_task,
-        "nats": state.nats.connection_state().to_string(),
-    });
+    let body = Readiness {
+        ready,
+        workers: workers.len(),
+        tasks,
+        nats: state.nats.connection_state().to_string(),
+    };
     (status, Json(body))
 }
 
 /// Query of `GET /recent_requests`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RecentQuery {
-    /// Records to return, newest first (default 100).
-    pub limit: Option<usize>,
+    /// Records to return, newest first (default 100, at most `REQUEST_LOG_SIZE`).
+    #[param(minimum = 0, maximum = 4294967295_u64, nullable = false)]
+    pub limit: Option<u32>,
 }
 
 /// The newest finished requests, newest first.
+#[utoipa::path(get, path = "/recent_requests", tag = "operations", params(RecentQuery),
+    security((), ("api_key" = [])),
+    responses((status = 200, body = Vec<RequestRecord>),
+        (status = 400, body = ErrorBody, description = "`limit` is not a non-negative integer"),
+        (status = 401, body = ErrorBody, description = "API keys are set and none or a wrong one was sent")))]
 pub async fn recent_requests(
     State(state): State<Arc<AppState>>,
     query: Result<Query<RecentQuery>, QueryRejection>,
@@ -188,14 +227,25 @@ pub async fn recent_requests(
             e.body_text()
         ))
     })?;
-    let limit = query.limit.unwrap_or(100).min(state.requests.capacity());
+    let limit = query.limit.map_or(100, |l| l as usize);
+    let limit = limit.min(state.requests.capacity());
     Ok(Json(state.requests.newest(limit)))
 }
 
+/// Body of `GET /healthz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`: the process answers.
+    pub status: &'static str,
+    /// NATS connection state.
+    pub nats: String,
+}
+
 /// Liveness of the gateway process (and what it thinks of NATS).
-pub async fn healthz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": "ok",
-        "nats": state.nats.connection_state().to_string(),
-    }))
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        nats: state.nats.connection_state().to_string(),
+    })
 }

@@ -163,6 +163,7 @@ mod tests {
         max_input_chars: 10,
         max_items: 3,
         request_timeout_ms: 1000,
+        max_in_flight: 8,
     };
 
     fn check(body: &str) -> Result<Validated, ApiError> {

@@ -5,6 +5,7 @@
 use crate::stack::Stack;
 use crate::stack::WORKER;
 use futures::StreamExt;
+use jetinfer_shared::protocol::{self, BatchItem, Priority, Task, TaskBatch, TaskInput};
 use jetinfer_testsupport::{wait_for, WorkerProcess};
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -80,16 +81,15 @@ async fn kill_9_mid_batch_loses_no_request() {
             &["--batch-max-size", "8", "--request-timeout-ms", "90000"],
         )
         .await;
-        let url = stack.nats.url();
         // The victim is slow, so it is almost always in the middle of a batch.
         let mut victim = WorkerProcess::start(
             WORKER,
-            &url,
+            &stack.nats,
             "victim",
             &env(&[("DELAY_MIN_MS", "800"), ("DELAY_MAX_MS", "800")]),
         );
-        let _a = WorkerProcess::start(WORKER, &url, "healthy-a", &env(&[]));
-        let _b = WorkerProcess::start(WORKER, &url, "healthy-b", &env(&[]));
+        let _a = WorkerProcess::start(WORKER, &stack.nats, "healthy-a", &env(&[]));
+        let _b = WorkerProcess::start(WORKER, &stack.nats, "healthy-b", &env(&[]));
         stack.wait_for_workers(3).await;
 
         let killer = async {
@@ -120,10 +120,9 @@ async fn kill_9_mid_batch_loses_no_request() {
 async fn a_hung_worker_has_its_batches_redelivered_elsewhere() {
     tokio::time::timeout(LIMIT, async {
         let stack = Stack::start(0, &["--batch-max-size", "4"]).await;
-        let url = stack.nats.url();
-        let _hung = WorkerProcess::start(WORKER, &url, "hung", &env(&[("HANG_RATE", "1")]));
-        let _a = WorkerProcess::start(WORKER, &url, "healthy-a", &env(&[]));
-        let _b = WorkerProcess::start(WORKER, &url, "healthy-b", &env(&[]));
+        let _hung = WorkerProcess::start(WORKER, &stack.nats, "hung", &env(&[("HANG_RATE", "1")]));
+        let _a = WorkerProcess::start(WORKER, &stack.nats, "healthy-a", &env(&[]));
+        let _b = WorkerProcess::start(WORKER, &stack.nats, "healthy-b", &env(&[]));
         stack.wait_for_workers(3).await;
 
         let answers = burst(&stack, 120).await;
@@ -154,10 +153,9 @@ async fn a_hung_worker_has_its_batches_redelivered_elsewhere() {
 async fn lost_results_are_redelivered_until_answered() {
     tokio::time::timeout(LIMIT, async {
         let stack = Stack::start(0, &["--batch-max-size", "2"]).await;
-        let url = stack.nats.url();
         let faulty = env(&[("DROP_RATE", "0.2"), ("MAX_DELIVER", "10")]);
         let _w: Vec<WorkerProcess> = (0..3)
-            .map(|i| WorkerProcess::start(WORKER, &url, &format!("lossy-{i}"), &faulty))
+            .map(|i| WorkerProcess::start(WORKER, &stack.nats, &format!("lossy-{i}"), &faulty))
             .collect();
         stack.wait_for_workers(3).await;
 
@@ -186,7 +184,7 @@ async fn exhausted_retries_answer_at_once_with_the_attempts() {
         let stack = Stack::start(0, &["--request-timeout-ms", "120000"]).await;
         let _hung = WorkerProcess::start(
             WORKER,
-            &stack.nats.url(),
+            &stack.nats,
             "hung",
             &[
                 ("ACK_WAIT_MS", "500"),
@@ -281,7 +279,7 @@ async fn a_batch_whose_deadline_passed_is_not_computed() {
             .await;
         assert_eq!(status, 504, "{body}");
 
-        let _late = WorkerProcess::start(WORKER, &stack.nats.url(), "late", &[]);
+        let _late = WorkerProcess::start(WORKER, &stack.nats, "late", &[]);
         let event = tokio::time::timeout(Duration::from_secs(60), expired.next())
             .await
             .expect("an expired event")
@@ -307,30 +305,102 @@ async fn a_batch_whose_deadline_passed_is_not_computed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn garbage_on_a_task_subject_is_terminated_and_reported() {
+async fn hostile_messages_on_task_subjects_are_terminated_and_reported() {
     tokio::time::timeout(LIMIT, async {
         let stack = Stack::start(1, &[]).await;
         let client = stack.nats.client().await;
         let mut failed = client.subscribe("infer.event.*.failed").await.unwrap();
         let js = async_nats::jetstream::new(client.clone());
-        js.publish(
-            "infer.task.embed.normal",
-            bytes::Bytes::from_static(b"\x00\xffnot msgpack"),
-        )
-        .await
-        .unwrap()
-        .await
-        .expect("stored in the task stream");
-        let event = tokio::time::timeout(Duration::from_secs(30), failed.next())
-            .await
-            .expect("a failed event")
-            .unwrap();
-        let event: Value = serde_json::from_slice(&event.payload).unwrap();
+
+        let batch = |items: Vec<BatchItem>| TaskBatch {
+            batch_id: uuid::Uuid::new_v4(),
+            task: Task::Embed,
+            priority: Priority::Normal,
+            reply_subject: "infer.result.nobody".into(),
+            deadline_ms: u64::MAX,
+            items,
+        };
+        let embed = |text: String| BatchItem {
+            request_id: uuid::Uuid::new_v4(),
+            input: TaskInput::Embed { text },
+        };
+        let valid = protocol::encode(&batch(vec![embed("fine".into())])).unwrap();
+        // Seeded noise, so a failure reproduces.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let hostile: Vec<(&str, Vec<u8>)> = vec![
+            ("not msgpack", b"\x00\xffnot msgpack".to_vec()),
+            ("empty", Vec::new()),
+            ("random bytes", noise),
+            ("truncated batch", valid[..valid.len() / 2].to_vec()),
+            (
+                "wrong shape",
+                protocol::encode(&json!({"task": 7, "items": "none"})).unwrap(),
+            ),
+            (
+                "5000 requests",
+                protocol::encode(&batch((0..5000).map(|i| embed(format!("t{i}"))).collect()))
+                    .unwrap(),
+            ),
+            (
+                "4 MiB text",
+                protocol::encode(&batch(vec![embed("a".repeat(4 << 20))])).unwrap(),
+            ),
+            (
+                "wrong task in batch",
+                protocol::encode(&TaskBatch {
+                    task: Task::Classify,
+                    ..batch(vec![embed("x".into())])
+                })
+                .unwrap(),
+            ),
+        ];
+        for (what, payload) in &hostile {
+            js.publish("infer.task.embed.normal", payload.clone().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap_or_else(|e| panic!("{what}: stored in the task stream: {e}"));
+        }
+        // Over the server's max_payload: refused at the door, never stored.
+        let huge = bytes::Bytes::from(vec![0u8; 9 << 20]);
+        let refused = async {
+            js.publish("infer.task.embed.normal", huge).await?.await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        };
         assert!(
-            event["error"].as_str().unwrap().contains("malformed"),
-            "{event}"
+            refused.await.is_err(),
+            "a message over max_payload must be refused"
         );
-        // The worker kept going.
+
+        for (what, _) in &hostile {
+            let event = tokio::time::timeout(Duration::from_secs(60), failed.next())
+                .await
+                .unwrap_or_else(|_| panic!("a failed event for {what}"))
+                .unwrap();
+            let event: Value = serde_json::from_slice(&event.payload).unwrap();
+            assert!(
+                event["error"].as_str().unwrap().contains("malformed"),
+                "{what}: {event}"
+            );
+        }
+        // Nothing left behind, and the worker kept serving.
+        wait_for(
+            "every hostile message removed",
+            Duration::from_secs(30),
+            || async {
+                let mut stream = js.get_stream("INFER_TASKS").await.ok()?;
+                (stream.info().await.ok()?.state.messages == 0).then_some(())
+            },
+        )
+        .await;
         let (status, body) = stack
             .infer(json!({"task": "embed", "input": "still serving"}))
             .await;
@@ -355,8 +425,8 @@ async fn a_killed_worker_leaves_status_and_readiness_follows() {
             r.status().as_u16()
         };
         assert_eq!(ready().await, 503, "no worker yet");
-        let mut a = WorkerProcess::start(WORKER, &stack.nats.url(), "a", &[]);
-        let mut b = WorkerProcess::start(WORKER, &stack.nats.url(), "b", &[]);
+        let mut a = WorkerProcess::start(WORKER, &stack.nats, "a", &[]);
+        let mut b = WorkerProcess::start(WORKER, &stack.nats, "b", &[]);
         stack.wait_for_workers(2).await;
         assert_eq!(ready().await, 200);
         a.kill();

@@ -6,7 +6,7 @@ use crate::stack::Stack;
 use crate::stack::WORKER;
 use fantoccini::{Client, ClientBuilder, Locator};
 use jetinfer_dashboard::config::DashboardArgs;
-use jetinfer_testsupport::{wait_for, WorkerProcess};
+use jetinfer_testsupport::{wait_for, Role, WorkerProcess};
 use serde_json::json;
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
@@ -109,15 +109,16 @@ fn number(s: &str) -> Option<u64> {
 async fn the_dashboard_shows_the_live_stack_in_a_real_browser() {
     tokio::time::timeout(LIMIT, async {
         let stack = Stack::start(0, &["--batch-max-size", "4"]).await;
-        let url = stack.nats.url();
 
         // The dashboard starts before any worker exists (no heartbeat bucket yet).
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dashboard_url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
-        let args =
-            <DashboardArgs as clap::Parser>::try_parse_from(["dashboard", "--nats-url", &url])
-                .unwrap();
+        let flags = stack.nats.flags(Role::Dashboard);
+        let args = <DashboardArgs as clap::Parser>::try_parse_from(
+            std::iter::once("dashboard").chain(flags.iter().map(String::as_str)),
+        )
+        .unwrap();
         let dashboard = tokio::spawn(jetinfer_dashboard::run(args, listener, stop.clone()));
 
         let driver = start_driver().await;
@@ -130,7 +131,7 @@ async fn the_dashboard_shows_the_live_stack_in_a_real_browser() {
         .await;
 
         let mut workers: Vec<WorkerProcess> = (1..=3)
-            .map(|i| WorkerProcess::start(WORKER, &url, &format!("w-{i}"), &[]))
+            .map(|i| WorkerProcess::start(WORKER, &stack.nats, &format!("w-{i}"), &[]))
             .collect();
         wait_for("three alive workers on the page", WAIT, || async {
             (count(&page, "#workers tbody tr.alive").await == 3).then_some(())

@@ -10,5 +10,8 @@ mod bad_input;
 mod chaos;
 mod compose;
 mod dashboard;
+mod front_door;
+mod fuzz;
+mod permissions;
 mod pipeline;
 mod stack;

@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use jetinfer_gateway::config::GatewayArgs;
-use jetinfer_testsupport::{model_dir, wait_for, NatsServer};
+use jetinfer_testsupport::{model_dir, wait_for, NatsServer, Role};
 use jetinfer_worker::config::WorkerArgs;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -30,18 +30,19 @@ impl Stack {
         let mut tasks = Vec::new();
         let model = model_dir();
         for i in 0..workers {
-            let args = WorkerArgs::try_parse_from([
-                "worker",
-                "--nats-url",
-                &nats.url(),
-                "--worker-id",
-                &format!("w{i}"),
-                "--model-dir",
-                model.to_str().unwrap(),
-                "--threads",
-                "1",
-            ])
-            .expect("worker flags");
+            let mut flags = vec!["worker".to_owned()];
+            flags.extend(nats.flags(Role::Worker));
+            flags.extend([
+                "--worker-id".into(),
+                format!("w{i}"),
+                "--model-dir".into(),
+                model.display().to_string(),
+                "--threads".into(),
+                "1".into(),
+                "--metrics-listen".into(),
+                "127.0.0.1:0".into(),
+            ]);
+            let args = WorkerArgs::try_parse_from(flags).expect("worker flags");
             let stop = stop.clone();
             tasks.push(tokio::spawn(async move {
                 jetinfer_worker::run(args, stop).await.expect("worker runs");
@@ -49,14 +50,9 @@ impl Stack {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let nats_url = nats.url();
-        let mut flags = vec![
-            "gateway",
-            "--nats-url",
-            &nats_url,
-            "--gateway-id",
-            "gw-test",
-        ];
+        let nats_flags = nats.flags(Role::Gateway);
+        let mut flags = vec!["gateway", "--gateway-id", "gw-test"];
+        flags.extend(nats_flags.iter().map(String::as_str));
         flags.extend_from_slice(gateway_flags);
         let args = GatewayArgs::try_parse_from(flags).expect("gateway flags");
         {
@@ -67,10 +63,25 @@ impl Stack {
                     .expect("gateway runs");
             }));
         }
+        // With `--api-keys`, the harness's own calls use the first key.
+        let key = gateway_flags
+            .iter()
+            .position(|f| *f == "--api-keys")
+            .and_then(|i| gateway_flags.get(i + 1))
+            .map(|keys| keys.split(',').next().unwrap_or_default());
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = key {
+            let value = format!("Bearer {key}").parse().expect("header value");
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("http client");
         let stack = Stack {
             nats,
             url,
-            http: reqwest::Client::new(),
+            http,
             stop,
             tasks,
         };

@@ -1,0 +1,45 @@
+//! The gateway's Prometheus metrics (`jetinfer_gateway_*`, `jetinfer_queue_*`).
+//!
+//! Requests are counted by task and outcome (`ok` or the error code a client
+//! saw), with a latency histogram; refusals before a task is known (bad
+//! input, no key, overload) by code. Queue gauges are read from JetStream at
+//! scrape time, so they are never staler than the scrape.
+
+use crate::http::status::QueueStatus;
+use jetinfer_shared::protocol::Task;
+
+/// An accepted request got its answer (`outcome` = `ok` or an error code).
+pub fn request_answered(task: Task, outcome: &'static str, seconds: f64, retries: u64) {
+    let labels = [("task", task.as_str()), ("outcome", outcome)];
+    metrics::counter!("jetinfer_gateway_requests_total", &labels).increment(1);
+    metrics::histogram!("jetinfer_gateway_request_duration_seconds", &labels).record(seconds);
+    if retries > 0 {
+        metrics::counter!("jetinfer_gateway_retried_requests_total", "task" => task.as_str())
+            .increment(1);
+    }
+}
+
+/// A request was refused before it was queued (`code` as in the JSON error).
+pub fn request_refused(code: &'static str) {
+    metrics::counter!("jetinfer_gateway_refused_total", "code" => code).increment(1);
+}
+
+/// A batch of `size` requests was published (or failed to be).
+pub fn batch_published(task: Task, size: usize, stored: bool) {
+    let outcome = if stored { "stored" } else { "refused" };
+    metrics::histogram!("jetinfer_gateway_batch_size", "task" => task.as_str()).record(size as f64);
+    metrics::counter!("jetinfer_gateway_batches_total", "task" => task.as_str(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Set the gauges read at scrape time.
+pub fn observe(in_flight: usize, queue: &QueueStatus) {
+    metrics::gauge!("jetinfer_gateway_in_flight_requests").set(in_flight as f64);
+    metrics::gauge!("jetinfer_queue_pending_batches").set(queue.pending as f64);
+    metrics::gauge!("jetinfer_queue_unacked_batches").set(queue.in_flight as f64);
+    metrics::gauge!("jetinfer_queue_redelivered_batches").set(queue.redelivered as f64);
+    for c in &queue.consumers {
+        metrics::gauge!("jetinfer_queue_pending_batches_by_consumer", "consumer" => c.name.clone())
+            .set(c.pending as f64);
+    }
+}

@@ -1,0 +1,61 @@
+//! The worker's Prometheus metrics and the tiny HTTP server that exposes them.
+//!
+//! Names: `jetinfer_worker_*`. Batches are counted by task and outcome
+//! (`ok`, `error`, `expired`, `malformed`, `unpublished`, or the injected fault),
+//! compute time and batch size are histograms, faults are counted by kind.
+
+use axum::http::header;
+use axum::routing::get;
+use axum::Router;
+use jetinfer_shared::protocol::Task;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A batch ended with `outcome` after `compute_seconds`.
+pub fn batch_done(task: Task, outcome: &'static str, requests: usize, compute_seconds: f64) {
+    let labels = [("task", task.as_str()), ("outcome", outcome)];
+    metrics::counter!("jetinfer_worker_batches_total", &labels).increment(1);
+    metrics::counter!("jetinfer_worker_requests_total", &labels).increment(requests as u64);
+    metrics::histogram!("jetinfer_worker_batch_size", "task" => task.as_str())
+        .record(requests as f64);
+    if outcome == "ok" || outcome == "error" {
+        metrics::histogram!("jetinfer_worker_batch_compute_seconds", "task" => task.as_str())
+            .record(compute_seconds);
+    }
+}
+
+/// A batch arrived again (JetStream redelivery: a retry).
+pub fn redelivered() {
+    metrics::counter!("jetinfer_worker_redeliveries_total").increment(1);
+}
+
+/// A message on a task subject was not a task batch.
+pub fn malformed() {
+    metrics::counter!("jetinfer_worker_malformed_total").increment(1);
+}
+
+/// A fault was injected on purpose (`crash`, `delay`, `hang`, `drop`).
+pub fn fault(kind: &'static str) {
+    metrics::counter!("jetinfer_worker_faults_injected_total", "fault" => kind).increment(1);
+}
+
+/// Batches being computed right now.
+pub fn in_flight(delta: f64) {
+    metrics::gauge!("jetinfer_worker_batches_in_flight").increment(delta);
+}
+
+/// Serve `GET /metrics` on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, stop: CancellationToken) -> std::io::Result<()> {
+    let app = Router::new().route(
+        "/metrics",
+        get(|| async {
+            (
+                [(header::CONTENT_TYPE, jetinfer_shared::metrics::CONTENT_TYPE)],
+                jetinfer_shared::metrics::render(),
+            )
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}

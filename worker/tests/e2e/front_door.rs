@@ -1,0 +1,314 @@
+//! The gateway's front door: API keys, shedding load (429 and 503 with
+//! `Retry-After`) and recovering, Prometheus metrics on gateway and workers,
+//! and workers visible as a NATS micro service.
+
+use crate::stack::{Stack, WORKER};
+use futures::StreamExt;
+use jetinfer_testsupport::{wait_for, WorkerProcess};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(240);
+const WAIT: Duration = Duration::from_secs(60);
+
+/// POST /infer with exactly the key given (the stack's own client may add one).
+async fn post(stack: &Stack, key: Option<&str>, body: Value) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/infer", stack.url))
+        .json(&body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.expect("gateway reachable")
+}
+
+async fn get(url: &str, key: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let r = request.send().await.expect("reachable");
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_keys_guard_work_but_not_probes() {
+    tokio::time::timeout(LIMIT, async {
+        let stack = Stack::start(1, &["--api-keys", "key-one,key-two"]).await;
+        let body = json!({"task": "echo", "input": "hi"});
+
+        for key in [None, Some("wrong"), Some("key-one-but-longer")] {
+            let r = post(&stack, key, body.clone()).await;
+            assert_eq!(r.status(), 401, "key {key:?}");
+            assert_eq!(r.headers()["www-authenticate"], "Bearer");
+            let err: Value = r.json().await.unwrap();
+            assert_eq!(err["error"], "unauthorized", "{err}");
+            assert!(err["message"].as_str().unwrap().contains("Bearer"), "{err}");
+        }
+        for key in ["key-one", "key-two"] {
+            let r = post(&stack, Some(key), body.clone()).await;
+            assert_eq!(r.status(), 200, "{key}");
+        }
+        for path in ["/status", "/recent_requests"] {
+            let url = format!("{}{path}", stack.url);
+            assert_eq!(get(&url, None).await.0, 401, "{path} without a key");
+            assert_eq!(get(&url, Some("key-two")).await.0, 200, "{path} with a key");
+        }
+        for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+            let (status, body) = get(&format!("{}{path}", stack.url), None).await;
+            assert_eq!(status, 200, "{path} stays open: {body}");
+        }
+        stack.shutdown().await;
+    })
+    .await
+    .expect("test bounded in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_the_in_flight_limit_requests_are_shed_then_served_again() {
+    tokio::time::timeout(LIMIT, async {
+        let stack =
+            Stack::start(0, &["--max-in-flight", "2", "--request-timeout-ms", "4000"]).await;
+        let body = json!({"task": "embed", "input": "waiting for a worker"});
+        // No worker yet: two requests wait and fill the gateway.
+        let waiting: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(post_owned(stack.url.clone(), body.clone())))
+            .collect();
+        wait_for("two requests waiting", WAIT, || async {
+            (stack.status().await?["waiting"].as_u64()? == 2).then_some(())
+        })
+        .await;
+
+        let shed = post(&stack, None, body.clone()).await;
+        assert_eq!(shed.status(), 429);
+        assert_eq!(shed.headers()["retry-after"], "1");
+        let err: Value = shed.json().await.unwrap();
+        assert_eq!(err["error"], "overloaded", "{err}");
+        assert!(
+            err["message"].as_str().unwrap().contains("MAX_IN_FLIGHT"),
+            "{err}"
+        );
+
+        // The waiting ones still get their one answer (a timeout: no worker).
+        for w in waiting {
+            assert_eq!(w.await.unwrap(), 504);
+        }
+        // Recovery without a restart: a worker arrives and requests succeed.
+        let _worker = WorkerProcess::start(WORKER, &stack.nats, "late", &[]);
+        stack.wait_for_workers(1).await;
+        let ok = post(&stack, None, body).await;
+        assert_eq!(ok.status(), 200);
+        stack.shutdown().await;
+    })
+    .await
+    .expect("test bounded in time");
+}
+
+async fn post_owned(url: String, body: Value) -> u16 {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/infer"))
+        .json(&body)
+        .send()
+        .await
+        .expect("gateway reachable");
+    r.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_work_queue_answers_503_with_retry_after() {
+    tokio::time::timeout(LIMIT, async {
+        let stack = Stack::start(
+            0,
+            &[
+                "--stream-max-msgs",
+                "1",
+                "--batch-max-size",
+                "1",
+                "--request-timeout-ms",
+                "4000",
+            ],
+        )
+        .await;
+        let body = json!({"task": "embed", "input": "queued"});
+        let first = tokio::spawn(post_owned(stack.url.clone(), body.clone()));
+        let js = async_nats::jetstream::new(stack.nats.client().await);
+        wait_for("the first batch stored", WAIT, || async {
+            let mut stream = js.get_stream("INFER_TASKS").await.ok()?;
+            (stream.info().await.ok()?.state.messages == 1).then_some(())
+        })
+        .await;
+        let full = post(&stack, None, body).await;
+        assert_eq!(full.status(), 503);
+        assert_eq!(full.headers()["retry-after"], "1");
+        let err: Value = full.json().await.unwrap();
+        assert_eq!(err["error"], "unavailable", "{err}");
+        assert!(err["request_id"].is_string(), "{err}");
+        assert_eq!(first.await.unwrap(), 504);
+        stack.shutdown().await;
+    })
+    .await
+    .expect("test bounded in time");
+}
+
+/// A free TCP port for a child process to listen on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The sum of the samples of `metric` whose labels contain `labels`; None if none.
+fn sample(page: &str, metric: &str, labels: &str) -> Option<f64> {
+    let values: Vec<f64> = page
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split([' ', '{']).next() == Some(metric) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_requests_batches_and_faults() {
+    tokio::time::timeout(LIMIT, async {
+        let stack = Stack::start(0, &[]).await;
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let worker = WorkerProcess::start(
+            WORKER,
+            &stack.nats,
+            "measured",
+            &[
+                ("METRICS_LISTEN", listen.as_str()),
+                ("DELAY_MIN_MS", "1"),
+                ("DELAY_MAX_MS", "2"),
+            ],
+        );
+        stack.wait_for_workers(1).await;
+        for i in 0..5 {
+            let (status, body) = stack
+                .infer(json!({"task": "embed", "input": format!("sentence {i}")}))
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let (status, _) = stack.infer(json!({"task": "nope", "input": "x"})).await;
+        assert_eq!(status, 422);
+
+        // In-process gateways of other tests share this process's recorder,
+        // so gateway counts are lower bounds; the worker process's are exact.
+        let (status, gateway) = get(&format!("{}/metrics", stack.url), None).await;
+        assert_eq!(status, 200);
+        let ok = r#"task="embed",outcome="ok""#;
+        let at_least = |metric: &str, labels: &str, n: f64| {
+            let got = sample(&gateway, metric, labels).unwrap_or(0.0);
+            assert!(got >= n, "{metric}{{{labels}}} = {got} < {n}:\n{gateway}");
+        };
+        at_least("jetinfer_gateway_requests_total", ok, 5.0);
+        at_least("jetinfer_gateway_request_duration_seconds_count", ok, 5.0);
+        at_least("jetinfer_gateway_batch_size_count", r#"task="embed""#, 1.0);
+        at_least(
+            "jetinfer_gateway_refused_total",
+            r#"code="unknown_task""#,
+            1.0,
+        );
+        assert!(
+            sample(&gateway, "jetinfer_queue_pending_batches", "").is_some(),
+            "{gateway}"
+        );
+        assert!(
+            sample(&gateway, "jetinfer_gateway_in_flight_requests", "").is_some(),
+            "{gateway}"
+        );
+
+        let (status, page) = get(&format!("http://{listen}/metrics"), None).await;
+        assert_eq!(status, 200, "{}", worker.log());
+        let done = r#"outcome="ok""#;
+        let requests = sample(&page, "jetinfer_worker_requests_total", done).unwrap_or(0.0);
+        assert_eq!(requests, 5.0, "{page}");
+        assert!(
+            sample(
+                &page,
+                "jetinfer_worker_batch_compute_seconds_count",
+                r#"task="embed""#
+            )
+            .is_some_and(|n| n >= 1.0),
+            "{page}"
+        );
+        let delays = sample(
+            &page,
+            "jetinfer_worker_faults_injected_total",
+            r#"fault="delay""#,
+        );
+        assert!(delays.unwrap_or(0.0) >= 1.0, "{page}");
+        stack.shutdown().await;
+    })
+    .await
+    .expect("test bounded in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_answer_nats_micro_service_discovery() {
+    tokio::time::timeout(LIMIT, async {
+        let stack = Stack::start(0, &[]).await;
+        let _workers: Vec<_> = ["svc-a", "svc-b"]
+            .iter()
+            .map(|id| WorkerProcess::start(WORKER, &stack.nats, id, &[]))
+            .collect();
+        stack.wait_for_workers(2).await;
+        let (status, body) = stack.infer(json!({"task": "echo", "input": "x"})).await;
+        assert_eq!(status, 200, "{body}");
+
+        let admin = stack.nats.client().await;
+        // What `nats micro ls` / `nats micro stats` send: one request, many replies.
+        let gather = |subject: &'static str| {
+            let admin = admin.clone();
+            async move {
+                let inbox = admin.new_inbox();
+                let mut replies = admin.subscribe(inbox.clone()).await.unwrap();
+                admin
+                    .publish_with_reply(subject, inbox, "".into())
+                    .await
+                    .unwrap();
+                let mut got = Vec::new();
+                while let Ok(Some(m)) =
+                    tokio::time::timeout(Duration::from_secs(2), replies.next()).await
+                {
+                    got.push(serde_json::from_slice::<Value>(&m.payload).unwrap());
+                }
+                got
+            }
+        };
+        let infos = wait_for("both workers in $SRV.INFO", WAIT, || async {
+            let infos = gather("$SRV.INFO.jetinfer-worker").await;
+            (infos.len() == 2).then_some(infos)
+        })
+        .await;
+        let ids: BTreeSet<_> = infos
+            .iter()
+            .map(|i| i["metadata"]["worker_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, BTreeSet::from(["svc-a".into(), "svc-b".into()]));
+        assert_eq!(infos[0]["name"], "jetinfer-worker");
+
+        let stats = gather("$SRV.STATS.jetinfer-worker").await;
+        assert_eq!(stats.len(), 2, "{stats:?}");
+        let processed: u64 = stats
+            .iter()
+            .map(|s| s["endpoints"][0]["data"]["processed"].as_u64().unwrap())
+            .sum();
+        assert_eq!(processed, 1, "{stats:?}");
+
+        let status = admin
+            .request("infer.worker.svc-a.status", "".into())
+            .await
+            .expect("status endpoint answers");
+        let status: Value = serde_json::from_slice(&status.payload).unwrap();
+        assert!(status["in_flight"].is_u64(), "{status}");
+        stack.shutdown().await;
+    })
+    .await
+    .expect("test bounded in time");
+}

@@ -1,0 +1,331 @@
+//! Least privilege, proven against a real nats-server running our `nats.conf`:
+//! each role logs in with its own credentials, every allowed action works and
+//! every forbidden one is refused by the server with a permissions violation.
+
+use futures::StreamExt;
+use jetinfer_shared::protocol::{Priority, Task};
+use jetinfer_shared::topology::{self, TopologyArgs};
+use jetinfer_testsupport::{nats_server_bin, repo_nats_conf, NatsServer, Role};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One thing a role may try.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    /// Publish a message on a subject.
+    Publish(&'static str),
+    /// Subscribe to a subject.
+    Subscribe(&'static str),
+    /// A JetStream API request: allowed means JetStream answered at all.
+    Api(&'static str, &'static str),
+}
+
+use Op::*;
+use Role::*;
+
+/// The matrix: (role, action, allowed). Reads as the permission table in the README.
+const MATRIX: &[(Role, Op, bool)] = &[
+    // Publishing a task: only the gateway (and admin).
+    (Gateway, Publish("infer.task.embed.normal"), true),
+    (Worker, Publish("infer.task.embed.normal"), false),
+    (Dashboard, Publish("infer.task.embed.normal"), false),
+    (Admin, Publish("infer.task.embed.normal"), true),
+    // Results: only workers produce them; a gateway hears only its own.
+    (Worker, Publish("infer.result.gw-1"), true),
+    (Gateway, Publish("infer.result.gw-1"), false),
+    (Dashboard, Publish("infer.result.gw-1"), false),
+    (Gateway, Subscribe("infer.result.gw-1"), true),
+    (Gateway, Subscribe("$KV.INFER_WORKERS.>"), false),
+    (Worker, Subscribe("infer.result.gw-1"), false),
+    (Dashboard, Subscribe("infer.result.>"), true),
+    // Watching the task subjects: the dashboard; a worker pulls, it does not snoop.
+    (Dashboard, Subscribe("infer.task.>"), true),
+    (Worker, Subscribe("infer.task.>"), false),
+    (Gateway, Subscribe("infer.task.>"), false),
+    // Events: workers their batch events, gateways their request events.
+    (Worker, Publish("infer.event.w1.completed"), true),
+    (Worker, Publish("infer.event.gw-1.request"), false),
+    (Gateway, Publish("infer.event.gw-1.request"), true),
+    (Gateway, Publish("infer.event.w1.completed"), false),
+    (Dashboard, Publish("infer.event.w1.completed"), false),
+    (Dashboard, Subscribe("infer.event.>"), true),
+    // Heartbeats: only workers write them.
+    (Worker, Publish("$KV.INFER_WORKERS.w1"), true),
+    (Gateway, Publish("$KV.INFER_WORKERS.w1"), false),
+    (Dashboard, Publish("$KV.INFER_WORKERS.w1"), false),
+    // Pulling and acking work: only workers.
+    (
+        Worker,
+        Api(
+            "$JS.API.CONSUMER.MSG.NEXT.INFER_TASKS.work-embed-normal",
+            r#"{"batch":1,"no_wait":true}"#,
+        ),
+        true,
+    ),
+    (
+        Dashboard,
+        Api(
+            "$JS.API.CONSUMER.MSG.NEXT.INFER_TASKS.work-embed-normal",
+            r#"{"batch":1,"no_wait":true}"#,
+        ),
+        false,
+    ),
+    (
+        Gateway,
+        Api(
+            "$JS.API.CONSUMER.MSG.NEXT.INFER_TASKS.work-embed-normal",
+            r#"{"batch":1,"no_wait":true}"#,
+        ),
+        false,
+    ),
+    (
+        Worker,
+        Publish("$JS.ACK.INFER_TASKS.work-embed-normal.1.1.1.1.0"),
+        true,
+    ),
+    (
+        Dashboard,
+        Publish("$JS.ACK.INFER_TASKS.work-embed-normal.1.1.1.1.0"),
+        false,
+    ),
+    (
+        Gateway,
+        Publish("$JS.ACK.INFER_TASKS.work-embed-normal.1.1.1.1.0"),
+        false,
+    ),
+    // Reading queue depth: everyone.
+    (Dashboard, Api("$JS.API.STREAM.INFO.INFER_TASKS", ""), true),
+    (
+        Gateway,
+        Api("$JS.API.CONSUMER.INFO.INFER_TASKS.work-embed-normal", ""),
+        true,
+    ),
+    (Worker, Api("$JS.API.STREAM.INFO.INFER_TASKS", ""), true),
+    (Admin, Api("$JS.API.STREAM.INFO.INFER_TASKS", ""), true),
+    // Destroying or reshaping the queue: nobody but admin.
+    (
+        Dashboard,
+        Api("$JS.API.STREAM.DELETE.INFER_TASKS", ""),
+        false,
+    ),
+    (
+        Dashboard,
+        Api("$JS.API.STREAM.PURGE.INFER_TASKS", ""),
+        false,
+    ),
+    (
+        Dashboard,
+        Api("$JS.API.CONSUMER.DELETE.INFER_TASKS.work-embed-normal", ""),
+        false,
+    ),
+    (
+        Dashboard,
+        Api("$JS.API.STREAM.MSG.DELETE.INFER_TASKS", r#"{"seq":1}"#),
+        false,
+    ),
+    (Worker, Api("$JS.API.STREAM.DELETE.INFER_TASKS", ""), false),
+    (Worker, Api("$JS.API.STREAM.PURGE.INFER_TASKS", ""), false),
+    (
+        Worker,
+        Api("$JS.API.STREAM.UPDATE.INFER_TASKS", "{}"),
+        false,
+    ),
+    (
+        Worker,
+        Api("$JS.API.CONSUMER.DELETE.INFER_TASKS.work-embed-normal", ""),
+        false,
+    ),
+    (Gateway, Api("$JS.API.STREAM.DELETE.INFER_TASKS", ""), false),
+    (Gateway, Api("$JS.API.STREAM.PURGE.INFER_TASKS", ""), false),
+    (
+        Gateway,
+        Api("$JS.API.CONSUMER.DELETE.INFER_TASKS.work-embed-normal", ""),
+        false,
+    ),
+    (
+        Gateway,
+        Api("$JS.API.STREAM.DELETE.KV_INFER_WORKERS", ""),
+        false,
+    ),
+];
+
+/// A client of one role that also collects the errors the server sends it.
+struct Probe {
+    client: async_nats::Client,
+    violations: mpsc::UnboundedReceiver<String>,
+}
+
+impl Probe {
+    async fn connect(nats: &NatsServer, role: Role) -> Probe {
+        let (tx, violations) = mpsc::unbounded_channel();
+        let client = async_nats::ConnectOptions::with_user_and_password(
+            role.user().into(),
+            nats.password(role),
+        )
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        })
+        .connect(nats.url())
+        .await
+        .expect("role connects with its password");
+        Probe { client, violations }
+    }
+
+    /// Wait for the server's permissions violation naming `subject`.
+    async fn refused(&mut self, subject: &str) -> bool {
+        let wanted = format!("\"{}\"", subject.to_lowercase());
+        tokio::time::timeout(WAIT, async {
+            while let Some(e) = self.violations.recv().await {
+                let e = e.to_lowercase();
+                if e.contains("permissions violation") && e.contains(&wanted) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
+/// Streams, consumers and the bucket exist, as in a running stack.
+async fn topology(admin: &async_nats::Client) {
+    let args = <TopologyCli as clap::Parser>::parse_from(["t"]).topology;
+    let js = async_nats::jetstream::new(admin.clone());
+    let stream = topology::ensure_streams(&js, &args).await.unwrap();
+    topology::ensure_workers_bucket(&js, &args).await.unwrap();
+    topology::ensure_work_consumer(&stream, &args, Task::Embed, Priority::Normal)
+        .await
+        .unwrap();
+}
+
+#[derive(clap::Parser)]
+struct TopologyCli {
+    #[command(flatten)]
+    topology: TopologyArgs,
+}
+
+/// Does `op` by `role` succeed? Allowed publishes and subscriptions are
+/// checked end to end through an admin on the other side.
+async fn attempt(nats: &NatsServer, admin: &async_nats::Client, role: Role, op: Op) -> bool {
+    let mut probe = Probe::connect(nats, role).await;
+    match op {
+        Publish(subject) => {
+            let mut watch = admin.subscribe(subject).await.unwrap();
+            admin.flush().await.unwrap();
+            probe.client.publish(subject, "probe".into()).await.unwrap();
+            probe.client.flush().await.unwrap();
+            tokio::select! {
+                got = watch.next() => got.is_some(),
+                refused = probe.refused(subject) => !refused,
+            }
+        }
+        Subscribe(subject) => {
+            let mut sub = probe.client.subscribe(subject).await.unwrap();
+            probe.client.flush().await.unwrap();
+            let concrete = subject.replace('>', "x.y").replace('*', "x");
+            let send = async {
+                // Until it arrives or is refused: the subscription may still be in flight.
+                loop {
+                    admin
+                        .publish(concrete.clone(), "probe".into())
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            tokio::select! {
+                got = sub.next() => got.is_some(),
+                refused = probe.refused(subject) => !refused,
+                _ = send => unreachable!(),
+            }
+        }
+        Api(subject, body) => {
+            let inbox = probe.client.new_inbox();
+            let mut answers = probe.client.subscribe(inbox.clone()).await.unwrap();
+            probe
+                .client
+                .publish_with_reply(subject, inbox, body.into())
+                .await
+                .unwrap();
+            tokio::select! {
+                answer = tokio::time::timeout(WAIT, answers.next()) => {
+                    matches!(answer, Ok(Some(_)))
+                }
+                refused = probe.refused(subject) => !refused,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_role_can_do_what_it_must_and_nothing_more() {
+    let nats = NatsServer::start();
+    let admin = nats.client().await;
+    topology(&admin).await;
+    let mut wrong = Vec::new();
+    for &(role, op, allowed) in MATRIX {
+        let got = attempt(&nats, &admin, role, op).await;
+        if got != allowed {
+            wrong.push(format!(
+                "{} {op:?}: expected {}, was {}",
+                role.user(),
+                if allowed { "allowed" } else { "refused" },
+                if got { "allowed" } else { "refused" },
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "permission matrix broken:\n{}",
+        wrong.join("\n")
+    );
+
+    // The queue survived every attempt to destroy it.
+    let js = async_nats::jetstream::new(admin.clone());
+    let mut stream = js
+        .get_stream("INFER_TASKS")
+        .await
+        .expect("stream still there");
+    stream.info().await.unwrap();
+    stream
+        .consumer_info("work-embed-normal")
+        .await
+        .expect("consumer still there");
+}
+
+#[tokio::test]
+async fn wrong_or_missing_credentials_are_refused() {
+    let nats = NatsServer::start();
+    let wrong = async_nats::ConnectOptions::with_user_and_password("worker".into(), "guess".into())
+        .connect(nats.url())
+        .await;
+    assert!(wrong.is_err(), "a wrong password must be refused");
+    let anonymous = async_nats::connect(nats.url()).await;
+    assert!(anonymous.is_err(), "no credentials must be refused");
+    // Each role's own password works.
+    for role in Role::ALL {
+        nats.connect_as(role).await.expect("own password accepted");
+    }
+}
+
+#[tokio::test]
+async fn the_server_refuses_to_start_without_its_passwords() {
+    let mut check = std::process::Command::new(nats_server_bin());
+    check.arg("-c").arg(repo_nats_conf()).arg("-t");
+    for role in Role::ALL {
+        check.env_remove(role.password_var());
+    }
+    let out = check.output().expect("nats-server runs");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "config must not load: {text}");
+    assert!(text.contains("NATS_"), "names the missing password: {text}");
+}
