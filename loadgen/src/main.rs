@@ -49,6 +49,9 @@ struct Common {
     /// Per-request client timeout.
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
+    /// API key for a gateway that requires one (sent as a bearer token).
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +126,7 @@ fn plan(common: &Common, pattern: Pattern, shape: Shape, tasks: TaskMix) -> anyh
         corpus: Arc::new(texts),
         seed: common.seed,
         timeout: Duration::from_millis(common.timeout_ms),
+        api_key: common.api_key.clone(),
     })
 }
 

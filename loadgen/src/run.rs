@@ -30,6 +30,8 @@ pub struct Plan {
     pub seed: u64,
     /// Per-request client timeout.
     pub timeout: Duration,
+    /// Bearer token for a gateway with `API_KEYS` set.
+    pub api_key: Option<String>,
 }
 
 /// How progress is shown while the run goes.
@@ -98,7 +100,14 @@ impl Shown {
 
 /// Run `plan`; returns every record (in finishing order) and the wall time.
 pub async fn execute(plan: &Plan, progress: Progress) -> anyhow::Result<(Vec<Record>, Duration)> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &plan.api_key {
+        let mut value: reqwest::header::HeaderValue = format!("Bearer {key}").parse()?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let http = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(plan.timeout)
         .pool_max_idle_per_host(1024)
         .build()?;

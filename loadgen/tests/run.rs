@@ -23,6 +23,7 @@ async fn plan(pattern: Pattern, requests: usize) -> Plan {
         corpus: Arc::new(vec!["hello".into(), "fail".into()]),
         seed: 7,
         timeout: Duration::from_secs(10),
+        api_key: None,
     }
 }
 
