@@ -6,11 +6,8 @@ use crate::report::{self, Summary};
 use crate::run::{self, Plan, Progress};
 use crate::traffic::{Pattern, TaskMix};
 use crate::trivial;
-use jetinfer_worker::backend::bert::BertEmbedder;
-use jetinfer_worker::backend::Embedder;
 use serde::Serialize;
 use std::path::PathBuf;
-use std::time::Instant;
 
 /// Raw model throughput at one batch size.
 #[derive(Debug, Clone, Serialize)]
@@ -47,35 +44,27 @@ pub struct BenchReport {
     pub echo_over_trivial: f64,
 }
 
-/// Measure the raw model on `texts` at each batch size with `threads` threads.
+/// Measure the serving backend on `texts` at each batch size with `threads` threads.
 pub fn raw(
     model_dir: &std::path::Path,
     texts: &[String],
     batch_sizes: &[usize],
     threads: usize,
 ) -> anyhow::Result<Vec<Raw>> {
-    let model = BertEmbedder::load(model_dir, "bench".into())?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()?;
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    model.embed(&refs[..8.min(refs.len())])?; // warm up
-    batch_sizes
-        .iter()
-        .map(|&batch| {
-            let started = Instant::now();
-            pool.install(|| -> anyhow::Result<()> {
-                for chunk in refs.chunks(batch.max(1)) {
-                    model.embed(chunk)?;
-                }
-                Ok(())
-            })?;
-            Ok(Raw {
-                batch_size: batch,
-                sentences_per_s: refs.len() as f64 / started.elapsed().as_secs_f64(),
-            })
+    let measured = jetinfer_worker::bench::measure_all(
+        jetinfer_worker::backend::Kind::Fast,
+        model_dir,
+        texts,
+        batch_sizes,
+        threads,
+    )?;
+    Ok(measured
+        .into_iter()
+        .map(|m| Raw {
+            batch_size: m.batch_size,
+            sentences_per_s: m.sentences_per_s,
         })
-        .collect()
+        .collect())
 }
 
 async fn closed(base: &Plan, url: &str, task: &str, concurrency: usize) -> anyhow::Result<Summary> {

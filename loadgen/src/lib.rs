@@ -1,7 +1,6 @@
 //! loadgen: traffic against a jetinfer gateway, with a report you can trust.
 //!
 //! # Layout
-//! - [`corpus`]: input texts (built-in 1024 sentences, or a JSON file).
 //! - [`traffic`]: patterns (burst, sustained, poisson, mixed, closed) and the task mix.
 //! - [`client`]: one request and its [`client::Record`].
 //! - [`run`]: executing a plan, with per-request lines or a progress bar.
@@ -12,7 +11,6 @@
 
 pub mod bench;
 pub mod client;
-pub mod corpus;
 pub mod plots;
 pub mod report;
 pub mod run;

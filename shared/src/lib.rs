@@ -8,6 +8,7 @@
 //! - [`protocol`]: the MessagePack/JSON types that travel on NATS subjects.
 //! - [`subjects`]: every subject, stream, consumer and bucket name.
 //! - [`topology`]: idempotent creation of the streams, consumers and KV buckets.
+//! - [`corpus`]: benchmark input texts (1024 built-in sentences, or a JSON file).
 //! - [`config`]: command-line/env options every service shares (NATS connection).
 //! - [`telemetry`]: tracing setup with a switchable JSON output.
 //! - [`metrics`]: the Prometheus recorder behind every `GET /metrics`.
@@ -16,6 +17,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod corpus;
 pub mod metrics;
 pub mod protocol;
 pub mod shutdown;

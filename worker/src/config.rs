@@ -31,7 +31,7 @@ pub struct WorkerArgs {
     pub worker_id: Option<String>,
     /// Hugging Face model folder (config.json, tokenizer.json, model.safetensors).
     /// When unset, the model is downloaded by `--model-id`.
-    #[arg(long, env = "MODEL_DIR")]
+    #[arg(long, env = "MODEL_DIR", global = true)]
     pub model_dir: Option<PathBuf>,
     /// Hub id of the model: downloaded when `--model-dir` is unset, reported in answers.
     #[arg(
@@ -49,9 +49,13 @@ pub struct WorkerArgs {
         default_value = "embed,similarity,classify,echo"
     )]
     pub tasks: Vec<Task>,
+    /// Model implementation: `fast` (packed tokens, fused QKV; the default)
+    /// or `candle` (candle-transformers' `BertModel`, the benchmark baseline).
+    #[arg(long, env = "BACKEND", value_enum, default_value = "fast")]
+    pub backend: crate::backend::Kind,
     /// Compute threads for the forward pass. Keep workers × threads ≈ cores,
     /// so workers on one machine do not fight over them.
-    #[arg(long, env = "THREADS", default_value_t = 1)]
+    #[arg(long, env = "THREADS", default_value_t = 1, global = true)]
     pub threads: usize,
     /// Resolve the model (downloading it by `--model-id` if no `--model-dir`),
     /// print its folder and exit: lets the launcher download once for all workers.
@@ -61,9 +65,20 @@ pub struct WorkerArgs {
     /// host need one port each (the launcher gives 9101, 9102, ...); port 0 picks a free one.
     #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:9100")]
     pub metrics_listen: SocketAddr,
+    /// `bench`: measure the backends instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Softmax temperature of zero-shot classification (lower = more confident).
     #[arg(long, env = "CLASSIFY_TEMPERATURE", default_value_t = 0.05)]
     pub classify_temperature: f32,
+}
+
+/// What the worker binary does besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Raw in-process throughput of the serving backend and of candle's
+    /// `BertModel` (the baseline) at several batch sizes, in one run.
+    Bench(crate::bench::BenchArgs),
 }
 
 impl WorkerArgs {

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: the command line (`WorkerArgs`).
 //! - [`backend`]: model loading and the compute thread; the only tensor code.
+//! - [`bench`]: `worker bench`, raw backend throughput against the baseline.
 //! - [`tasks`]: embed / similarity / classify on top of one forward pass.
 //! - [`consume`]: pulling batches, progress acks, result publish, ack/term.
 //! - [`heartbeat`]: liveness record in the `INFER_WORKERS` bucket.
@@ -13,6 +14,7 @@
 //! - [`service`]: registration as a NATS micro service (`nats micro ls`).
 
 pub mod backend;
+pub mod bench;
 pub mod config;
 pub mod consume;
 pub mod events;
@@ -23,7 +25,7 @@ pub mod service;
 pub mod stats;
 pub mod tasks;
 
-use backend::{bert::BertEmbedder, source, thread::BackendThread, BackendError};
+use backend::{source, thread::BackendThread, BackendError};
 use config::WorkerArgs;
 use consume::Processor;
 use events::{BatchRef, Events};
@@ -65,10 +67,11 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
     jetinfer_shared::metrics::handle();
     let model = source::resolve(args.model_dir.clone(), &args.model_id)?;
     tracing::info!(worker_id = %worker_id, model_dir = %model.dir.display(), threads = args.threads, "loading model");
-    let embedder = tokio::task::spawn_blocking(move || BertEmbedder::load(&model.dir, model.name))
+    let kind = args.backend;
+    let embedder = tokio::task::spawn_blocking(move || backend::load(kind, &model.dir, model.name))
         .await
         .map_err(|_| BackendError::Stopped)??;
-    let backend = BackendThread::spawn(Box::new(embedder), args.threads.max(1))?;
+    let backend = BackendThread::spawn(embedder, args.threads.max(1))?;
 
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
         .await

@@ -1,7 +1,7 @@
 //! `worker` binary: parse config, serve until SIGTERM/Ctrl-C.
 
 use clap::Parser;
-use jetinfer_worker::config::WorkerArgs;
+use jetinfer_worker::config::{Command, WorkerArgs};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
@@ -10,6 +10,26 @@ fn main() -> anyhow::Result<()> {
     if args.fetch_model {
         let model = jetinfer_worker::backend::source::resolve(args.model_dir, &args.model_id)?;
         println!("{}", model.dir.display());
+        return Ok(());
+    }
+    if let Some(Command::Bench(bench)) = &args.command {
+        std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());
+        let model =
+            jetinfer_worker::backend::source::resolve(args.model_dir.clone(), &args.model_id)?;
+        let texts = match &bench.corpus {
+            Some(path) => jetinfer_shared::corpus::from_file(path)?,
+            None => jetinfer_shared::corpus::builtin(),
+        };
+        let rows =
+            jetinfer_worker::bench::compare(&model.dir, &texts, &bench.batch_sizes, args.threads)?;
+        if bench.json {
+            println!("{}", serde_json::json!({ "results": rows }));
+        } else {
+            print!(
+                "{}",
+                jetinfer_worker::bench::table(&rows, texts.len(), args.threads)
+            );
+        }
         return Ok(());
     }
     // candle sizes its matmul split from RAYON_NUM_THREADS; keep it equal to

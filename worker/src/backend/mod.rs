@@ -5,11 +5,17 @@
 //! the consumer talks to it through a channel.
 //!
 //! # Layout
-//! - [`bert`]: all-MiniLM-L6-v2 style sentence embedder (BERT + mean pooling).
+//! - [`fast`]: the serving backend, a padding-free BERT encoder for CPU batches.
+//! - [`bert`]: the baseline, candle-transformers' `BertModel` (padded batches).
+//! - [`files`]: reading a model folder (config, tokenizer, weights).
+//! - [`kernels`]: fused CPU kernels (bias + GELU, bias + residual + layer norm).
 //! - [`source`]: where the model folder comes from (a local dir or the hub).
 //! - [`thread`]: the dedicated compute thread and its async handle.
 
 pub mod bert;
+pub mod fast;
+pub mod files;
+pub mod kernels;
 pub mod source;
 pub mod thread;
 
@@ -44,9 +50,30 @@ pub enum BackendError {
 }
 
 /// A sentence-embedding model. One call is one forward pass over all texts.
-pub trait Embedder: Send {
+pub trait Embedder: Send + Sync {
     /// Name reported in results and heartbeats.
     fn model_name(&self) -> &str;
     /// L2-normalised embeddings, one per text, in order.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError>;
+}
+
+/// Which implementation computes embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// [`fast::FastBert`]: packed tokens, fused QKV, attention by length group.
+    Fast,
+    /// [`bert::BertEmbedder`]: candle-transformers' `BertModel`, the baseline.
+    Candle,
+}
+
+/// Load the model folder `dir` with the `kind` backend.
+pub fn load(
+    kind: Kind,
+    dir: &std::path::Path,
+    name: String,
+) -> Result<Box<dyn Embedder>, BackendError> {
+    Ok(match kind {
+        Kind::Fast => Box::new(fast::FastBert::load(dir, name)?),
+        Kind::Candle => Box::new(bert::BertEmbedder::load(dir, name)?),
+    })
 }
