@@ -16,14 +16,51 @@
 //! - Mean pooling per group (exact, there is no padding) and L2 normalisation.
 
 use super::files::ModelFiles;
-use super::kernels::{BiasGelu, BiasResidualNorm};
+use super::kernels::{
+    pack_weight, small_matmul_supported, BiasGelu, BiasResidualNorm, SmallMatmul, BLOCK,
+};
 use super::{BackendError, Embedder};
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 use candle_nn::VarBuilder;
 use std::path::Path;
 use tokenizers::Tokenizer;
 
-/// A dense layer with its weight stored `(in, out)`, ready for `x · W`.
+/// A projection's weight, `(out, in)`: f32 for gemm, and a packed f16 copy
+/// for [`SmallMatmul`] when the CPU runs it.
+struct Weight {
+    full: Tensor,
+    half: Option<Tensor>,
+}
+
+impl Weight {
+    fn new(full: Tensor) -> candle_core::Result<Self> {
+        let (n, k) = full.dims2()?;
+        let half = if small_matmul_supported() && n % BLOCK == 0 {
+            let packed = pack_weight(&full.flatten_all()?.to_vec1()?, n, k);
+            Some(Tensor::from_vec(
+                packed,
+                (n / BLOCK, k, BLOCK),
+                full.device(),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self { full, half })
+    }
+
+    /// `x · Wᵀ`, with the kernel that suits the token count.
+    fn project(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.half {
+            Some(half) if x.dim(0)? <= SMALL_BATCH_TOKENS => x.apply_op2_no_bwd(half, &SmallMatmul),
+            _ => x.matmul(&self.full.t()?),
+        }
+    }
+}
+
+/// Batches with at most this many tokens use [`SmallMatmul`]; larger ones gemm.
+const SMALL_BATCH_TOKENS: usize = 96;
+
+/// A dense layer, weight `(out, in)` as stored.
 struct Dense {
     weight: Tensor,
     bias: Tensor,
@@ -44,10 +81,6 @@ impl Dense {
             weight: Tensor::cat(&weights, 0)?,
             bias: Tensor::cat(&biases, 0)?,
         })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
     }
 }
 
@@ -73,15 +106,16 @@ impl Norm {
 }
 
 struct Layer {
-    qkv: Dense,
+    qkv: Weight,
+    qkv_bias: Tensor,
     /// Attention output projection; its bias, the residual and the norm are fused.
-    attention_out: Tensor,
+    attention_out: Weight,
     attention_end: BiasResidualNorm,
     /// Feed-forward up-projection; its bias and GELU are fused.
-    up: Tensor,
+    up: Weight,
     up_act: BiasGelu,
     /// Feed-forward down-projection; its bias, the residual and the norm are fused.
-    down: Tensor,
+    down: Weight,
     output_end: BiasResidualNorm,
 }
 
@@ -92,11 +126,11 @@ fn fused_end(
     outputs: usize,
     norm: VarBuilder,
     eps: f64,
-) -> candle_core::Result<(Tensor, BiasResidualNorm)> {
+) -> candle_core::Result<(Weight, BiasResidualNorm)> {
     let dense = Dense::load(vb, inputs, outputs)?;
     let norm = Norm::load(norm, outputs, eps)?;
     Ok((
-        dense.weight,
+        Weight::new(dense.weight)?,
         BiasResidualNorm {
             bias: dense.bias.to_vec1()?,
             gamma: norm.gamma.to_vec1()?,
@@ -169,14 +203,16 @@ impl FastBert {
                     l.pp("output.LayerNorm"),
                     eps,
                 )?;
+                let qkv = Dense::concat(&[q?, k?, v?])?;
                 Ok(Layer {
-                    qkv: Dense::concat(&[q?, k?, v?])?,
+                    qkv: Weight::new(qkv.weight)?,
+                    qkv_bias: qkv.bias,
                     attention_out,
                     attention_end,
                     up_act: BiasGelu {
                         bias: up.bias.to_vec1()?,
                     },
-                    up: up.weight,
+                    up: Weight::new(up.weight)?,
                     down,
                     output_end,
                 })
@@ -222,17 +258,20 @@ impl FastBert {
     }
 
     fn layer(&self, layer: &Layer, x: &Tensor, groups: &[Group]) -> candle_core::Result<Tensor> {
-        let qkv = layer.qkv.forward(x)?;
+        let qkv = layer.qkv.project(x)?.broadcast_add(&layer.qkv_bias)?;
         let context: Vec<Tensor> = groups
             .iter()
             .map(|g| self.attend(&qkv, g))
             .collect::<candle_core::Result<_>>()?;
         let context = Tensor::cat(&context, 0)?;
-        let x = context
-            .matmul(&layer.attention_out.t()?)?
+        let x = layer
+            .attention_out
+            .project(&context)?
             .apply_op2_no_bwd(x, &layer.attention_end)?;
-        let up = x.matmul(&layer.up.t()?)?.apply_op1_no_bwd(&layer.up_act)?;
-        up.matmul(&layer.down.t()?)?
+        let up = layer.up.project(&x)?.apply_op1_no_bwd(&layer.up_act)?;
+        layer
+            .down
+            .project(&up)?
             .apply_op2_no_bwd(&x, &layer.output_end)
     }
 }
