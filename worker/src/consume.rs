@@ -16,7 +16,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind, Message};
 use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
-use jetinfer_shared::protocol::{self, ItemOutcome, ItemResult, ResultBatch, TaskBatch};
+use jetinfer_shared::protocol::{self, BatchItem, ItemOutcome, ItemResult, ResultBatch, TaskBatch};
 use jetinfer_shared::subjects;
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +26,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Exit status of an injected crash (what a supervisor sees).
 pub const CRASH_EXIT_CODE: i32 = 70;
+
+/// Most batches taken at once for a merged forward pass.
+pub const MERGE_BATCHES: usize = 8;
+
+/// How long the pull for extra queued batches waits (they are either there or not).
+const QUEUED_WAIT: Duration = Duration::from_millis(20);
 
 /// How long one pull request waits for a batch before asking again.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
@@ -48,31 +54,91 @@ pub struct Processor {
     pub progress_every: Duration,
     /// One permit: the batch being computed.
     pub slot: Semaphore,
+    /// Most batches taken at once when more are queued (1: no merging).
+    pub merge_batches: usize,
+    /// Most estimated tokens in one merged forward pass (`MAX_BATCH_TOKENS`).
+    pub max_batch_tokens: usize,
     /// Fault injection.
     pub faults: Faults,
     /// How long an injected hang holds a batch: past its longest ack wait.
     pub hang_for: Duration,
 }
 
-/// Poll `fut` to completion, sending AckProgress on `msg` every `every` so a
-/// slow-but-alive worker keeps its batch instead of having it redelivered.
-async fn with_progress<F: Future>(msg: &Message, every: Duration, fut: F) -> F::Output {
+/// Poll `fut` to completion, sending AckProgress on every message in `msgs`
+/// every `every`, so a slow-but-alive worker keeps its batches instead of
+/// having them redelivered.
+async fn with_progress<F: Future>(msgs: &[&Message], every: Duration, fut: F) -> F::Output {
     tokio::pin!(fut);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
             out = &mut fut => return out,
             _ = tick.tick() => {
-                if let Err(e) = msg.ack_with(AckKind::Progress).await {
-                    tracing::debug!(error = %e, "progress ack failed");
+                for msg in msgs {
+                    if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                        tracing::debug!(error = %e, "progress ack failed");
+                    }
                 }
             }
         }
     }
 }
 
+/// Estimated model tokens of a batch: about four characters per word piece,
+/// plus `[CLS]`/`[SEP]`, at most the 256 the model reads per text. An
+/// estimate is enough to bound a merged forward pass without tokenising twice.
+pub fn estimated_tokens(batch: &TaskBatch) -> usize {
+    batch
+        .items
+        .iter()
+        .flat_map(|item| item.input.texts())
+        .map(|text| (text.len() / 4 + 2).min(256))
+        .sum()
+}
+
+/// Split `batches` (in arrival order) into forward passes of at most
+/// `budget` estimated tokens each; a batch over the budget alone is its own pass.
+pub fn plan_passes(tokens: &[usize], budget: usize) -> Vec<std::ops::Range<usize>> {
+    let mut passes = Vec::new();
+    let mut start = 0;
+    let mut used = 0;
+    for (i, &t) in tokens.iter().enumerate() {
+        if i > start && used + t > budget {
+            passes.push(start..i);
+            start = i;
+            used = 0;
+        }
+        used += t;
+    }
+    if start < tokens.len() {
+        passes.push(start..tokens.len());
+    }
+    passes
+}
+
+/// A decoded batch that is due: it will be computed.
+struct Ready {
+    msg: Message,
+    batch: TaskBatch,
+    attempt: u64,
+}
+
+impl Ready {
+    fn batch_ref(&self) -> BatchRef {
+        BatchRef {
+            batch_id: Some(self.batch.batch_id),
+            requests: self.batch.items.len(),
+            attempt: self.attempt,
+        }
+    }
+}
+
 impl Processor {
     /// Pull from `consumer` until `stop` fires; a batch already pulled is finished.
+    ///
+    /// An idle worker waits for one batch; once it has it, it also takes (without
+    /// waiting) up to [`Processor::merge_batches`] − 1 more that are already queued,
+    /// and computes them together in forward passes of at most `max_batch_tokens`.
     pub async fn pull_loop(
         self: Arc<Self>,
         consumer: PullConsumer,
@@ -97,100 +163,196 @@ impl Processor {
                     continue;
                 }
             };
+            let mut held = Vec::new();
             while let Some(next) = messages.next().await {
                 match next {
-                    Ok(msg) => self.handle(msg).await,
+                    Ok(msg) => held.push(msg),
                     Err(e) => {
                         tracing::debug!(consumer = %name, error = %e, "pull ended");
                         break;
                     }
                 }
             }
+            if held.is_empty() {
+                continue;
+            }
+            if self.merge_batches > 1 {
+                held.extend(self.queued(&consumer, &name).await);
+            }
+            self.handle(held).await;
         }
     }
 
-    /// Answer one task message.
-    async fn handle(&self, msg: Message) {
+    /// Batches already waiting on `consumer`: a pull that gives up after
+    /// [`QUEUED_WAIT`], so an empty queue costs next to nothing.
+    async fn queued(&self, consumer: &PullConsumer, name: &str) -> Vec<Message> {
+        let fetched = consumer
+            .batch()
+            .max_messages(self.merge_batches - 1)
+            .expires(QUEUED_WAIT)
+            .messages()
+            .await;
+        let mut more = Vec::new();
+        match fetched {
+            Ok(mut messages) => {
+                while let Some(next) = messages.next().await {
+                    match next {
+                        Ok(msg) => more.push(msg),
+                        Err(e) => {
+                            tracing::debug!(consumer = %name, error = %e, "extra pull ended");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(consumer = %name, error = %e, "no extra batches"),
+        }
+        more
+    }
+
+    /// Decode and vet one message: `None` when it was malformed or expired
+    /// (terminated and reported here).
+    async fn admit(&self, msg: Message) -> Option<Ready> {
         let attempt = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
         let batch: TaskBatch = match protocol::decode(&msg.payload) {
             Ok(batch) => batch,
-            Err(e) => return self.reject(&msg, attempt, e.to_string()).await,
+            Err(e) => {
+                self.reject(&msg, attempt, e.to_string()).await;
+                return None;
+            }
         };
         if let Err(e) = batch.check_limits() {
-            return self
-                .reject(&msg, attempt, format!("malformed batch: {e}"))
+            self.reject(&msg, attempt, format!("malformed batch: {e}"))
                 .await;
+            return None;
         }
-        let batch_ref = BatchRef {
-            batch_id: Some(batch.batch_id),
-            requests: batch.items.len(),
+        let ready = Ready {
+            msg,
+            batch,
             attempt,
-        };
-        let Ok(_permit) = with_progress(&msg, self.progress_every, self.slot.acquire()).await
-        else {
-            return; // semaphore closed: shutting down, leave it to redelivery
         };
         if attempt > 1 {
             self.stats.redelivered();
-            self.events.emit("redelivered", batch_ref, 0.0, None).await;
+            self.events
+                .emit("redelivered", ready.batch_ref(), 0.0, None)
+                .await;
         }
-        if now_ms() > batch.deadline_ms {
-            self.log_batch(&batch, attempt, 0.0, "expired", None);
-            self.term(&msg).await;
-            return self.events.emit("expired", batch_ref, 0.0, None).await;
+        if now_ms() > ready.batch.deadline_ms {
+            self.log_batch(&ready.batch, attempt, 0.0, "expired", None);
+            self.term(&ready.msg).await;
+            self.events
+                .emit("expired", ready.batch_ref(), 0.0, None)
+                .await;
+            return None;
         }
+        Some(ready)
+    }
 
+    /// Answer the task messages in hand: vet each, then compute the due ones
+    /// in forward passes of at most `max_batch_tokens` estimated tokens.
+    async fn handle(&self, msgs: Vec<Message>) {
+        let mut ready = Vec::new();
+        for msg in msgs {
+            if let Some(r) = self.admit(msg).await {
+                ready.push(r);
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let all: Vec<&Message> = ready.iter().map(|r| &r.msg).collect();
+        let Ok(_permit) = with_progress(&all, self.progress_every, self.slot.acquire()).await
+        else {
+            return; // semaphore closed: shutting down, leave them to redelivery
+        };
+        let tokens: Vec<usize> = ready.iter().map(|r| estimated_tokens(&r.batch)).collect();
+        let passes = plan_passes(&tokens, self.max_batch_tokens);
+        for pass in passes {
+            // Later passes wait their turn with progress acks.
+            let waiting: Vec<&Message> = ready[pass.start..].iter().map(|r| &r.msg).collect();
+            self.run_pass(&ready[pass], &waiting).await;
+        }
+    }
+
+    /// One forward pass over the requests of `group` (same task), then a
+    /// result and an ack per batch. `waiting` get progress acks meanwhile.
+    async fn run_pass(&self, group: &[Ready], waiting: &[&Message]) {
         let plan = self.faults.plan();
-        self.stats.batch_started();
-        self.events.emit("started", batch_ref, 0.0, None).await;
+        for r in group {
+            self.stats.batch_started();
+            self.events.emit("started", r.batch_ref(), 0.0, None).await;
+        }
         let started = Instant::now();
         if !plan.delay.is_zero() {
             metrics::fault("delay");
-            tracing::info!(batch_id = %batch.batch_id, worker_id = %self.worker_id, attempt,
+            tracing::info!(worker_id = %self.worker_id, batches = group.len(),
                 fault = "delay", delay_ms = plan.delay.as_millis() as u64, "injected delay");
-            with_progress(&msg, self.progress_every, tokio::time::sleep(plan.delay)).await;
+            with_progress(waiting, self.progress_every, tokio::time::sleep(plan.delay)).await;
         }
         match plan.fate {
             Fate::Crash => {
                 metrics::fault("crash");
-                self.log_batch(&batch, attempt, 0.0, "crash", Some("injected crash"));
-                self.events
-                    .emit("failed", batch_ref, 0.0, Some("injected crash".into()))
-                    .await;
+                for r in group {
+                    self.log_batch(&r.batch, r.attempt, 0.0, "crash", Some("injected crash"));
+                    self.events
+                        .emit("failed", r.batch_ref(), 0.0, Some("injected crash".into()))
+                        .await;
+                }
                 let _ = tokio::time::timeout(Duration::from_millis(500), self.events.flush()).await;
                 std::process::exit(CRASH_EXIT_CODE);
             }
             Fate::Hang => {
                 metrics::fault("hang");
-                self.log_batch(&batch, attempt, 0.0, "hang", Some("injected hang"));
+                for r in group {
+                    self.log_batch(&r.batch, r.attempt, 0.0, "hang", Some("injected hang"));
+                }
                 tokio::time::sleep(self.hang_for).await;
-                self.stats
-                    .batch_finished(0, 0, started.elapsed().as_secs_f64() * 1000.0);
-                return self
-                    .events
-                    .emit("failed", batch_ref, 0.0, Some("injected hang".into()))
-                    .await;
+                for r in group {
+                    self.stats
+                        .batch_finished(0, 0, started.elapsed().as_secs_f64() * 1000.0);
+                    self.events
+                        .emit("failed", r.batch_ref(), 0.0, Some("injected hang".into()))
+                        .await;
+                }
+                return;
             }
             Fate::Normal | Fate::Drop => {}
         }
 
+        metrics::forward_pass(group.len());
+        let items: Vec<BatchItem> = group
+            .iter()
+            .flat_map(|r| r.batch.items.iter().cloned())
+            .collect();
         let computed = with_progress(
-            &msg,
+            waiting,
             self.progress_every,
-            tasks::compute(&self.backend, &batch.items, self.temperature),
+            tasks::compute(&self.backend, &items, self.temperature),
         )
         .await;
         let compute_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let outcomes = computed.unwrap_or_else(|e| {
-            tracing::error!(batch_id = %batch.batch_id, error = %e, "batch failed in the model");
-            vec![ItemOutcome::Error(format!("model error: {e}")); batch.items.len()]
-        });
-        if plan.fate == Fate::Drop {
+        let mut outcomes = computed
+            .unwrap_or_else(|e| {
+                tracing::error!(worker_id = %self.worker_id, error = %e, "forward pass failed in the model");
+                vec![ItemOutcome::Error(format!("model error: {e}")); items.len()]
+            })
+            .into_iter();
+        for r in group {
+            let mine: Vec<ItemOutcome> = outcomes.by_ref().take(r.batch.items.len()).collect();
+            self.finish(r, mine, compute_ms, plan.fate == Fate::Drop)
+                .await;
+        }
+    }
+
+    /// Publish one batch's result and ack it (or, for an injected drop, lose it).
+    async fn finish(&self, r: &Ready, outcomes: Vec<ItemOutcome>, compute_ms: f64, drop: bool) {
+        let (batch, attempt, batch_ref) = (&r.batch, r.attempt, r.batch_ref());
+        if drop {
             // Computed, then lost: no publish, no ack, as if the packet vanished.
             metrics::fault("drop");
             self.stats.batch_finished(0, 0, compute_ms);
             self.log_batch(
-                &batch,
+                batch,
                 attempt,
                 compute_ms,
                 "drop",
@@ -229,15 +391,15 @@ impl Processor {
                 })
                 .collect(),
         };
-        if let Err(e) = self.publish(&batch, &result).await {
+        if let Err(e) = self.publish(batch, &result).await {
             // No ack: JetStream redelivers the batch after its ack wait.
-            self.log_batch(&batch, attempt, compute_ms, "unpublished", Some(&e));
+            self.log_batch(batch, attempt, compute_ms, "unpublished", Some(&e));
             return self
                 .events
                 .emit("failed", batch_ref, compute_ms, Some(e))
                 .await;
         }
-        if let Err(e) = msg.ack().await {
+        if let Err(e) = r.msg.ack().await {
             tracing::warn!(batch_id = %batch.batch_id, error = %e, "ack failed; batch may be redelivered");
         }
         let outcome = if failed == 0 { "ok" } else { "error" };
@@ -304,5 +466,27 @@ impl Processor {
         if let Err(e) = msg.ack_with(AckKind::Term).await {
             tracing::warn!(error = %e, "term failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_respect_the_token_budget_and_keep_order() {
+        assert_eq!(plan_passes(&[10, 10, 10], 25), vec![0..2, 2..3]);
+        assert_eq!(
+            plan_passes(&[30, 5], 25),
+            vec![0..1, 1..2],
+            "an oversized batch runs alone"
+        );
+        assert_eq!(
+            plan_passes(&[5, 5, 5], 0),
+            vec![0..1, 1..2, 2..3],
+            "0: no merging"
+        );
+        assert_eq!(plan_passes(&[5, 5, 5], 100), vec![0..3]);
+        assert!(plan_passes(&[], 100).is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! Fault injection: crash, delay, hang and lost results, decided per batch in one place.
+//! Fault injection: crash, delay, hang and lost results, decided per forward
+//! pass (one batch, or several merged by `MAX_BATCH_TOKENS`) in one place.
 //!
 //! Every fault is off by default. The consumer asks [`Faults::plan`] once per
 //! batch and acts on the answer; nothing else in the worker knows faults

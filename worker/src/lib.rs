@@ -103,6 +103,12 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
         temperature: args.classify_temperature,
         progress_every: (args.topology.min_ack_wait() / 2).max(Duration::from_millis(50)),
         slot: Semaphore::new(1),
+        merge_batches: if args.max_batch_tokens == 0 {
+            1
+        } else {
+            consume::MERGE_BATCHES
+        },
+        max_batch_tokens: args.max_batch_tokens,
         faults,
         hang_for: args.topology.max_ack_wait() + Duration::from_millis(500),
     });

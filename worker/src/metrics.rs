@@ -24,6 +24,14 @@ pub fn batch_done(task: Task, outcome: &'static str, requests: usize, compute_se
     }
 }
 
+/// A forward pass ran over `batches` batches (more than one: merged).
+pub fn forward_pass(batches: usize) {
+    metrics::counter!("jetinfer_worker_forward_passes_total").increment(1);
+    if batches > 1 {
+        metrics::counter!("jetinfer_worker_merged_batches_total").increment(batches as u64);
+    }
+}
+
 /// A batch arrived again (JetStream redelivery: a retry).
 pub fn redelivered() {
     metrics::counter!("jetinfer_worker_redeliveries_total").increment(1);

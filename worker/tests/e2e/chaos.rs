@@ -153,7 +153,12 @@ async fn a_hung_worker_has_its_batches_redelivered_elsewhere() {
 async fn lost_results_are_redelivered_until_answered() {
     tokio::time::timeout(LIMIT, async {
         let stack = Stack::start(0, &["--batch-max-size", "2"]).await;
-        let faulty = env(&[("DROP_RATE", "0.2"), ("MAX_DELIVER", "10")]);
+        // One fault decision per batch (no merging), so 100 batches see ~20 drops.
+        let faulty = env(&[
+            ("DROP_RATE", "0.2"),
+            ("MAX_DELIVER", "10"),
+            ("MAX_BATCH_TOKENS", "0"),
+        ]);
         let _w: Vec<WorkerProcess> = (0..3)
             .map(|i| WorkerProcess::start(WORKER, &stack.nats, &format!("lossy-{i}"), &faulty))
             .collect();

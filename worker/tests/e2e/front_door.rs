@@ -312,3 +312,65 @@ async fn workers_answer_nats_micro_service_discovery() {
     .await
     .expect("test bounded in time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_batches_are_merged_into_one_forward_pass_and_each_answered() {
+    tokio::time::timeout(LIMIT, async {
+        // Small gateway batches pile up while no worker runs.
+        let stack = Stack::start(
+            0,
+            &["--batch-max-size", "2", "--request-timeout-ms", "90000"],
+        )
+        .await;
+        let texts: Vec<String> = (0..24)
+            .map(|i| format!("queued sentence number {i}"))
+            .collect();
+        let calls: Vec<_> = texts
+            .iter()
+            .map(|t| stack.infer(json!({"task": "embed", "input": t})))
+            .collect();
+        let js = async_nats::jetstream::new(stack.nats.client().await);
+        let (answers, (worker, listen)) = tokio::join!(futures::future::join_all(calls), async {
+            wait_for("batches queued", WAIT, || async {
+                let mut stream = js.get_stream("INFER_TASKS").await.ok()?;
+                (stream.info().await.ok()?.state.messages >= 8).then_some(())
+            })
+            .await;
+            let listen = format!("127.0.0.1:{}", free_port());
+            let worker = WorkerProcess::start(
+                WORKER,
+                &stack.nats,
+                "merger",
+                &[
+                    ("METRICS_LISTEN", listen.as_str()),
+                    ("MAX_BATCH_TOKENS", "4096"),
+                ],
+            );
+            (worker, listen)
+        });
+        for (status, body) in &answers {
+            assert_eq!(*status, 200, "{body}");
+        }
+        // Each answer is its own text's embedding, not a neighbour's.
+        let alone = stack
+            .infer(json!({"task": "embed", "input": texts[5]}))
+            .await
+            .1;
+        let merged = &answers[5].1["output"]["embedding"];
+        let dot: f64 = merged
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(alone["output"]["embedding"].as_array().unwrap())
+            .map(|(a, b)| a.as_f64().unwrap() * b.as_f64().unwrap())
+            .sum();
+        assert!(dot > 0.9999, "cosine {dot}");
+        // And batches really were merged (12 batches of 2, at most 8 per pass).
+        let (_, page) = get(&format!("http://{listen}/metrics"), None).await;
+        let merged = sample(&page, "jetinfer_worker_merged_batches_total", "").unwrap_or(0.0);
+        assert!(merged >= 2.0, "no merged pass:\n{page}\n{}", worker.log());
+        stack.shutdown().await;
+    })
+    .await
+    .expect("test bounded in time");
+}
