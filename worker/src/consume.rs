@@ -30,7 +30,7 @@ pub const CRASH_EXIT_CODE: i32 = 70;
 /// Most batches taken at once for a merged forward pass.
 pub const MERGE_BATCHES: usize = 8;
 
-/// How long the pull for extra queued batches waits (they are either there or not).
+/// How long the pull for extra queued batches may wait (they were queued a moment ago).
 const QUEUED_WAIT: Duration = Duration::from_millis(20);
 
 /// How long one pull request waits for a batch before asking again.
@@ -176,19 +176,26 @@ impl Processor {
             if held.is_empty() {
                 continue;
             }
-            if self.merge_batches > 1 {
-                held.extend(self.queued(&consumer, &name).await);
+            // JetStream says how many more wait behind this one; ask only then,
+            // so a lone batch never waits for companions.
+            let behind = held
+                .last()
+                .and_then(|m| m.info().ok())
+                .map_or(0, |i| i.pending as usize);
+            if self.merge_batches > 1 && behind > 0 {
+                let more = behind.min(self.merge_batches - 1);
+                held.extend(self.queued(&consumer, &name, more).await);
             }
             self.handle(held).await;
         }
     }
 
-    /// Batches already waiting on `consumer`: a pull that gives up after
-    /// [`QUEUED_WAIT`], so an empty queue costs next to nothing.
-    async fn queued(&self, consumer: &PullConsumer, name: &str) -> Vec<Message> {
+    /// Up to `count` batches known to be waiting on `consumer`; the pull gives
+    /// up after [`QUEUED_WAIT`] if other workers took them first.
+    async fn queued(&self, consumer: &PullConsumer, name: &str, count: usize) -> Vec<Message> {
         let fetched = consumer
             .batch()
-            .max_messages(self.merge_batches - 1)
+            .max_messages(count)
             .expires(QUEUED_WAIT)
             .messages()
             .await;
