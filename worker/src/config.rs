@@ -53,10 +53,11 @@ pub struct WorkerArgs {
     /// or `candle` (candle-transformers' `BertModel`, the benchmark baseline).
     #[arg(long, env = "BACKEND", value_enum, default_value = "fast")]
     pub backend: crate::backend::Kind,
-    /// Worker-side dynamic batching: when more batches of a task are queued,
-    /// take up to 8 at once and compute them in forward passes of at most this
-    /// many (estimated) tokens, then answer and ack each. 0: one batch per pass.
-    #[arg(long, env = "MAX_BATCH_TOKENS", default_value_t = 2048)]
+    /// Worker-side dynamic batching (opt-in): when JetStream reports more
+    /// batches of a task queued, take up to 8 at once and compute them in
+    /// forward passes of at most this many (estimated) tokens, then answer and
+    /// ack each. 0 (default): one batch per pass. 2048 is a good value.
+    #[arg(long, env = "MAX_BATCH_TOKENS", default_value_t = 0)]
     pub max_batch_tokens: usize,
     /// Compute threads for the forward pass. Keep workers × threads ≈ cores,
     /// so workers on one machine do not fight over them.
