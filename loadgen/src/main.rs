@@ -113,10 +113,7 @@ struct BenchArgs {
 }
 
 fn plan(common: &Common, pattern: Pattern, shape: Shape, tasks: TaskMix) -> anyhow::Result<Plan> {
-    let texts = match &common.corpus {
-        Some(path) => corpus::from_file(path)?,
-        None => corpus::builtin(),
-    };
+    let texts = corpus::load(common.corpus.as_deref())?;
     Ok(Plan {
         url: common.url.trim_end_matches('/').to_owned(),
         pattern,

@@ -69,6 +69,14 @@ pub fn builtin() -> Vec<String> {
         .collect()
 }
 
+/// The texts of `file`, or the built-in corpus when there is none.
+pub fn load(file: Option<&Path>) -> Result<Vec<String>, CorpusError> {
+    match file {
+        Some(path) => from_file(path),
+        None => Ok(builtin()),
+    }
+}
+
 /// Why a corpus file is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum CorpusError {

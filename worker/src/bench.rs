@@ -81,10 +81,7 @@ pub fn measure_all(
     threads: usize,
 ) -> Result<Vec<Measurement>, BackendError> {
     let model = backend::load(kind, model_dir, "bench".into())?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| BackendError::Tokenizer(format!("cannot start compute pool: {e}")))?;
+    let pool = backend::thread::compute_pool(threads)?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     pool.install(|| {
         batch_sizes

@@ -16,10 +16,7 @@ fn main() -> anyhow::Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());
         let model =
             jetinfer_worker::backend::source::resolve(args.model_dir.clone(), &args.model_id)?;
-        let texts = match &bench.corpus {
-            Some(path) => jetinfer_shared::corpus::from_file(path)?,
-            None => jetinfer_shared::corpus::builtin(),
-        };
+        let texts = jetinfer_shared::corpus::load(bench.corpus.as_deref())?;
         let rows =
             jetinfer_worker::bench::compare(&model.dir, &texts, &bench.batch_sizes, args.threads)?;
         if bench.json {

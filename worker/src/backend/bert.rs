@@ -52,10 +52,7 @@ impl Embedder for BertEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| BackendError::Tokenizer(e.to_string()))?;
+        let encodings = super::encode(&self.tokenizer, texts)?;
         let rows = encodings.len();
         let cols = encodings[0].get_ids().len();
         let flat = |f: fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {

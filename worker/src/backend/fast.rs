@@ -11,8 +11,9 @@
 //!   equal length sit next to each other; each group's attention is one
 //!   batched matmul over `(texts, heads, len, head_dim)` with no mask.
 //! - **Fused QKV.** One `(hidden, 3·hidden)` projection instead of three.
-//! - **Pre-transposed weights**, contiguous `(in, out)`, and candle's fused
-//!   layer-norm, softmax and GELU kernels.
+//! - **Fused kernels** ([`super::kernels`]): bias + GELU, bias + residual +
+//!   layer norm, and for small passes an AVX-512 matmul on packed f16 weights;
+//!   candle's fused layer-norm and softmax elsewhere.
 //! - Mean pooling per group (exact, there is no padding) and L2 normalisation.
 
 use super::files::ModelFiles;
@@ -285,10 +286,7 @@ impl Embedder for FastBert {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| BackendError::Tokenizer(e.to_string()))?;
+        let encodings = super::encode(&self.tokenizer, texts)?;
         // Longest first, so equal lengths are neighbours.
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));

@@ -6,7 +6,7 @@
 //! each chain in one pass over a row, with branch-free maths the compiler
 //! vectorises, rows split over the compute pool.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, WithDType};
 use half::f16;
 use rayon::prelude::*;
 
@@ -38,8 +38,9 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
+/// The elements of a contiguous input; f32 activations, or f16 packed weights.
+fn contiguous<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
+    let data = storage.as_slice::<T>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("fused kernel needs a contiguous input"),
@@ -58,7 +59,7 @@ impl CustomOp1 for BiasGelu {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(storage, layout)?;
+        let x: &[f32] = contiguous(storage, layout)?;
         let cols = self.bias.len();
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(cols * ROWS_PER_TASK)
@@ -113,8 +114,8 @@ impl CustomOp2 for BiasResidualNorm {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1)?;
-        let residual = contiguous(s2, l2)?;
+        let x: &[f32] = contiguous(s1, l1)?;
+        let residual: &[f32] = contiguous(s2, l2)?;
         if x.len() != residual.len() {
             candle_core::bail!("residual shape {:?} != {:?}", l2.shape(), l1.shape());
         }
@@ -212,11 +213,8 @@ impl CustomOp2 for SmallMatmul {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1)?;
-        let w = match l2.contiguous_offsets() {
-            Some((start, end)) => &s2.as_slice::<f16>()?[start..end],
-            None => candle_core::bail!("small matmul needs packed f16 weights"),
-        };
+        let x: &[f32] = contiguous(s1, l1)?;
+        let w: &[f16] = contiguous(s2, l2)?;
         let (m, k) = l1.shape().dims2()?;
         let (blocks, k2, block) = l2.shape().dims3()?;
         if k != k2 || block != BLOCK {

@@ -44,9 +44,22 @@ pub enum BackendError {
     /// The forward pass failed.
     #[error("model: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The compute thread pool could not be started.
+    #[error("cannot start compute pool: {0}")]
+    Pool(#[from] rayon::ThreadPoolBuildError),
     /// The compute thread is gone (it panicked or the worker is stopping).
     #[error("backend thread stopped")]
     Stopped,
+}
+
+/// Tokenise `texts` in one call, with the tokenizer's truncation (and padding, if set).
+pub fn encode(
+    tokenizer: &tokenizers::Tokenizer,
+    texts: &[&str],
+) -> Result<Vec<tokenizers::Encoding>, BackendError> {
+    tokenizer
+        .encode_batch(texts.to_vec(), true)
+        .map_err(|e| BackendError::Tokenizer(e.to_string()))
 }
 
 /// A sentence-embedding model. One call is one forward pass over all texts.

@@ -10,6 +10,15 @@ use tokio::sync::{mpsc, oneshot};
 
 type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, BackendError>>;
 
+/// The rayon pool a model computes in: `threads` threads (at least one),
+/// named so they are recognisable in `top` and profiles.
+pub fn compute_pool(threads: usize) -> Result<rayon::ThreadPool, BackendError> {
+    Ok(rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("jetinfer-compute-{i}"))
+        .build()?)
+}
+
 /// Cloneable async handle to the compute thread.
 #[derive(Clone)]
 pub struct BackendThread {
@@ -21,11 +30,7 @@ impl BackendThread {
     /// Move `embedder` onto a new thread that computes with `threads` threads.
     /// The thread ends when every handle is dropped.
     pub fn spawn(embedder: Box<dyn Embedder>, threads: usize) -> Result<Self, BackendError> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("jetinfer-compute-{i}"))
-            .build()
-            .map_err(|e| BackendError::Tokenizer(format!("cannot start compute pool: {e}")))?;
+        let pool = compute_pool(threads)?;
         let model = embedder.model_name().to_owned();
         let (jobs, mut rx) = mpsc::channel::<(Vec<String>, Reply)>(16);
         std::thread::Builder::new()
