@@ -375,9 +375,13 @@ async fn hostile_messages_on_task_subjects_are_terminated_and_reported() {
                 .unwrap_or_else(|e| panic!("{what}: stored in the task stream: {e}"));
         }
         // Over the server's max_payload: refused at the door, never stored.
+        // The server answers it by closing the publisher's connection, so it
+        // goes out on a connection of its own: `failed` events published
+        // while `client` reconnected would never reach its subscription.
         let huge = bytes::Bytes::from(vec![0u8; 9 << 20]);
+        let doomed = async_nats::jetstream::new(stack.nats.client().await);
         let refused = async {
-            js.publish("infer.task.embed.normal", huge).await?.await?;
+            doomed.publish("infer.task.embed.normal", huge).await?.await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         };
         assert!(
