@@ -1,12 +1,14 @@
-//! NATS → model. Read-only by construction: core subscriptions (which never
-//! consume from a work queue), an ordered KV watch and consumer-info reads.
+//! NATS → state. Read-only by construction: core subscriptions (which never
+//! consume from a work queue), an ordered KV watch and consumer-info reads,
+//! plus a timer that ages the state once a second.
 //!
 //! Each loop survives NATS going away: subscriptions are restored by the
 //! client on reconnect, and the KV watch and queue poll retry every second.
 
-use crate::model::{Model, Queue};
+use crate::state::{Queue, StackState};
 use async_nats::jetstream::kv::Operation;
 use futures::StreamExt;
+use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{
     self, GatewayStats, Heartbeat, Priority, RequestRecord, ResultBatch, Task, TaskBatch,
     WorkerEvent,
@@ -16,21 +18,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-type Shared = Arc<Mutex<Model>>;
+type Shared = Arc<Mutex<StackState>>;
 
 const RETRY: Duration = Duration::from_secs(1);
+/// How often the state is aged: the page refreshes at the same pace.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
-fn with(model: &Shared, f: impl FnOnce(&mut Model)) {
-    f(&mut model.lock().unwrap_or_else(|e| e.into_inner()));
+fn with(stack: &Shared, f: impl FnOnce(&mut StackState)) {
+    f(&mut stack.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
 /// Start every feed; they end when `stop` fires.
-pub fn spawn(client: async_nats::Client, model: Shared, stop: CancellationToken) {
-    let feeds: [std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>; 4] = [
-        Box::pin(subjects_feed(client.clone(), model.clone())),
-        Box::pin(heartbeats(client.clone(), model.clone())),
-        Box::pin(queue_depth(client.clone(), model.clone())),
-        Box::pin(results(client, model)),
+pub fn spawn(client: async_nats::Client, stack: Shared, stop: CancellationToken) {
+    let feeds: [std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>; 5] = [
+        Box::pin(expiry(stack.clone())),
+        Box::pin(subjects_feed(client.clone(), stack.clone())),
+        Box::pin(heartbeats(client.clone(), stack.clone())),
+        Box::pin(queue_depth(client.clone(), stack.clone())),
+        Box::pin(results(client, stack)),
     ];
     for feed in feeds {
         let stop = stop.clone();
@@ -40,6 +45,16 @@ pub fn spawn(client: async_nats::Client, model: Shared, stop: CancellationToken)
                 _ = feed => {}
             }
         });
+    }
+}
+
+/// Age the state once a second, so dead workers are mourned and stale
+/// pending requests forgotten whether or not a page is open.
+async fn expiry(stack: Shared) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    loop {
+        tick.tick().await;
+        with(&stack, |s| s.expire(now_ms()));
     }
 }
 
@@ -57,7 +72,7 @@ async fn subscribe(client: &async_nats::Client, subject: &'static str) -> async_
 }
 
 /// Task batches (what is pending) and events (workers' and gateways').
-async fn subjects_feed(client: async_nats::Client, model: Shared) {
+async fn subjects_feed(client: async_nats::Client, stack: Shared) {
     let tasks = subscribe(&client, subjects::TASK_SUBJECTS)
         .await
         .map(|m| (true, m));
@@ -68,7 +83,7 @@ async fn subjects_feed(client: async_nats::Client, model: Shared) {
     while let Some((is_task, msg)) = both.next().await {
         if is_task {
             if let Ok(batch) = protocol::decode::<TaskBatch>(&msg.payload) {
-                with(&model, |m| m.batch_queued(&batch));
+                with(&stack, |s| s.batch_queued(&batch));
             }
             continue;
         }
@@ -80,17 +95,17 @@ async fn subjects_feed(client: async_nats::Client, model: Shared) {
         match kind {
             "request" => {
                 if let Ok(record) = serde_json::from_slice::<RequestRecord>(&msg.payload) {
-                    with(&model, |m| m.request_finished(record));
+                    with(&stack, |s| s.request_finished(record));
                 }
             }
             "stats" => {
                 if let Ok(stats) = serde_json::from_slice::<GatewayStats>(&msg.payload) {
-                    with(&model, |m| m.gateway_stats(source, stats));
+                    with(&stack, |s| s.gateway_stats(source, stats));
                 }
             }
             _ => {
                 if let Ok(event) = serde_json::from_slice::<WorkerEvent>(&msg.payload) {
-                    with(&model, |m| m.worker_event(event));
+                    with(&stack, |s| s.worker_event(event));
                 }
             }
         }
@@ -98,17 +113,17 @@ async fn subjects_feed(client: async_nats::Client, model: Shared) {
 }
 
 /// Results: how much each worker is answering.
-async fn results(client: async_nats::Client, model: Shared) {
+async fn results(client: async_nats::Client, stack: Shared) {
     let mut results = subscribe(&client, subjects::RESULT_SUBJECTS).await;
     while let Some(msg) = results.next().await {
         if let Ok(batch) = protocol::decode::<ResultBatch>(&msg.payload) {
-            with(&model, |m| m.results(&batch.worker_id, batch.items.len()));
+            with(&stack, |s| s.results(&batch.worker_id, batch.items.len()));
         }
     }
 }
 
 /// Watch the heartbeat bucket (current values first, then every change).
-async fn heartbeats(client: async_nats::Client, model: Shared) {
+async fn heartbeats(client: async_nats::Client, stack: Shared) {
     let js = async_nats::jetstream::new(client);
     loop {
         let watch = match js.get_key_value(subjects::WORKERS_BUCKET).await {
@@ -120,11 +135,11 @@ async fn heartbeats(client: async_nats::Client, model: Shared) {
                 match entry.operation {
                     Operation::Put => {
                         if let Ok(beat) = serde_json::from_slice::<Heartbeat>(&entry.value) {
-                            with(&model, |m| m.heartbeat(beat));
+                            with(&stack, |s| s.heartbeat(beat));
                         }
                     }
                     Operation::Delete | Operation::Purge => {
-                        with(&model, |m| m.heartbeat_removed(&entry.key));
+                        with(&stack, |s| s.heartbeat_removed(&entry.key));
                     }
                 }
             }
@@ -134,7 +149,7 @@ async fn heartbeats(client: async_nats::Client, model: Shared) {
 }
 
 /// Poll the work consumers' backlog once a second.
-async fn queue_depth(client: async_nats::Client, model: Shared) {
+async fn queue_depth(client: async_nats::Client, stack: Shared) {
     let js = async_nats::jetstream::new(client);
     let mut tick = tokio::time::interval(RETRY);
     loop {
@@ -158,6 +173,6 @@ async fn queue_depth(client: async_nats::Client, model: Shared) {
                 ..Default::default()
             },
         };
-        with(&model, |m| m.queue(queue));
+        with(&stack, |s| s.queue(queue));
     }
 }

@@ -7,14 +7,16 @@
 //!
 //! # Layout
 //! - [`config`]: the command line.
-//! - [`model`]: what the dashboard knows, and the snapshot the page renders.
-//! - [`feed`]: NATS subscriptions, KV watch and queue polling → model.
+//! - [`state`]: what the dashboard knows about the stack, how it ages, and
+//!   the snapshot the page renders (one file per concept under `state/`).
+//! - [`feed`]: NATS subscriptions, KV watch, queue polling and the ageing
+//!   timer → state.
 //! - [`server`]: the page, its assets, `/api/snapshot` and the SSE stream.
 
 pub mod config;
 pub mod feed;
-pub mod model;
 pub mod server;
+pub mod state;
 
 use config::DashboardArgs;
 use std::sync::{Arc, Mutex};
@@ -42,9 +44,9 @@ pub async fn run(
 ) -> Result<(), DashboardError> {
     let client = args.nats.connect("dashboard").await?;
     let ttl = Duration::from_millis(args.heartbeat_interval_ms * 3);
-    let model = Arc::new(Mutex::new(model::Model::new(args.recent, ttl)));
-    feed::spawn(client.clone(), model.clone(), stop.clone());
-    let state = Arc::new(server::AppState { model, client });
+    let stack = Arc::new(Mutex::new(state::StackState::new(args.recent, ttl)));
+    feed::spawn(client.clone(), stack.clone(), stop.clone());
+    let state = Arc::new(server::AppState { stack, client });
     tracing::info!(listen = %listener.local_addr()?, "dashboard ready");
     axum::serve(listener, server::app(state))
         .with_graceful_shutdown(async move { stop.cancelled().await })

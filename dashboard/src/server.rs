@@ -1,6 +1,6 @@
 //! The page, its assets, the JSON snapshot and the Server-Sent Events stream.
 
-use crate::model::Model;
+use crate::state::{Snapshot, StackState};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -8,6 +8,7 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::Stream;
+use jetinfer_shared::clock::now_ms;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,18 +16,18 @@ use std::time::Duration;
 /// Shared by the handlers.
 pub struct AppState {
     /// What the feeds have seen.
-    pub model: Arc<Mutex<Model>>,
+    pub stack: Arc<Mutex<StackState>>,
     /// For the NATS connection state.
     pub client: async_nats::Client,
 }
 
 impl AppState {
-    fn snapshot(&self) -> crate::model::Snapshot {
+    fn snapshot(&self) -> Snapshot {
         let nats = self.client.connection_state().to_string();
-        self.model
+        self.stack
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .snapshot(nats)
+            .snapshot(nats, now_ms())
     }
 }
 

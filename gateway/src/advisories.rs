@@ -5,8 +5,8 @@
 //! gateway that published the batch answers its waiting requests at once with
 //! the number of attempts, and removes a given-up batch from the work queue.
 
-use crate::inflight::InFlight;
-use crate::pending::{Pending, Reply};
+use crate::stored_batches::StoredBatches;
+use crate::waiters::{Reply, Waiters};
 use futures::StreamExt;
 use jetinfer_shared::subjects;
 use serde::Deserialize;
@@ -22,8 +22,8 @@ struct Advisory {
 pub async fn watch(
     client: async_nats::Client,
     js: async_nats::jetstream::Context,
-    inflight: InFlight,
-    pending: Pending,
+    stored: StoredBatches,
+    waiters: Waiters,
 ) -> Result<impl std::future::Future<Output = ()>, async_nats::SubscribeError> {
     let max_deliveries = client.subscribe(subjects::MAX_DELIVERIES_ADVISORY).await?;
     let terminated = client.subscribe(subjects::TERMINATED_ADVISORY).await?;
@@ -38,7 +38,7 @@ pub async fn watch(
                 tracing::warn!(subject = %msg.subject, "unreadable advisory");
                 continue;
             };
-            let Some(requests) = inflight.abandoned(advisory.stream_seq) else {
+            let Some(requests) = stored.abandoned(advisory.stream_seq) else {
                 continue; // another gateway's batch, or already answered
             };
             tracing::warn!(
@@ -49,7 +49,7 @@ pub async fn watch(
                 "JetStream gave up on a batch"
             );
             for id in requests {
-                pending.answer(
+                waiters.answer(
                     id,
                     Reply::Abandoned {
                         attempts: advisory.deliveries,

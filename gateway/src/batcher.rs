@@ -4,16 +4,18 @@
 //! [`Batcher`] handle. A queue is flushed when it is full, when its oldest
 //! request has waited `BATCH_MAX_WAIT_MS`, or at once when no published
 //! request is still unanswered (idle workers should not wait for companions
-//! that may never come). The batcher knows nothing about HTTP or tensors.
+//! that may never come). Flushed batches go to a [`BatchSink`] and idleness
+//! is asked of an [`Unanswered`], so the batcher knows nothing about HTTP,
+//! NATS or tensors and can be tested on a paused clock.
 
 use crate::config::BatchArgs;
-use crate::pending::Pending;
-use crate::publish::Publisher;
 use jetinfer_shared::protocol::{BatchItem, Priority, Task};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+#[cfg(test)]
+mod tests;
 
 /// One accepted request on its way to a batch.
 #[derive(Debug)]
@@ -24,6 +26,37 @@ pub struct Queued {
     pub priority: Priority,
     /// Unix ms after which its client no longer waits.
     pub deadline_ms: u64,
+}
+
+/// Requests of one task and priority that leave the batcher together.
+#[derive(Debug)]
+pub struct Batch {
+    /// The task every request in it asks for.
+    pub task: Task,
+    /// The queue every request in it came from.
+    pub priority: Priority,
+    /// At most `BATCH_MAX_SIZE` requests, oldest first.
+    pub items: Vec<Queued>,
+}
+
+/// Where the batcher hands each batch it flushes (the publisher, or a test).
+///
+/// `accept` must not wait: one task serves every queue, so a slow sink would
+/// hold back all of them.
+pub trait BatchSink: Send + 'static {
+    /// Take a batch; it is never empty.
+    fn accept(&self, batch: Batch);
+}
+
+/// How many accepted requests still wait for their answer, the batcher's own
+/// buffered ones included.
+///
+/// When that is no more than the batcher buffers, nothing it flushed earlier
+/// is still being computed: workers are idle and waiting for companions would
+/// only add latency, so every queue is flushed at once.
+pub trait Unanswered: Send + 'static {
+    /// Requests accepted and not yet answered.
+    fn unanswered(&self) -> usize;
 }
 
 /// Cloneable handle to the batcher task.
@@ -39,9 +72,9 @@ pub struct BatcherStopped;
 
 impl Batcher {
     /// Start the batcher task; it flushes everything and ends when every handle is dropped.
-    pub fn spawn(args: BatchArgs, pending: Pending, publisher: Arc<Publisher>) -> Self {
+    pub fn spawn(args: BatchArgs, unanswered: impl Unanswered, sink: impl BatchSink) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(args, rx, pending, publisher));
+        tokio::spawn(run(args, rx, unanswered, sink));
         Self { tx }
     }
 
@@ -61,8 +94,8 @@ struct Queue {
 async fn run(
     args: BatchArgs,
     mut rx: mpsc::Receiver<Queued>,
-    pending: Pending,
-    publisher: Arc<Publisher>,
+    unanswered: impl Unanswered,
+    sink: impl BatchSink,
 ) {
     let max = args.batch_max_size as usize;
     let mut queues: BTreeMap<Key, Queue> = BTreeMap::new();
@@ -82,8 +115,7 @@ async fn run(
             _ = tokio::time::sleep_until(oldest.unwrap_or_else(Instant::now) + args.max_wait()), if oldest.is_some() => {}
         }
         let buffered: usize = queues.values().map(|q| q.items.len()).sum();
-        // Everything registered but not buffered here has been published and awaits a result.
-        let idle = pending.len() <= buffered;
+        let idle = unanswered.unanswered() <= buffered;
         let now = Instant::now();
         let due: Vec<Key> = queues
             .iter()
@@ -92,12 +124,12 @@ async fn run(
             .collect();
         for key in due {
             if let Some(queue) = queues.remove(&key) {
-                flush(key, queue.items, max, &publisher);
+                flush(key, queue.items, max, &sink);
             }
         }
     }
     for (key, queue) in std::mem::take(&mut queues) {
-        flush(key, queue.items, max, &publisher);
+        flush(key, queue.items, max, &sink);
     }
 }
 
@@ -113,13 +145,14 @@ fn push(queues: &mut BTreeMap<Key, Queue>, queued: Queued) {
         .push(queued);
 }
 
-/// Publish `items` in batches of at most `max`, each on its own task so the
-/// batcher never waits for JetStream.
-fn flush(key: Key, mut items: Vec<Queued>, max: usize, publisher: &Arc<Publisher>) {
+/// Hand `items` to the sink in batches of at most `max`.
+fn flush(key: Key, mut items: Vec<Queued>, max: usize, sink: &impl BatchSink) {
     while !items.is_empty() {
         let rest = items.split_off(items.len().min(max));
-        let batch = std::mem::replace(&mut items, rest);
-        let publisher = publisher.clone();
-        tokio::spawn(async move { publisher.publish(key.1, key.0, batch).await });
+        sink.accept(Batch {
+            task: key.1,
+            priority: key.0,
+            items: std::mem::replace(&mut items, rest),
+        });
     }
 }

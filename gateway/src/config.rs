@@ -7,6 +7,12 @@ use jetinfer_shared::topology::TopologyArgs;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Default of `MAX_INPUT_CHARS`; the published API description states it.
+pub const DEFAULT_MAX_INPUT_CHARS: usize = 10_000;
+
+/// Default of `MAX_ITEMS`; the published API description states it.
+pub const DEFAULT_MAX_ITEMS: usize = 256;
+
 /// REST front door: validate, micro-batch, publish to JetStream, answer.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "gateway", version, about)]
@@ -48,7 +54,8 @@ pub struct BatchArgs {
     #[arg(long, env = "BATCH_MAX_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub batch_max_size: u32,
     /// Longest a request waits for companions before its batch is sent.
-    /// A batch goes at once when nothing is in flight, so a lone request never waits.
+    /// A batch goes at once when no published request is still unanswered, so a
+    /// lone request never waits.
     #[arg(long, env = "BATCH_MAX_WAIT_MS", default_value_t = 5)]
     pub batch_max_wait_ms: u64,
 }
@@ -69,10 +76,10 @@ pub struct Limits {
     /// Longest text (input, query, candidate or label) in characters. The model
     /// reads at most 256 tokens of it (about 1000 characters of English); the
     /// rest is truncated as sentence-transformers does.
-    #[arg(long, env = "MAX_INPUT_CHARS", default_value_t = 10_000)]
+    #[arg(long, env = "MAX_INPUT_CHARS", default_value_t = DEFAULT_MAX_INPUT_CHARS)]
     pub max_input_chars: usize,
     /// Most candidates (similarity) or labels (classify) in one request.
-    #[arg(long, env = "MAX_ITEMS", default_value_t = 256)]
+    #[arg(long, env = "MAX_ITEMS", default_value_t = DEFAULT_MAX_ITEMS)]
     pub max_items: usize,
     /// How long a client waits for its answer before a 504.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000)]

@@ -3,7 +3,7 @@
 //! second on `infer.event.<gateway-id>.stats`. Fire-and-forget: a lost event
 //! only blurs a chart, so failures are logged and never affect a request.
 
-use crate::stats::Counters;
+use crate::counters::Counters;
 use jetinfer_shared::protocol::RequestRecord;
 use jetinfer_shared::subjects;
 use serde::Serialize;
@@ -36,8 +36,9 @@ pub async fn request_finished(
     .await;
 }
 
-/// Publish the counters every second until `stop` fires.
-pub async fn stats_loop(
+/// Publish the counters every second until `stop` fires (the subject keeps
+/// the name `stats`, which the dashboard subscribes to).
+pub async fn publish_counters(
     client: async_nats::Client,
     gateway_id: String,
     counters: Arc<Counters>,

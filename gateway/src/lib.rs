@@ -2,30 +2,35 @@
 //!
 //! # Layout
 //! - [`config`]: the command line (`GatewayArgs`).
-//! - [`http`]: routes, handlers, the JSON error type, input validation.
-//! - [`batcher`]: the micro-batching actor (no HTTP, no NATS details).
-//! - [`publish`]: batch → MessagePack → `infer.task.<task>.<priority>`.
+//! - [`http`]: routes, handlers, the JSON error type, request shapes and their
+//!   validation, the `MAX_IN_FLIGHT` admission limit.
+//! - [`batcher`]: the micro-batching actor; hands full batches to a
+//!   [`batcher::BatchSink`] (no HTTP, no NATS details).
+//! - [`publish`]: the sink: batch → MessagePack → `infer.task.<task>.<priority>`.
 //! - [`results`]: `infer.result.<gateway-id>` → waiting requests.
-//! - [`pending`]: the request-id → waiter map that guarantees one answer each.
-//! - [`inflight`]: published batches by stream sequence, for advisories.
+//! - [`waiters`]: the request-id → waiter map that guarantees one answer each.
+//! - [`stored_batches`]: batches JetStream stored and nobody reported on yet, by
+//!   stream sequence, for advisories.
 //! - [`advisories`]: JetStream's max-deliveries/terminated advisories → immediate errors.
+//! - [`report`]: one call per request outcome, feeding the four below.
 //! - [`metrics`]: Prometheus counters, histograms and queue gauges.
-//! - [`events`]: finished requests and counters published for the dashboard.
+//! - [`counters`]: request counters for `/status` and the dashboard.
+//! - [`events`]: finished requests and the counters, published for the dashboard.
 //! - [`request_log`]: ring buffer of finished requests for `/recent_requests`.
-//! - [`stats`]: counters for `/status`.
 
 pub mod advisories;
 pub mod batcher;
 pub mod config;
+pub mod counters;
 pub mod events;
 pub mod http;
-pub mod inflight;
 pub mod metrics;
-pub mod pending;
 pub mod publish;
+pub mod report;
 pub mod request_log;
 pub mod results;
-pub mod stats;
+pub mod stored_batches;
+pub mod waiters;
 
 use config::GatewayArgs;
 use jetinfer_shared::config::ConnectError;
@@ -68,50 +73,47 @@ pub async fn run(
 
     let reply_subject = subjects::result_subject(&gateway_id);
     let results = client.subscribe(reply_subject.clone()).await?;
-    let pending = pending::Pending::default();
-    let counters = Arc::new(stats::Counters::default());
-    let inflight = inflight::InFlight::default();
+    let waiters = waiters::Waiters::default();
+    let stored = stored_batches::StoredBatches::default();
+    let counters = Arc::new(counters::Counters::default());
+    let report = Arc::new(report::Report::new(
+        gateway_id.clone(),
+        client.clone(),
+        counters.clone(),
+        request_log::RequestLog::new(args.request_log_size),
+    ));
     tokio::spawn(results::route(
         results,
-        pending.clone(),
-        inflight.clone(),
-        counters.clone(),
+        waiters.clone(),
+        stored.clone(),
+        report.clone(),
     ));
     tokio::spawn(
-        advisories::watch(
-            client.clone(),
-            js.clone(),
-            inflight.clone(),
-            pending.clone(),
-        )
-        .await?,
+        advisories::watch(client.clone(), js.clone(), stored.clone(), waiters.clone()).await?,
     );
 
     let publisher = Arc::new(publish::Publisher {
         js: js.clone(),
         reply_subject,
-        pending: pending.clone(),
-        inflight,
+        waiters: waiters.clone(),
+        stored,
     });
-    tokio::spawn(events::stats_loop(
+    tokio::spawn(events::publish_counters(
         client.clone(),
         gateway_id.clone(),
-        counters.clone(),
+        counters,
         stop.clone(),
     ));
-    let batcher = batcher::Batcher::spawn(args.batch, pending.clone(), publisher);
+    let batcher = batcher::Batcher::spawn(args.batch, waiters.clone(), publisher);
     let state = Arc::new(http::AppState {
         gateway_id: gateway_id.clone(),
         batcher,
-        pending,
-        counters,
+        waiters,
+        report,
         limits: args.limits,
-        requests: request_log::RequestLog::new(args.request_log_size),
         nats: client,
         js,
-        in_flight: Arc::new(tokio::sync::Semaphore::new(
-            args.limits.max_in_flight as usize,
-        )),
+        admission: http::admission::Admission::new(args.limits.max_in_flight),
     });
     let keys = http::auth::ApiKeys::new(args.api_keys);
     tracing::info!(gateway_id = %gateway_id, listen = %listener.local_addr()?, "gateway ready");

@@ -32,9 +32,10 @@ pub fn batch_published(task: Task, size: usize, stored: bool) {
         .increment(1);
 }
 
-/// Set the gauges read at scrape time.
-pub fn observe(in_flight: usize, queue: &QueueStatus) {
-    metrics::gauge!("jetinfer_gateway_in_flight_requests").set(in_flight as f64);
+/// Set the gauges read at scrape time; `admitted` is how many requests hold
+/// a `MAX_IN_FLIGHT` slot.
+pub fn observe(admitted: usize, queue: &QueueStatus) {
+    metrics::gauge!("jetinfer_gateway_in_flight_requests").set(admitted as f64);
     metrics::gauge!("jetinfer_queue_pending_batches").set(queue.pending as f64);
     metrics::gauge!("jetinfer_queue_unacked_batches").set(queue.in_flight as f64);
     metrics::gauge!("jetinfer_queue_redelivered_batches").set(queue.redelivered as f64);

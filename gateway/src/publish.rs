@@ -6,13 +6,14 @@
 //! acknowledge it (stream full, no JetStream, timeout) every request in it is
 //! answered at once with the reason: nothing hangs on a lost publish.
 
-use crate::batcher::Queued;
-use crate::inflight::InFlight;
-use crate::pending::{Pending, Reply};
+use crate::batcher::{Batch, BatchSink};
+use crate::stored_batches::StoredBatches;
+use crate::waiters::{Reply, Waiters};
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream;
-use jetinfer_shared::protocol::{self, Priority, Task, TaskBatch};
+use jetinfer_shared::protocol::{self, TaskBatch};
 use jetinfer_shared::subjects;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Sends batches and answers their requests when a publish fails.
@@ -21,29 +22,43 @@ pub struct Publisher {
     pub js: jetstream::Context,
     /// This gateway's result subject, carried in every batch.
     pub reply_subject: String,
-    /// Waiting requests.
-    pub pending: Pending,
+    /// Waiting requests, answered here when their batch is not stored.
+    pub waiters: Waiters,
     /// Stored batches by stream sequence, for advisories.
-    pub inflight: InFlight,
+    pub stored: StoredBatches,
+}
+
+/// Each batch is published on its own task, so the batcher never waits for JetStream.
+impl BatchSink for Arc<Publisher> {
+    fn accept(&self, batch: Batch) {
+        let publisher = self.clone();
+        tokio::spawn(async move { publisher.publish(batch).await });
+    }
 }
 
 impl Publisher {
     /// Publish one batch and wait for JetStream to store it.
-    pub async fn publish(&self, task: Task, priority: Priority, queued: Vec<Queued>) {
+    pub async fn publish(&self, flushed: Batch) {
+        let task = flushed.task;
         let batch = TaskBatch {
             batch_id: Uuid::new_v4(),
             task,
-            priority,
+            priority: flushed.priority,
             reply_subject: self.reply_subject.clone(),
-            deadline_ms: queued.iter().map(|q| q.deadline_ms).max().unwrap_or(0),
-            items: queued.into_iter().map(|q| q.item).collect(),
+            deadline_ms: flushed
+                .items
+                .iter()
+                .map(|q| q.deadline_ms)
+                .max()
+                .unwrap_or(0),
+            items: flushed.items.into_iter().map(|q| q.item).collect(),
         };
         let sent = self.send(&batch).await;
         crate::metrics::batch_published(task, batch.items.len(), sent.is_ok());
         match sent {
             Ok(seq) => {
                 let ids = batch.items.iter().map(|i| i.request_id).collect();
-                self.inflight
+                self.stored
                     .published(seq, batch.batch_id, ids, batch.deadline_ms);
                 tracing::debug!(batch_id = %batch.batch_id, task = %task, requests = batch.items.len(), seq, "batch queued");
             }
@@ -51,7 +66,7 @@ impl Publisher {
                 tracing::warn!(batch_id = %batch.batch_id, task = %task, requests = batch.items.len(),
                     error = %reason, "batch not queued");
                 for item in &batch.items {
-                    self.pending
+                    self.waiters
                         .answer(item.request_id, Reply::NotQueued(reason.clone()));
                 }
             }

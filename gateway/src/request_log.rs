@@ -1,4 +1,4 @@
-//! The last N finished requests, for `GET /recent_requests` and the dashboard.
+//! The last N finished requests, for `GET /recent_requests`; `report` fills it.
 
 use jetinfer_shared::protocol::RequestRecord;
 use std::collections::VecDeque;

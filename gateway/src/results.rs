@@ -3,9 +3,9 @@
 //! The first result for a request wins; a later one (a redelivered batch that
 //! was computed twice) finds no waiter and is counted as a dropped duplicate.
 
-use crate::inflight::InFlight;
-use crate::pending::{Pending, Reply};
-use crate::stats::Counters;
+use crate::report::Report;
+use crate::stored_batches::StoredBatches;
+use crate::waiters::{Reply, Waiters};
 use futures::StreamExt;
 use jetinfer_shared::protocol::{self, ResultBatch};
 use std::sync::Arc;
@@ -13,9 +13,9 @@ use std::sync::Arc;
 /// Consume the result subscription until it ends.
 pub async fn route(
     mut results: async_nats::Subscriber,
-    pending: Pending,
-    inflight: InFlight,
-    counters: Arc<Counters>,
+    waiters: Waiters,
+    stored: StoredBatches,
+    report: Arc<Report>,
 ) {
     while let Some(msg) = results.next().await {
         let batch: ResultBatch = match protocol::decode(&msg.payload) {
@@ -25,7 +25,7 @@ pub async fn route(
                 continue;
             }
         };
-        inflight.finished(batch.batch_id);
+        stored.finished(batch.batch_id);
         for item in batch.items {
             let reply = Reply::Done {
                 worker_id: batch.worker_id.clone(),
@@ -33,10 +33,8 @@ pub async fn route(
                 attempt: batch.attempt,
                 outcome: item.outcome,
             };
-            if !pending.answer(item.request_id, reply) {
-                counters.duplicate();
-                tracing::debug!(request_id = %item.request_id, batch_id = %batch.batch_id,
-                    worker_id = %batch.worker_id, "late or duplicate result dropped");
+            if !waiters.answer(item.request_id, reply) {
+                report.duplicate_result(item.request_id, batch.batch_id, &batch.worker_id);
             }
         }
     }

@@ -5,7 +5,9 @@
 //! this crate, so a subject name or a wire field is defined exactly once.
 //!
 //! # Layout
-//! - [`protocol`]: the MessagePack/JSON types that travel on NATS subjects.
+//! - [`protocol`]: the MessagePack/JSON types that travel on NATS subjects, one
+//!   file per concept under `protocol/`: task vocabulary, batch messages, batch
+//!   limits, the MessagePack codec, observability records, text previews.
 //! - [`subjects`]: every subject, stream, consumer and bucket name.
 //! - [`topology`]: idempotent creation of the streams, consumers and KV buckets.
 //! - [`corpus`]: benchmark input texts (1024 built-in sentences, or a JSON file).

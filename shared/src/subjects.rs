@@ -1,8 +1,9 @@
 //! Every NATS name jetinfer uses, so no crate spells one by hand.
 //!
-//! The layout is the one in `DESIGN.md`: tasks flow on `infer.task.<task>.<priority>`
-//! into the work-queue stream, results come back on `infer.result.<gateway-id>`,
-//! events go out on `infer.event.<worker-id>.<kind>`.
+//! The layout is the one in `docs/ARCHITECTURE.md`: tasks flow on
+//! `infer.task.<task>.<priority>` into the work-queue stream, results come
+//! back on `infer.result.<gateway-id>`, events go out on
+//! `infer.event.<worker-id>.<kind>`.
 
 use crate::protocol::{Priority, Task};
 

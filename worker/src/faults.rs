@@ -1,13 +1,20 @@
-//! Fault injection: crash, delay, hang and lost results, decided per forward
-//! pass (one batch, or several merged by `MAX_BATCH_TOKENS`) in one place.
+//! Fault injection: crash, delay, hang and lost results.
 //!
-//! Every fault is off by default. The consumer asks [`Faults::plan`] once per
-//! batch and acts on the answer; nothing else in the worker knows faults
-//! exist. Each fault that fires is logged with `fault=<kind>`.
+//! Every fault is off by default. Faults are wrappers: [`FaultyModel`] stands
+//! between a forward pass and the model (delay, hang, crash) and
+//! [`FaultyResults`] between a finished batch and its result publish (lost
+//! result). The consume path calls them like the real thing and never asks
+//! which fault fired; a fault that stops an answer comes back as
+//! [`Unanswered`], the same error a real failure gives. Each fault that fires
+//! is logged with `fault=<kind>` and counted in `jetinfer_worker_faults_injected_total`.
 
+use crate::answers::Model;
+use crate::consume::progress::Progress;
+use crate::consume::publish::ResultPublisher;
 use clap::Args;
+use jetinfer_shared::protocol::{BatchItem, ItemOutcome, ResultBatch, TaskBatch};
 use rand::{Rng, SeedableRng};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn probability(s: &str) -> Result<f64, String> {
@@ -19,8 +26,8 @@ fn probability(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Fault injection knobs (all off by default).
-#[derive(Debug, Clone, Args)]
+/// Fault injection knobs (all off by default, as is `Default`).
+#[derive(Debug, Clone, Default, Args)]
 pub struct FaultArgs {
     /// Probability per batch that the process exits mid-batch, like a real crash.
     #[arg(long, env = "CRASH_RATE", default_value_t = 0.0, value_parser = probability)]
@@ -42,29 +49,18 @@ pub struct FaultArgs {
     pub fault_seed: Option<u64>,
 }
 
-/// What happens to one batch.
+/// What happens to one forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fate {
-    /// Computed, published, acked.
+enum Fate {
+    /// Computed as usual.
     Normal,
     /// The process exits before acking.
     Crash,
-    /// Held without ack past the ack wait, then abandoned.
+    /// Held without progress acks past the ack wait, then abandoned.
     Hang,
-    /// Computed, but the result is never published and the batch never acked.
-    Drop,
 }
 
-/// The plan for one batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
-    /// Extra latency before computing.
-    pub delay: Duration,
-    /// What happens after that.
-    pub fate: Fate,
-}
-
-/// The worker's fault injector.
+/// The dice of the fault injector, shared by both wrappers.
 #[derive(Debug)]
 pub struct Faults {
     args: FaultArgs,
@@ -90,24 +86,151 @@ impl Faults {
         a.crash_rate > 0.0 || a.hang_rate > 0.0 || a.drop_rate > 0.0 || a.delay_max_ms > 0
     }
 
-    /// Decide the fate of the next batch.
-    pub fn plan(&self) -> Plan {
+    fn rng(&self) -> std::sync::MutexGuard<'_, rand::rngs::StdRng> {
+        self.rng.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The extra latency and the fate of the next forward pass.
+    fn pass(&self) -> (Duration, Fate) {
         let a = &self.args;
-        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rng = self.rng();
         let (lo, hi) = (a.delay_min_ms, a.delay_max_ms.max(a.delay_min_ms));
         let delay = Duration::from_millis(if hi > 0 { rng.random_range(lo..=hi) } else { 0 });
-        // One draw splits [0, 1) into crash | hang | drop | normal.
+        // One draw splits [0, 1) into crash | hang | normal.
         let roll: f64 = rng.random();
         let fate = if roll < a.crash_rate {
             Fate::Crash
         } else if roll < a.crash_rate + a.hang_rate {
             Fate::Hang
-        } else if roll < a.crash_rate + a.hang_rate + a.drop_rate {
-            Fate::Drop
         } else {
             Fate::Normal
         };
-        Plan { delay, fate }
+        (delay, fate)
+    }
+
+    /// Whether the next computed result is lost instead of published.
+    fn loses_result(&self) -> bool {
+        self.args.drop_rate > 0.0 && self.rng().random::<f64>() < self.args.drop_rate
+    }
+}
+
+/// Why a delivery of a batch ends without an answer: no result is published and
+/// the batch is not acked, so JetStream redelivers it after its ack wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unanswered {
+    /// Metric and log label (`unpublished`, or the injected fault).
+    pub outcome: &'static str,
+    /// What went wrong, for the `failed` event and the log.
+    pub error: String,
+    /// The process must exit with this status once the failure is reported
+    /// (an injected crash: the batch is in hand and never acked).
+    pub exit_code: Option<i32>,
+}
+
+impl Unanswered {
+    fn fault(kind: &'static str, error: &str) -> Self {
+        Self {
+            outcome: kind,
+            error: error.to_owned(),
+            exit_code: None,
+        }
+    }
+}
+
+/// Exit status of an injected crash (what a supervisor sees).
+pub const CRASH_EXIT_CODE: i32 = 70;
+
+fn injected(kind: &'static str) {
+    crate::metrics::fault(kind);
+}
+
+/// The model behind the injected delay, hang and crash, decided per forward
+/// pass (one batch, or several merged by `MAX_BATCH_TOKENS`).
+pub struct FaultyModel {
+    model: Model,
+    faults: Arc<Faults>,
+    hang_for: Duration,
+}
+
+impl FaultyModel {
+    /// `model` with `faults`; an injected hang holds a pass for `hang_for`
+    /// (longer than the longest ack wait, so the batch is redelivered).
+    pub fn new(model: Model, faults: Arc<Faults>, hang_for: Duration) -> Self {
+        Self {
+            model,
+            faults,
+            hang_for,
+        }
+    }
+
+    /// Name of the served model.
+    pub fn name(&self) -> &str {
+        self.model.name()
+    }
+
+    /// Answer `items` in one forward pass, telling JetStream through `progress`
+    /// that the batches are alive meanwhile. A hang sends no progress: a hung
+    /// worker is silent, which is what makes JetStream redeliver.
+    pub async fn answer(
+        &self,
+        items: &[BatchItem],
+        progress: &Progress<'_>,
+    ) -> Result<Vec<ItemOutcome>, Unanswered> {
+        let (delay, fate) = self.faults.pass();
+        if !delay.is_zero() {
+            injected("delay");
+            tracing::info!(
+                fault = "delay",
+                delay_ms = delay.as_millis() as u64,
+                "injected delay"
+            );
+            progress.during(tokio::time::sleep(delay)).await;
+        }
+        match fate {
+            Fate::Crash => {
+                injected("crash");
+                Err(Unanswered {
+                    exit_code: Some(CRASH_EXIT_CODE),
+                    ..Unanswered::fault("crash", "injected crash")
+                })
+            }
+            Fate::Hang => {
+                injected("hang");
+                tokio::time::sleep(self.hang_for).await;
+                Err(Unanswered::fault("hang", "injected hang"))
+            }
+            Fate::Normal => Ok(progress.during(self.model.answer(items)).await),
+        }
+    }
+}
+
+/// The result publisher behind injected lost results, decided per batch.
+pub struct FaultyResults {
+    results: ResultPublisher,
+    faults: Arc<Faults>,
+}
+
+impl FaultyResults {
+    /// `results` with `faults`.
+    pub fn new(results: ResultPublisher, faults: Arc<Faults>) -> Self {
+        Self { results, faults }
+    }
+
+    /// Publish `result` of `batch`, unless the result is lost on purpose
+    /// (computed, then neither published nor acked, as if the packet vanished).
+    pub async fn publish(&self, batch: &TaskBatch, result: &ResultBatch) -> Result<(), Unanswered> {
+        if self.faults.loses_result() {
+            injected("drop");
+            return Err(Unanswered::fault("drop", "injected lost result"));
+        }
+        self.results
+            .publish(batch, result)
+            .await
+            .map_err(|error| Unanswered {
+                outcome: "unpublished",
+                error,
+                exit_code: None,
+            })
     }
 }
 
@@ -129,31 +252,30 @@ mod tests {
     #[test]
     fn rates_are_respected() {
         let f = faults(0.1, 0.2, 0.3);
-        let mut counts = [0usize; 4];
+        let (mut crash, mut hang, mut lost) = (0, 0, 0);
         for _ in 0..10_000 {
-            let plan = f.plan();
-            assert!((10..=20).contains(&(plan.delay.as_millis() as u64)));
-            counts[plan.fate as usize] += 1;
+            let (delay, fate) = f.pass();
+            assert!((10..=20).contains(&(delay.as_millis() as u64)));
+            match fate {
+                Fate::Crash => crash += 1,
+                Fate::Hang => hang += 1,
+                Fate::Normal => {}
+            }
+            lost += usize::from(f.loses_result());
         }
-        let share = |i: usize| counts[i] as f64 / 10_000.0;
-        assert!(
-            (share(Fate::Crash as usize) - 0.1).abs() < 0.02,
-            "{counts:?}"
-        );
-        assert!(
-            (share(Fate::Hang as usize) - 0.2).abs() < 0.02,
-            "{counts:?}"
-        );
-        assert!(
-            (share(Fate::Drop as usize) - 0.3).abs() < 0.02,
-            "{counts:?}"
-        );
+        let share = |n: usize| n as f64 / 10_000.0;
+        assert!((share(crash) - 0.1).abs() < 0.02, "crash {crash}");
+        assert!((share(hang) - 0.2).abs() < 0.02, "hang {hang}");
+        assert!((share(lost) - 0.3).abs() < 0.02, "lost {lost}");
     }
 
     #[test]
     fn off_by_default_and_certain_at_one() {
-        assert!(!faults(0.0, 0.0, 0.0).plan().fate.eq(&Fate::Crash));
-        assert_eq!(faults(0.0, 1.0, 0.0).plan().fate, Fate::Hang);
+        let off = faults(0.0, 0.0, 0.0);
+        assert!((0..1000).all(|_| off.pass().1 == Fate::Normal && !off.loses_result()));
+        assert_eq!(faults(0.0, 1.0, 0.0).pass().1, Fate::Hang);
+        assert_eq!(faults(1.0, 0.0, 0.0).pass().1, Fate::Crash);
+        assert!(faults(0.0, 0.0, 1.0).loses_result());
         assert!(probability("1.5").is_err());
         assert!(probability("-0.1").is_err());
         assert_eq!(probability("0.25"), Ok(0.25));

@@ -4,7 +4,7 @@
 //! three intervals after the last put, so a killed worker disappears by itself.
 //! A worker that stops cleanly deletes its key at once.
 
-use crate::stats::Stats;
+use crate::counters::Counters;
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{Heartbeat, Task};
 use std::time::Duration;
@@ -22,8 +22,8 @@ pub struct Identity {
     pub started_at_ms: u64,
 }
 
-fn record(me: &Identity, stats: &Stats, state: &str) -> Heartbeat {
-    let s = stats.snapshot();
+fn record(me: &Identity, counters: &Counters, state: &str) -> Heartbeat {
+    let s = counters.snapshot();
     Heartbeat {
         id: me.id.clone(),
         tasks: me.tasks.clone(),
@@ -54,7 +54,7 @@ async fn put(kv: &async_nats::jetstream::kv::Store, beat: &Heartbeat) {
 pub async fn run(
     kv: async_nats::jetstream::kv::Store,
     me: Identity,
-    stats: Stats,
+    counters: Counters,
     interval: Duration,
     stop: CancellationToken,
 ) {
@@ -63,7 +63,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick() => put(&kv, &record(&me, &stats, "ready")).await,
+            _ = tick.tick() => put(&kv, &record(&me, &counters, "ready")).await,
         }
     }
     if let Err(e) = kv.delete(&me.id).await {

@@ -4,31 +4,35 @@
 //! - [`config`]: the command line (`WorkerArgs`).
 //! - [`backend`]: model loading and the compute thread; the only tensor code.
 //! - [`bench`]: `worker bench`, raw backend throughput against the baseline.
-//! - [`tasks`]: embed / similarity / classify on top of one forward pass.
-//! - [`consume`]: pulling batches, progress acks, result publish, ack/term.
+//! - [`answers`]: embed / similarity / classify answers from one forward pass.
+//! - [`consume`]: the life of a batch: pull, admit, pass, publish + ack, report.
+//! - [`faults`]: crash / delay / hang / lost-result injection, as wrappers
+//!   around the model and the result publisher.
 //! - [`heartbeat`]: liveness record in the `INFER_WORKERS` bucket.
 //! - [`events`]: `infer.event.<worker>.<kind>` notifications.
-//! - [`faults`]: crash / delay / hang / drop injection, decided per batch.
-//! - [`stats`]: counters shared by the consumer and the heartbeat.
+//! - [`counters`]: live counts reported by the heartbeat and the micro service.
 //! - [`metrics`]: Prometheus metrics and the `GET /metrics` listener.
 //! - [`service`]: registration as a NATS micro service (`nats micro ls`).
 
+pub mod answers;
 pub mod backend;
 pub mod bench;
 pub mod config;
 pub mod consume;
+pub mod counters;
 pub mod events;
 pub mod faults;
 pub mod heartbeat;
 pub mod metrics;
 pub mod service;
-pub mod stats;
-pub mod tasks;
 
 use backend::{source, thread::BackendThread, BackendError};
 use config::WorkerArgs;
+use consume::publish::ResultPublisher;
+use consume::report::Report;
 use consume::Processor;
 use events::{BatchRef, Events};
+use faults::{FaultyModel, FaultyResults};
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::config::ConnectError;
 use jetinfer_shared::protocol::Priority;
@@ -87,20 +91,23 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
     let stream = topology::ensure_streams(&js, &args.topology).await?;
     let kv = topology::ensure_workers_bucket(&js, &args.topology).await?;
 
-    let faults = faults::Faults::new(args.faults.clone());
+    let faults = Arc::new(faults::Faults::new(args.faults.clone()));
     if faults.any() {
         tracing::warn!(worker_id = %worker_id, faults = ?args.faults, "fault injection is ON");
     }
-    let stats = stats::Stats::default();
-    let stats_for_service = stats.clone();
+    let counters = counters::Counters::default();
     let events = Events::new(client.clone(), worker_id.clone());
+    let model = answers::Model::new(backend.clone(), args.classify_temperature);
+    let results = ResultPublisher::new(js.clone(), worker_id.clone());
     let processor = Arc::new(Processor {
-        js: js.clone(),
-        backend: backend.clone(),
-        events: events.clone(),
-        stats: stats.clone(),
+        model: FaultyModel::new(
+            model,
+            faults.clone(),
+            args.topology.max_ack_wait() + Duration::from_millis(500),
+        ),
+        results: FaultyResults::new(results, faults),
+        report: Report::new(events.clone(), counters.clone(), worker_id.clone()),
         worker_id: worker_id.clone(),
-        temperature: args.classify_temperature,
         progress_every: (args.topology.min_ack_wait() / 2).max(Duration::from_millis(50)),
         slot: Semaphore::new(1),
         merge_batches: if args.max_batch_tokens == 0 {
@@ -109,8 +116,6 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
             consume::MERGE_BATCHES
         },
         max_batch_tokens: args.max_batch_tokens,
-        faults,
-        hang_for: args.topology.max_ack_wait() + Duration::from_millis(500),
     });
 
     let mut pullers = tokio::task::JoinSet::new();
@@ -133,7 +138,7 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
     let beating = tokio::spawn(heartbeat::run(
         kv,
         identity,
-        stats,
+        counters.clone(),
         Duration::from_millis(args.topology.heartbeat_interval_ms),
         beat_stop.clone(),
     ));
@@ -147,11 +152,7 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
             .collect::<Vec<_>>()
             .join(","),
     };
-    let micro = tokio::spawn(service::run(
-        client.clone(),
-        registration,
-        stats_for_service,
-    ));
+    let micro = tokio::spawn(service::run(client.clone(), registration, counters));
     events.emit("online", BatchRef::default(), 0.0, None).await;
     tracing::info!(worker_id = %worker_id, tasks = ?args.tasks, "worker ready");
 

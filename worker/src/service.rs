@@ -6,7 +6,7 @@
 //! retries); the service's one endpoint, `infer.worker.<id>.status`, answers
 //! with the worker's live counters.
 
-use crate::stats::Stats;
+use crate::counters::Counters;
 use async_nats::service::ServiceExt;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -28,9 +28,9 @@ pub struct Registration {
 pub async fn run(
     client: async_nats::Client,
     me: Registration,
-    stats: Stats,
+    counters: Counters,
 ) -> Result<(), async_nats::Error> {
-    let for_stats = stats.clone();
+    let for_stats = counters.clone();
     let service = client
         .service_builder()
         .description("jetinfer inference worker (work arrives via JetStream)")
@@ -48,7 +48,7 @@ pub async fn run(
         .endpoint(format!("infer.worker.{}.status", me.worker_id))
         .await?;
     while let Some(request) = status.next().await {
-        let body = serde_json::to_vec(&stats.snapshot()).unwrap_or_default();
+        let body = serde_json::to_vec(&counters.snapshot()).unwrap_or_default();
         if let Err(e) = request.respond(Ok(body.into())).await {
             tracing::debug!(error = %e, "status reply lost");
         }

@@ -60,7 +60,7 @@ pub async fn require_key(
     match token {
         Some(token) if keys.accepts(token) => next.run(request).await,
         _ => {
-            crate::metrics::request_refused("unauthorized");
+            crate::report::unauthorized();
             ApiError::Unauthorized.into_response()
         }
     }

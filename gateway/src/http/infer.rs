@@ -1,22 +1,25 @@
-//! `POST /infer`: validate, queue, wait for exactly one answer.
+//! `POST /infer`: read, admit, submit, await the one reply, respond. Each
+//! step is a function below; `infer` strings them together and reports the
+//! outcome once, through [`crate::report`].
 
 use super::error::{ApiError, ErrorBody};
-use super::openapi::InferRequest;
+use super::request::InferRequest;
 use super::validate;
 use super::AppState;
 use crate::batcher::Queued;
-use crate::events;
-use crate::pending::{Pending, Reply};
+use crate::report::Finished;
+use crate::waiters::{Reply, Waiters};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use jetinfer_shared::clock::now_ms;
-use jetinfer_shared::protocol::{preview, BatchItem, ItemOutcome, RequestRecord, Task, TaskOutput};
+use jetinfer_shared::protocol::{BatchItem, ItemOutcome, Priority, Task, TaskInput, TaskOutput};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// A successful answer.
@@ -38,25 +41,24 @@ pub struct InferResponse {
     pub output: TaskOutput,
 }
 
-/// Removes the request from the pending map if the handler ends before its
+/// Removes the request from the waiter map if the handler ends before its
 /// answer (timeout, client disconnect), so an abandoned request frees its slot.
 struct Waiting<'a> {
-    pending: &'a Pending,
+    waiters: &'a Waiters,
     id: Uuid,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.pending.forget(self.id);
+        self.waiters.forget(self.id);
     }
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
-        None => Ok(()),
-        Some(Ok(v)) if v.trim_start().starts_with("application/json") => Ok(()),
-        Some(_) => Err(ApiError::UnsupportedMediaType),
-    }
+/// What a reply means for the client, and who answered it, for the records.
+struct Answer {
+    result: Result<InferResponse, ApiError>,
+    worker_id: Option<String>,
+    retries: u64,
 }
 
 /// Run one task on one input; the answer comes back on this connection.
@@ -81,98 +83,152 @@ pub async fn infer(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<InferResponse>, ApiError> {
     let started = Instant::now();
-    let validated = check_content_type(&headers)
-        .and_then(|()| {
-            body.map_err(|r| match r.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => {
-                    ApiError::PayloadTooLarge(state.limits.max_body_bytes)
-                }
-                _ => ApiError::InvalidJson(r.body_text()),
-            })
-        })
-        .and_then(|body| validate::parse(&body, &state.limits))
-        .inspect_err(|e| {
-            state.counters.rejected();
-            crate::metrics::request_refused(e.parts().1);
-            tracing::debug!(error = %e, "request rejected");
-        })?;
-
+    let request = read(&state, &headers, body).inspect_err(|e| state.report.rejected(e))?;
     // Shed before queueing: a request over the limit costs nothing downstream.
-    let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| {
-        state.counters.rejected();
-        let shed = ApiError::Overloaded(state.limits.max_in_flight);
-        crate::metrics::request_refused(shed.parts().1);
-        shed
+    let _slot = state
+        .admission
+        .admit()
+        .inspect_err(|e| state.report.shed(e))?;
+    let priority = request.priority();
+    let input = request.into_input();
+    let task = input.task();
+    let text = input.texts()[0].to_owned();
+    let (waiting, answer) = submit(&state, input, priority).await?;
+    let reply = await_reply(answer, waiting.id, state.limits.request_timeout_ms).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let answer = respond(reply, waiting.id, task, latency_ms);
+    state
+        .report
+        .answered(Finished {
+            request_id: waiting.id,
+            task,
+            input: &text,
+            latency_ms,
+            worker_id: answer.worker_id,
+            retries: answer.retries,
+            outcome: answer.result.as_ref().map(|r| &r.output),
+        })
+        .await;
+    answer.result.map(Json)
+}
+
+/// Check the content type and body size, then validate the body.
+fn read(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<InferRequest, ApiError> {
+    check_content_type(headers)?;
+    let body = body.map_err(|r| match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(state.limits.max_body_bytes),
+        _ => ApiError::InvalidJson(r.body_text()),
     })?;
+    validate::parse(&body, &state.limits)
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
+        None => Ok(()),
+        Some(Ok(v)) if v.trim_start().starts_with("application/json") => Ok(()),
+        Some(_) => Err(ApiError::UnsupportedMediaType),
+    }
+}
+
+/// Register a waiter for a new request id, then queue the request. The waiter
+/// exists before the request can be published, so no result can beat it; the
+/// guard forgets it when the handler ends unanswered.
+async fn submit<'a>(
+    state: &'a AppState,
+    input: TaskInput,
+    priority: Priority,
+) -> Result<(Waiting<'a>, oneshot::Receiver<Reply>), ApiError> {
     let request_id = Uuid::new_v4();
-    let task = validated.input.task();
-    let input_text = validated.input.texts()[0].to_owned();
-    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
-    let answer = state.pending.register(request_id);
-    let _waiting = Waiting {
-        pending: &state.pending,
+    let answer = state.waiters.register(request_id);
+    let waiting = Waiting {
+        waiters: &state.waiters,
         id: request_id,
     };
-    state.counters.submitted();
+    state.report.submitted();
+    let queued = Queued {
+        item: BatchItem { request_id, input },
+        priority,
+        deadline_ms: now_ms() + state.limits.request_timeout_ms,
+    };
     state
         .batcher
-        .submit(Queued {
-            item: BatchItem {
-                request_id,
-                input: validated.input,
-            },
-            priority: validated.priority,
-            deadline_ms: now_ms() + state.limits.request_timeout_ms,
-        })
+        .submit(queued)
         .await
         .map_err(|_| ApiError::ShuttingDown)?;
+    Ok((waiting, answer))
+}
 
-    let reply = tokio::time::timeout(timeout, answer).await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut worker = None;
-    let mut retries = 0;
-    let mut output_preview = None;
-    let result = match reply {
-        Ok(Ok(Reply::Done {
+/// The one reply, or why none will come.
+async fn await_reply(
+    answer: oneshot::Receiver<Reply>,
+    request_id: Uuid,
+    timeout_ms: u64,
+) -> Result<Reply, ApiError> {
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), answer).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(_)) => Err(ApiError::ShuttingDown),
+        Err(_) => Err(ApiError::Timeout {
+            timeout_ms,
+            request_id,
+        }),
+    }
+}
+
+/// Turn the reply into the client's answer.
+fn respond(
+    reply: Result<Reply, ApiError>,
+    request_id: Uuid,
+    task: Task,
+    latency_ms: f64,
+) -> Answer {
+    let failed = |error| Answer {
+        result: Err(error),
+        worker_id: None,
+        retries: 0,
+    };
+    match reply {
+        Ok(Reply::Done {
             worker_id,
             model,
             attempt,
             outcome,
-        })) => {
-            retries = attempt.saturating_sub(1);
-            worker = Some(worker_id.clone());
-            if retries > 0 {
-                state.counters.retried();
-            }
-            match outcome {
-                ItemOutcome::Ok(output) => {
-                    output_preview = Some(output.preview());
-                    Ok(InferResponse {
-                        request_id,
-                        task,
-                        model,
-                        worker_id,
-                        retries,
-                        latency_ms,
-                        output,
-                    })
-                }
+        }) => {
+            let retries = attempt.saturating_sub(1);
+            let result = match outcome {
+                ItemOutcome::Ok(output) => Ok(InferResponse {
+                    request_id,
+                    task,
+                    model,
+                    worker_id: worker_id.clone(),
+                    retries,
+                    latency_ms,
+                    output,
+                }),
                 ItemOutcome::Error(message) => Err(ApiError::Worker {
                     message,
                     request_id,
                 }),
+            };
+            Answer {
+                result,
+                worker_id: Some(worker_id),
+                retries,
             }
         }
-        Ok(Ok(Reply::NotQueued(message))) => Err(ApiError::Unavailable {
+        Ok(Reply::NotQueued(message)) => failed(ApiError::Unavailable {
             message,
             request_id,
         }),
-        Ok(Ok(Reply::Abandoned {
+        Ok(Reply::Abandoned {
             attempts,
             exhausted,
-        })) => {
-            retries = attempts.saturating_sub(1);
-            Err(ApiError::Abandoned {
+        }) => Answer {
+            retries: attempts.saturating_sub(1),
+            ..failed(ApiError::Abandoned {
                 attempts,
                 reason: if exhausted {
                     "every delivery failed (MAX_DELIVER reached)"
@@ -181,44 +237,7 @@ pub async fn infer(
                 },
                 request_id,
             })
-        }
-        Ok(Err(_)) => Err(ApiError::ShuttingDown),
-        Err(_) => {
-            state.counters.timed_out();
-            Err(ApiError::Timeout {
-                timeout_ms: state.limits.request_timeout_ms,
-                request_id,
-            })
-        }
-    };
-    let (status, outcome, error) = match &result {
-        Ok(_) => {
-            state.counters.completed();
-            (StatusCode::OK, "ok", None)
-        }
-        Err(e) => {
-            state.counters.failed();
-            let (status, code, _) = e.parts();
-            (status, code, Some(e.to_string()))
-        }
-    };
-    crate::metrics::request_answered(task, outcome, latency_ms / 1000.0, retries);
-    tracing::info!(request_id = %request_id, task = %task, worker_id = worker.as_deref(),
-        attempt = retries + 1, latency_ms, outcome, error = error.as_deref(), "request answered");
-    let record = RequestRecord {
-        request_id,
-        task,
-        outcome: outcome.to_owned(),
-        status: status.as_u16(),
-        worker_id: worker,
-        retries,
-        latency_ms,
-        error,
-        input: preview(&input_text),
-        output: output_preview,
-        finished_at_ms: now_ms(),
-    };
-    events::request_finished(&state.nats, &state.gateway_id, &record).await;
-    state.requests.push(record);
-    result.map(Json)
+        },
+        Err(error) => failed(error),
+    }
 }

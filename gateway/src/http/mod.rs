@@ -3,24 +3,27 @@
 //!
 //! # Layout
 //! - [`auth`]: optional API keys (bearer tokens).
+//! - [`admission`]: the `MAX_IN_FLIGHT` slots; a request without one gets 429.
 //! - [`error`]: `ApiError`, the one JSON error shape and its status codes.
-//! - [`validate`]: JSON body → `TaskInput`, with the documented limits.
-//! - [`infer`]: `POST /infer`.
+//! - [`request`]: the body of `POST /infer`, one type per task shape, described in the OpenAPI document.
+//! - [`validate`]: JSON body → [`request::InferRequest`], with the documented limits.
+//! - [`infer`]: `POST /infer`, step by step: read, admit, submit, await the reply, respond.
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers and their types.
 //! - [`status`]: `GET /status`, `/healthz`, `/readyz`, `/recent_requests`, `/metrics`.
 
+pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod infer;
 pub mod openapi;
+pub mod request;
 pub mod status;
 pub mod validate;
 
 use crate::batcher::Batcher;
 use crate::config::Limits;
-use crate::pending::Pending;
-use crate::request_log::RequestLog;
-use crate::stats::Counters;
+use crate::report::Report;
+use crate::waiters::Waiters;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
@@ -33,23 +36,21 @@ pub struct AppState {
     pub gateway_id: String,
     /// Where accepted requests go.
     pub batcher: Batcher,
-    /// Requests waiting for answers.
-    pub pending: Pending,
-    /// Request counters.
-    pub counters: Arc<Counters>,
+    /// Requests registered and not yet answered (buffered or published).
+    pub waiters: Waiters,
+    /// Where every outcome is counted and recorded.
+    pub report: Arc<Report>,
     /// Input limits and the request timeout.
     pub limits: Limits,
-    /// Finished requests, newest last.
-    pub requests: RequestLog,
     /// NATS connection, for `/status` and `/healthz`.
     pub nats: async_nats::Client,
     /// JetStream context, for `/status`.
     pub js: async_nats::jetstream::Context,
-    /// One permit per request this gateway may hold (`MAX_IN_FLIGHT`).
-    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// The `MAX_IN_FLIGHT` slots.
+    pub admission: admission::Admission,
 }
 
-/// The router, kept apart from serving so tests can call it without a socket.
+/// Every route with its key check and body limit, for `run` to serve.
 /// Work and what reveals it need a key when `keys` has any; probes do not.
 pub fn app(state: Arc<AppState>, keys: auth::ApiKeys) -> Router {
     let body_limit = state.limits.max_body_bytes;

@@ -2,116 +2,21 @@
 //! handlers' annotations and the very types they serialise, so it cannot
 //! drift from what the gateway sends. schemathesis fuzzes the gateway from it.
 //!
-//! `/infer` parses its body by hand (for error messages that name the field),
-//! so the request shapes it accepts are described here, one per task; the
-//! limits are the defaults of `MAX_INPUT_CHARS` and `MAX_ITEMS`.
+//! `/infer` parses its body by hand (for error messages that name the field)
+//! into the types of [`super::request`], whose schemas describe it here.
 
 use super::error::ErrorBody;
 use super::infer::InferResponse;
+use super::request::{InferRequest, SimilarityInput, Text};
 use super::status::{ConsumerStatus, Health, QueueStatus, Readiness, Status, WorkerStatus};
 use axum::Json;
 use jetinfer_shared::protocol::{
     GatewayStats, Heartbeat, Priority, RequestRecord, ScoredCandidate, Task, TaskOutput,
 };
-use serde::Deserialize;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{AdditionalProperties, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::RefOr;
-use utoipa::{Modify, OpenApi, ToSchema};
-
-/// A text the model reads: not blank, at most `MAX_INPUT_CHARS` (default 10 000) characters.
-#[derive(Deserialize)]
-pub struct Text(pub String);
-
-impl utoipa::PartialSchema for Text {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .description(Some(
-                "Not blank; at most MAX_INPUT_CHARS (default 10000) characters.",
-            ))
-            .min_length(Some(1))
-            .max_length(Some(10_000))
-            .pattern(Some(r"\S"))
-            .into()
-    }
-}
-
-impl ToSchema for Text {}
-
-/// `embed`: the sentence embedding of `input`.
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmbedRequest {
-    /// Must be `embed`.
-    #[schema(pattern = "^embed$")]
-    pub task: String,
-    pub input: Text,
-    pub priority: Option<Priority>,
-}
-
-/// `echo`: `input` back, without the model (pipeline overhead).
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EchoRequest {
-    /// Must be `echo`.
-    #[schema(pattern = "^echo$")]
-    pub task: String,
-    pub input: Text,
-    pub priority: Option<Priority>,
-}
-
-/// `similarity`: candidates ranked by cosine similarity to the query.
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimilarityRequest {
-    /// Must be `similarity`.
-    #[schema(pattern = "^similarity$")]
-    pub task: String,
-    pub input: SimilarityInput,
-    pub priority: Option<Priority>,
-}
-
-/// Query and candidates of a similarity request.
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimilarityInput {
-    pub query: Text,
-    /// 1 to `MAX_ITEMS` (default 256) texts.
-    #[schema(min_items = 1, max_items = 256)]
-    pub candidates: Vec<Text>,
-}
-
-/// `classify`: zero-shot classification of `input` against `labels`.
-#[derive(ToSchema, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClassifyRequest {
-    /// Must be `classify`.
-    #[schema(pattern = "^classify$")]
-    pub task: String,
-    pub input: Text,
-    /// 2 to `MAX_ITEMS` (default 256) label names; default `["positive", "negative"]`.
-    #[schema(min_items = 2, max_items = 256)]
-    pub labels: Option<Vec<Text>>,
-    pub priority: Option<Priority>,
-}
-
-/// Body of `POST /infer`: one of the task shapes.
-///
-/// Deserialisable so tests can check that the shapes described here are the
-/// ones the handler's validation accepts.
-#[derive(ToSchema, Deserialize)]
-#[serde(untagged)]
-pub enum InferRequest {
-    /// See [`EmbedRequest`].
-    Embed(EmbedRequest),
-    /// See [`SimilarityRequest`].
-    Similarity(SimilarityRequest),
-    /// See [`ClassifyRequest`].
-    Classify(ClassifyRequest),
-    /// See [`EchoRequest`].
-    Echo(EchoRequest),
-}
+use utoipa::{Modify, OpenApi};
 
 /// Declares the optional bearer-token scheme (`API_KEYS`).
 struct BearerKeys;
@@ -123,6 +28,26 @@ impl Modify for BearerKeys {
             "api_key",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Closes every `/infer` body shape to unknown fields, as validation does:
+/// utoipa cannot say so of an enum variant.
+struct ClosedShapes;
+
+impl Modify for ClosedShapes {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let schemas = api.components.as_mut().map(|c| &mut c.schemas);
+        let Some(RefOr::T(Schema::OneOf(shapes))) = schemas.and_then(|s| s.get_mut("InferRequest"))
+        else {
+            return;
+        };
+        for shape in &mut shapes.items {
+            if let RefOr::T(Schema::Object(object)) = shape {
+                object.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
     }
 }
 
@@ -143,12 +68,12 @@ impl Modify for BearerKeys {
         openapi,
     ),
     components(schemas(
-        InferRequest, EmbedRequest, SimilarityRequest, SimilarityInput, ClassifyRequest,
-        EchoRequest, Text, InferResponse, TaskOutput, ScoredCandidate, Task, Priority, ErrorBody,
+        InferRequest, SimilarityInput, Text, InferResponse, TaskOutput, ScoredCandidate, Task,
+        Priority, ErrorBody,
         Status, WorkerStatus, Heartbeat, QueueStatus, ConsumerStatus, GatewayStats,
         RequestRecord, Health, Readiness,
     )),
-    modifiers(&BearerKeys),
+    modifiers(&BearerKeys, &ClosedShapes),
 )]
 pub struct ApiDoc;
 
@@ -162,8 +87,9 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Limits;
+    use crate::config::{Limits, DEFAULT_MAX_INPUT_CHARS, DEFAULT_MAX_ITEMS};
     use crate::http::validate;
+    use serde_json::{json, Value};
 
     #[test]
     fn every_route_is_described() {
@@ -188,44 +114,137 @@ mod tests {
         }
     }
 
-    /// The described request shapes and the handler's validation agree.
+    /// The served request schema and the handler's validation agree, limits included.
     #[test]
     fn described_shapes_are_the_accepted_ones() {
         let limits = Limits {
             max_body_bytes: 1 << 20,
-            max_input_chars: 10_000,
-            max_items: 256,
+            max_input_chars: DEFAULT_MAX_INPUT_CHARS,
+            max_items: DEFAULT_MAX_ITEMS,
             request_timeout_ms: 1000,
             max_in_flight: 1,
         };
-        let bodies = [
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let body_schema =
+            &doc["paths"]["/infer"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+        let longest = "x".repeat(DEFAULT_MAX_INPUT_CHARS);
+        let most: Vec<&str> = vec!["c"; DEFAULT_MAX_ITEMS];
+        let mut bodies: Vec<Value> = [
             r#"{"task":"embed","input":"a"}"#,
             r#"{"task":"echo","input":"a","priority":"high"}"#,
             r#"{"task":"classify","input":"a","labels":["x","y"]}"#,
-            r#"{"task":"classify","input":"a","priority":null}"#,
+            r#"{"task":"classify","input":"a","priority":null,"labels":null}"#,
             r#"{"task":"similarity","input":{"query":"q","candidates":["c"]}}"#,
             r#"{"task":"embed","input":"a","labels":["x","y"]}"#,
             r#"{"task":"embed","input":{"query":"q","candidates":["c"]}}"#,
             r#"{"task":"similarity","input":"a"}"#,
+            r#"{"task":"similarity","input":{"query":"q","candidates":[]}}"#,
+            r#"{"task":"similarity","input":{"query":"q","candidates":["c"],"k":1}}"#,
+            r#"{"task":"classify","input":"a","labels":["x"]}"#,
             r#"{"task":"embed","input":"a","extra":1}"#,
+            r#"{"task":"embed","input":"a","priority":"urgent"}"#,
+            r#"{"task":"embed","input":" "}"#,
+            r#"{"task":"embed","input":""}"#,
+            r#"{"task":"dance","input":"a"}"#,
             r#"{"task":"embed"}"#,
-        ];
+            r#"{"input":"a"}"#,
+            r#"["embed"]"#,
+        ]
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+        let too_many = [most.as_slice(), &["c"]].concat();
+        bodies.extend([
+            json!({"task": "echo", "input": longest}),
+            json!({"task": "echo", "input": format!("{longest}x")}),
+            json!({"task": "similarity", "input": {"query": "q", "candidates": most}}),
+            json!({"task": "similarity", "input": {"query": "q", "candidates": too_many}}),
+            json!({"task": "classify", "input": "a", "labels": most}),
+            json!({"task": "classify", "input": "a", "labels": too_many}),
+        ]);
         for body in bodies {
-            // Untagged: a shape matches when it parses and its `task` is its own.
-            let described = serde_json::from_str::<EmbedRequest>(body)
-                .is_ok_and(|r| r.task == "embed")
-                || serde_json::from_str::<EchoRequest>(body).is_ok_and(|r| r.task == "echo")
-                || serde_json::from_str::<ClassifyRequest>(body)
-                    .is_ok_and(|r| r.task == "classify")
-                || serde_json::from_str::<SimilarityRequest>(body)
-                    .is_ok_and(|r| r.task == "similarity");
-            assert_eq!(
-                described,
-                serde_json::from_str::<InferRequest>(body).is_ok() && described,
-                "{body}"
-            );
-            let accepted = validate::parse(body.as_bytes(), &limits).is_ok();
+            let described = conforms(&doc, body_schema, &body);
+            let accepted = validate::parse(body.to_string().as_bytes(), &limits).is_ok();
             assert_eq!(described, accepted, "{body}");
         }
+    }
+
+    /// Does `value` satisfy `schema`, `$ref`s looked up in `doc`? Knows the
+    /// keywords the request schemas use and fails on any other, so a new one
+    /// cannot be skipped unnoticed.
+    fn conforms(doc: &Value, schema: &Value, value: &Value) -> bool {
+        if let Some(Value::String(path)) = schema.get("$ref") {
+            let name = path.trim_start_matches("#/components/schemas/");
+            return conforms(doc, &doc["components"]["schemas"][name], value);
+        }
+        let rules = schema.as_object().expect("a schema object");
+        rules.iter().all(|(keyword, rule)| match keyword.as_str() {
+            "description" | "title" => true,
+            "oneOf" => {
+                let matching = rule
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|s| conforms(doc, s, value));
+                matching.count() == 1
+            }
+            "type" => match rule {
+                Value::Array(types) => types.iter().any(|t| has_type(t, value)),
+                t => has_type(t, value),
+            },
+            "enum" => rule.as_array().unwrap().contains(value),
+            "required" => value.as_object().is_none_or(|object| {
+                let mut names = rule.as_array().unwrap().iter();
+                names.all(|name| object.contains_key(name.as_str().unwrap()))
+            }),
+            "properties" => value.as_object().is_none_or(|object| {
+                let known = |(name, v): (&String, &Value)| {
+                    rule.get(name).is_none_or(|s| conforms(doc, s, v))
+                };
+                object.iter().all(known)
+            }),
+            "additionalProperties" => {
+                assert_eq!(
+                    rule,
+                    &Value::Bool(false),
+                    "only closed objects are described"
+                );
+                value.as_object().is_none_or(|object| {
+                    object
+                        .keys()
+                        .all(|name| rules["properties"].get(name).is_some())
+                })
+            }
+            "items" => value
+                .as_array()
+                .is_none_or(|a| a.iter().all(|v| conforms(doc, rule, v))),
+            "minItems" => value
+                .as_array()
+                .is_none_or(|a| a.len() as u64 >= rule.as_u64().unwrap()),
+            "maxItems" => value
+                .as_array()
+                .is_none_or(|a| a.len() as u64 <= rule.as_u64().unwrap()),
+            "minLength" => chars(value).is_none_or(|n| n >= rule.as_u64().unwrap()),
+            "maxLength" => chars(value).is_none_or(|n| n <= rule.as_u64().unwrap()),
+            "pattern" => {
+                assert_eq!(rule, r"\S", "only the not-blank pattern is described");
+                value.as_str().is_none_or(|s| !s.trim().is_empty())
+            }
+            other => panic!("the request schema uses `{other}`, which this check does not know"),
+        })
+    }
+
+    fn has_type(name: &Value, value: &Value) -> bool {
+        match name.as_str().unwrap() {
+            "null" => value.is_null(),
+            "string" => value.is_string(),
+            "array" => value.is_array(),
+            "object" => value.is_object(),
+            other => panic!("type `{other}` is not used by the request schema"),
+        }
+    }
+
+    fn chars(value: &Value) -> Option<u64> {
+        value.as_str().map(|s| s.chars().count() as u64)
     }
 }

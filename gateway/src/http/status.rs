@@ -102,8 +102,7 @@ async fn workers(js: &async_nats::jetstream::Context) -> Vec<WorkerStatus> {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses(
     (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl axum::response::IntoResponse {
-    let used = state.limits.max_in_flight as usize - state.in_flight.available_permits();
-    crate::metrics::observe(used, &queue(&state.js).await);
+    crate::metrics::observe(state.admission.admitted(), &queue(&state.js).await);
     (
         [(header::CONTENT_TYPE, jetinfer_shared::metrics::CONTENT_TYPE)],
         jetinfer_shared::metrics::render(),
@@ -152,8 +151,8 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<Status> {
         nats: state.nats.connection_state().to_string(),
         workers,
         queue,
-        gateway: state.counters.snapshot(),
-        waiting: state.pending.len(),
+        gateway: state.report.counters().snapshot(),
+        waiting: state.waiters.len(),
     })
 }
 
@@ -228,8 +227,8 @@ pub async fn recent_requests(
         ))
     })?;
     let limit = query.limit.map_or(100, |l| l as usize);
-    let limit = limit.min(state.requests.capacity());
-    Ok(Json(state.requests.newest(limit)))
+    let log = state.report.log();
+    Ok(Json(log.newest(limit.min(log.capacity()))))
 }
 
 /// Body of `GET /healthz`.

@@ -1,30 +1,20 @@
-//! Turning a JSON body into a [`TaskInput`], with an error that says exactly what is wrong.
+//! Turning a JSON body into an [`InferRequest`], with an error that says exactly what is wrong.
 //!
 //! The body is parsed as a generic JSON value first and checked field by
 //! field, so messages name the field and the limit rather than echoing a
-//! serde type error.
+//! serde type error. What passes is built into the types `/openapi.json`
+//! describes ([`super::request`]).
 
 use super::error::ApiError;
+use super::request::{InferRequest, SimilarityInput, Text};
 use crate::config::Limits;
-use jetinfer_shared::protocol::{Priority, Task, TaskInput};
+use jetinfer_shared::protocol::{Priority, Task};
 use serde_json::{Map, Value};
-
-/// Labels used when a classify request gives none (sentiment).
-pub const DEFAULT_LABELS: [&str; 2] = ["positive", "negative"];
 
 const FIELDS: [&str; 4] = ["task", "input", "labels", "priority"];
 
-/// A validated request.
-#[derive(Debug, PartialEq)]
-pub struct Validated {
-    /// What to compute.
-    pub input: TaskInput,
-    /// Which queue.
-    pub priority: Priority,
-}
-
 /// Validate a raw body against `limits`.
-pub fn parse(body: &[u8], limits: &Limits) -> Result<Validated, ApiError> {
+pub fn parse(body: &[u8], limits: &Limits) -> Result<InferRequest, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::InvalidJson(format!("body is not valid JSON: {e}")))?;
     let Value::Object(fields) = value else {
@@ -40,11 +30,12 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Validated, ApiError> {
             .map_err(|e| ApiError::UnknownTask(format!("{e}")))?,
         Some(_) => return Err(ApiError::InvalidInput("`task` must be a string".into())),
     };
-    let priority = match fields.get("priority") {
-        None | Some(Value::Null) => Priority::default(),
-        Some(Value::String(p)) => p
-            .parse()
-            .map_err(|e| ApiError::InvalidInput(format!("{e}")))?,
+    let priority: Option<Priority> = match fields.get("priority") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) => Some(
+            p.parse()
+                .map_err(|e| ApiError::InvalidInput(format!("{e}")))?,
+        ),
         Some(_) => return Err(ApiError::InvalidInput("`priority` must be a string".into())),
     };
     if task != Task::Classify && fields.contains_key("labels") {
@@ -56,24 +47,29 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<Validated, ApiError> {
         .get("input")
         .filter(|v| !v.is_null())
         .ok_or(ApiError::MissingField("input"))?;
-    let input = match task {
-        Task::Embed => TaskInput::Embed {
-            text: text(input, "input", limits)?,
+    Ok(match task {
+        Task::Embed => InferRequest::Embed {
+            input: text(input, "input", limits)?,
+            priority,
         },
-        Task::Echo => TaskInput::Echo {
-            text: text(input, "input", limits)?,
+        Task::Echo => InferRequest::Echo {
+            input: text(input, "input", limits)?,
+            priority,
         },
-        Task::Similarity => similarity(input, limits)?,
-        Task::Classify => TaskInput::Classify {
-            text: text(input, "input", limits)?,
+        Task::Similarity => InferRequest::Similarity {
+            input: similarity(input, limits)?,
+            priority,
+        },
+        Task::Classify => InferRequest::Classify {
+            input: text(input, "input", limits)?,
             labels: labels(&fields, limits)?,
+            priority,
         },
-    };
-    Ok(Validated { input, priority })
+    })
 }
 
 /// A non-blank string within the length limit.
-fn text(value: &Value, field: &str, limits: &Limits) -> Result<String, ApiError> {
+fn text(value: &Value, field: &str, limits: &Limits) -> Result<Text, ApiError> {
     let Value::String(s) = value else {
         return Err(ApiError::InvalidInput(format!(
             "`{field}` must be a string"
@@ -91,11 +87,11 @@ fn text(value: &Value, field: &str, limits: &Limits) -> Result<String, ApiError>
             limits.max_input_chars
         )));
     }
-    Ok(s.clone())
+    Ok(Text(s.clone()))
 }
 
 /// A non-empty list of texts within the item limit.
-fn texts(value: &Value, field: &str, limits: &Limits) -> Result<Vec<String>, ApiError> {
+fn texts(value: &Value, field: &str, limits: &Limits) -> Result<Vec<Text>, ApiError> {
     let Value::Array(items) = value else {
         return Err(ApiError::InvalidInput(format!(
             "`{field}` must be an array of strings"
@@ -120,7 +116,7 @@ fn texts(value: &Value, field: &str, limits: &Limits) -> Result<Vec<String>, Api
         .collect()
 }
 
-fn similarity(input: &Value, limits: &Limits) -> Result<TaskInput, ApiError> {
+fn similarity(input: &Value, limits: &Limits) -> Result<SimilarityInput, ApiError> {
     let Value::Object(obj) = input else {
         return Err(ApiError::InvalidInput(
             "`input` of task `similarity` must be an object {\"query\": string, \"candidates\": [string, ...]}".into(),
@@ -135,15 +131,16 @@ fn similarity(input: &Value, limits: &Limits) -> Result<TaskInput, ApiError> {
     let candidates = obj
         .get("candidates")
         .ok_or(ApiError::MissingField("input.candidates"))?;
-    Ok(TaskInput::Similarity {
+    Ok(SimilarityInput {
         query: text(query, "input.query", limits)?,
         candidates: texts(candidates, "input.candidates", limits)?,
     })
 }
 
-fn labels(fields: &Map<String, Value>, limits: &Limits) -> Result<Vec<String>, ApiError> {
+/// The labels given, or `None` for the default ones.
+fn labels(fields: &Map<String, Value>, limits: &Limits) -> Result<Option<Vec<Text>>, ApiError> {
     let Some(value) = fields.get("labels").filter(|v| !v.is_null()) else {
-        return Ok(DEFAULT_LABELS.iter().map(|s| s.to_string()).collect());
+        return Ok(None);
     };
     let labels = texts(value, "labels", limits)?;
     if labels.len() < 2 {
@@ -151,12 +148,13 @@ fn labels(fields: &Map<String, Value>, limits: &Limits) -> Result<Vec<String>, A
             "`labels` needs at least two labels to choose from".into(),
         ));
     }
-    Ok(labels)
+    Ok(Some(labels))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jetinfer_shared::protocol::TaskInput;
 
     const LIMITS: Limits = Limits {
         max_body_bytes: 1024,
@@ -166,31 +164,39 @@ mod tests {
         max_in_flight: 8,
     };
 
-    fn check(body: &str) -> Result<Validated, ApiError> {
+    fn check(body: &str) -> Result<InferRequest, ApiError> {
         parse(body.as_bytes(), &LIMITS)
     }
 
     #[test]
     fn accepts_every_task_shape() {
-        assert_eq!(
-            check(r#"{"task":"embed","input":"hi"}"#).unwrap().input,
-            TaskInput::Embed { text: "hi".into() }
-        );
+        let v = check(r#"{"task":"embed","input":"hi"}"#).unwrap();
+        assert_eq!(v.priority(), Priority::Normal);
+        assert_eq!(v.into_input(), TaskInput::Embed { text: "hi".into() });
         let v = check(r#"{"task":"classify","input":"hi","priority":"high"}"#).unwrap();
-        assert_eq!(v.priority, Priority::High);
+        assert_eq!(v.priority(), Priority::High);
         assert_eq!(
-            v.input,
+            v.into_input(),
             TaskInput::Classify {
                 text: "hi".into(),
                 labels: vec!["positive".into(), "negative".into()]
             }
         );
-        assert!(matches!(
+        assert_eq!(
             check(r#"{"task":"similarity","input":{"query":"q","candidates":["a","b"]}}"#)
                 .unwrap()
-                .input,
-            TaskInput::Similarity { .. }
-        ));
+                .into_input(),
+            TaskInput::Similarity {
+                query: "q".into(),
+                candidates: vec!["a".into(), "b".into()]
+            }
+        );
+        assert_eq!(
+            check(r#"{"task":"echo","input":"hi","priority":null}"#)
+                .unwrap()
+                .into_input(),
+            TaskInput::Echo { text: "hi".into() }
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`kernels`]: fused CPU kernels (bias + GELU, bias + residual + layer norm).
 //! - [`source`]: where the model folder comes from (a local dir or the hub).
 //! - [`thread`]: the dedicated compute thread and its async handle.
+//! - `toy` (tests only): a deterministic embedder for consume-path unit tests.
 
 pub mod bert;
 pub mod fast;
@@ -18,6 +19,8 @@ pub mod files;
 pub mod kernels;
 pub mod source;
 pub mod thread;
+#[cfg(test)]
+pub mod toy;
 
 /// Why a backend could not load or run.
 #[derive(Debug, thiserror::Error)]

@@ -381,7 +381,10 @@ async fn hostile_messages_on_task_subjects_are_terminated_and_reported() {
         let huge = bytes::Bytes::from(vec![0u8; 9 << 20]);
         let doomed = async_nats::jetstream::new(stack.nats.client().await);
         let refused = async {
-            doomed.publish("infer.task.embed.normal", huge).await?.await?;
+            doomed
+                .publish("infer.task.embed.normal", huge)
+                .await?
+                .await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         };
         assert!(

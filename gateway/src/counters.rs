@@ -1,4 +1,6 @@
-//! Gateway counters shown by `GET /status` and published for the dashboard.
+//! Request counters since start, shown by `GET /status` (as `gateway`) and
+//! published every second for the dashboard (`infer.event.<id>.stats`).
+//! Prometheus keeps its own series (`metrics`); both are fed by `report`.
 
 use jetinfer_shared::protocol::GatewayStats;
 use std::sync::atomic::{AtomicU64, Ordering};

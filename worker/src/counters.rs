@@ -1,11 +1,14 @@
-//! Counters the consumer updates and the heartbeat reports.
+//! Live counts of one worker (batches computing, requests answered or failed,
+//! redeliveries), reported in its heartbeat and its micro-service stats.
+//! Prometheus metrics are separate (`metrics`); the consume path feeds both
+//! through one `consume::report::Report`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Live counters of one worker; cheap to clone and share.
 #[derive(Debug, Default, Clone)]
-pub struct Stats(Arc<Inner>);
+pub struct Counters(Arc<Inner>);
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -31,16 +34,14 @@ pub struct Snapshot {
     pub last_batch_ms: f64,
 }
 
-impl Stats {
+impl Counters {
     /// A batch started computing.
     pub fn batch_started(&self) {
-        crate::metrics::in_flight(1.0);
         self.0.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A batch finished (successfully or not) after `compute_ms`.
     pub fn batch_finished(&self, processed: u64, failed: u64, compute_ms: f64) {
-        crate::metrics::in_flight(-1.0);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.processed.fetch_add(processed, Ordering::Relaxed);
         self.0.failed.fetch_add(failed, Ordering::Relaxed);
@@ -51,13 +52,11 @@ impl Stats {
 
     /// A batch arrived on a redelivery.
     pub fn redelivered(&self) {
-        crate::metrics::redelivered();
         self.0.redelivered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests that failed without being computed (malformed batch).
     pub fn rejected(&self, failed: u64) {
-        crate::metrics::malformed();
         self.0.failed.fetch_add(failed, Ordering::Relaxed);
     }
 

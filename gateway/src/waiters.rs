@@ -38,11 +38,11 @@ pub enum Reply {
     },
 }
 
-/// Shared map of waiting requests.
+/// Shared map of waiting requests: one one-shot channel per request id.
 #[derive(Debug, Clone, Default)]
-pub struct Pending(Arc<Mutex<HashMap<Uuid, oneshot::Sender<Reply>>>>);
+pub struct Waiters(Arc<Mutex<HashMap<Uuid, oneshot::Sender<Reply>>>>);
 
-impl Pending {
+impl Waiters {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<Reply>>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (every operation is a single insert/remove), so poisoning is ignored.
@@ -81,5 +81,13 @@ impl Pending {
     /// True when nobody waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Requests are registered before they are queued, so everyone here is
+/// either buffered in the batcher or published and unanswered.
+impl crate::batcher::Unanswered for Waiters {
+    fn unanswered(&self) -> usize {
+        self.len()
     }
 }

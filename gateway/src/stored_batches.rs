@@ -1,4 +1,4 @@
-//! Published batches that have not come back yet, by stream sequence.
+//! Batches JetStream stored that nobody has reported on yet, by stream sequence.
 //!
 //! JetStream reports a batch it gave up on (max deliveries reached, or
 //! terminated) by its stream sequence in an advisory. The publisher learns the
@@ -26,11 +26,11 @@ struct Inner {
     seq_of: HashMap<Uuid, u64>,
 }
 
-/// Shared map of in-flight batches.
+/// Shared map of stored batches awaiting a result or an advisory.
 #[derive(Clone, Default)]
-pub struct InFlight(Arc<Mutex<Inner>>);
+pub struct StoredBatches(Arc<Mutex<Inner>>);
 
-impl InFlight {
+impl StoredBatches {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -81,12 +81,12 @@ impl InFlight {
         Some(batch.requests)
     }
 
-    /// Batches in flight.
+    /// Batches stored and not reported on.
     pub fn len(&self) -> usize {
         self.inner().by_seq.len()
     }
 
-    /// True when nothing is in flight.
+    /// True when every stored batch has been reported on.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -98,7 +98,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_reported_once_by_result_or_advisory() {
-        let f = InFlight::default();
+        let f = StoredBatches::default();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let r = Uuid::new_v4();
         f.published(1, a, vec![r], now_ms());

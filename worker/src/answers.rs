@@ -64,10 +64,43 @@ fn answer(input: &TaskInput, embeddings: &[Vec<f32>], temperature: f32) -> TaskO
     }
 }
 
+/// The model as a forward pass uses it: the compute thread plus the settings
+/// that turn embeddings into answers.
+#[derive(Clone)]
+pub struct Model {
+    backend: BackendThread,
+    temperature: f32,
+}
+
+impl Model {
+    /// Answers from `backend`; `temperature` scales zero-shot classification
+    /// (lower is more confident).
+    pub fn new(backend: BackendThread, temperature: f32) -> Self {
+        Self {
+            backend,
+            temperature,
+        }
+    }
+
+    /// Name of the served model.
+    pub fn name(&self) -> &str {
+        self.backend.model_name()
+    }
+
+    /// Answer every item with one backend call. A failing forward pass answers
+    /// every item with its error: retrying the same texts would fail again.
+    pub async fn answer(&self, items: &[BatchItem]) -> Vec<ItemOutcome> {
+        compute(&self.backend, items, self.temperature)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, requests = items.len(), "forward pass failed in the model");
+                vec![ItemOutcome::Error(format!("model error: {e}")); items.len()]
+            })
+    }
+}
+
 /// Compute every item of a batch with one backend call.
-///
-/// `temperature` scales zero-shot classification: lower is more confident.
-pub async fn compute(
+async fn compute(
     backend: &BackendThread,
     items: &[BatchItem],
     temperature: f32,

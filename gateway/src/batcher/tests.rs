@@ -1,0 +1,186 @@
+//! The flush rules on a paused clock: every batch is checked for its exact
+//! requests and the exact virtual time it left at.
+
+use super::*;
+use jetinfer_shared::protocol::TaskInput;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::sleep;
+use uuid::Uuid;
+
+const MAX_WAIT: Duration = Duration::from_millis(50);
+
+/// A batch as the tests compare it: when it left, its queue, its request numbers.
+type Seen = (Duration, Priority, Task, Vec<u128>);
+
+/// Stands in for the waiter map: the test says how many requests are unanswered.
+#[derive(Clone, Default)]
+struct Waiting(Arc<AtomicUsize>);
+
+impl Unanswered for Waiting {
+    fn unanswered(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl BatchSink for mpsc::UnboundedSender<Batch> {
+    fn accept(&self, batch: Batch) {
+        self.send(batch).expect("the test still listens");
+    }
+}
+
+struct Harness {
+    batcher: Option<Batcher>,
+    waiting: Waiting,
+    flushed: mpsc::UnboundedReceiver<Batch>,
+    start: Instant,
+}
+
+impl Harness {
+    fn new(batch_max_size: u32) -> Self {
+        let args = BatchArgs {
+            batch_max_size,
+            batch_max_wait_ms: MAX_WAIT.as_millis() as u64,
+        };
+        let waiting = Waiting::default();
+        let (sink, flushed) = mpsc::unbounded_channel();
+        Self {
+            batcher: Some(Batcher::spawn(args, waiting.clone(), sink)),
+            waiting,
+            flushed,
+            start: Instant::now(),
+        }
+    }
+
+    /// One published request is still unanswered: workers are busy.
+    fn busy(&self) {
+        self.waiting.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Submit request `n` as the handler does: counted as waiting, then queued.
+    async fn submit(&self, n: u128, priority: Priority, task: Task) {
+        self.waiting.0.fetch_add(1, Ordering::SeqCst);
+        let text = String::from("x");
+        let input = match task {
+            Task::Embed => TaskInput::Embed { text },
+            Task::Similarity => TaskInput::Similarity {
+                query: text.clone(),
+                candidates: vec![text],
+            },
+            Task::Classify => TaskInput::Classify {
+                text,
+                labels: vec!["a".into(), "b".into()],
+            },
+            Task::Echo => TaskInput::Echo { text },
+        };
+        let queued = Queued {
+            item: BatchItem {
+                request_id: Uuid::from_u128(n),
+                input,
+            },
+            priority,
+            deadline_ms: 0,
+        };
+        let batcher = self.batcher.as_ref().expect("not shut down");
+        batcher.submit(queued).await.expect("the batcher runs");
+    }
+
+    /// The next batch, waiting (in virtual time) as long as it takes.
+    async fn next(&mut self) -> Seen {
+        let batch = self.flushed.recv().await.expect("a batch");
+        let ids = batch.items.iter().map(|q| q.item.request_id.as_u128());
+        (
+            self.start.elapsed(),
+            batch.priority,
+            batch.task,
+            ids.collect(),
+        )
+    }
+
+    /// Let the batcher act on everything up to `after`, then check it sent nothing.
+    async fn nothing_within(&mut self, after: Duration) {
+        sleep(after).await;
+        assert!(self.flushed.try_recv().is_err(), "flushed too early");
+    }
+}
+
+const N: Priority = Priority::Normal;
+const EMBED: Task = Task::Embed;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_goes_at_once() {
+    let mut h = Harness::new(3);
+    h.busy();
+    h.submit(1, N, EMBED).await;
+    h.submit(2, N, EMBED).await;
+    h.nothing_within(ms(10)).await;
+    h.submit(3, N, EMBED).await;
+    assert_eq!(h.next().await, (ms(10), N, EMBED, vec![1, 2, 3]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_is_cut_into_batches_of_the_maximum_size() {
+    let mut h = Harness::new(3);
+    h.busy();
+    for n in 1..=7 {
+        h.submit(n, N, EMBED).await;
+    }
+    assert_eq!(h.next().await, (ms(0), N, EMBED, vec![1, 2, 3]));
+    assert_eq!(h.next().await, (ms(0), N, EMBED, vec![4, 5, 6]));
+    // The queue is flushed whole once full, so the rest leaves with it.
+    assert_eq!(h.next().await, (ms(0), N, EMBED, vec![7]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_queue_waits_max_wait_from_its_oldest_request() {
+    let mut h = Harness::new(32);
+    h.busy();
+    h.submit(1, N, EMBED).await;
+    h.nothing_within(ms(20)).await;
+    h.submit(2, N, EMBED).await;
+    assert_eq!(h.next().await, (MAX_WAIT, N, EMBED, vec![1, 2]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_workers_get_a_lone_request_at_once() {
+    let mut h = Harness::new(32);
+    h.submit(1, N, EMBED).await;
+    assert_eq!(h.next().await, (ms(0), N, EMBED, vec![1]));
+    // Request 1 is now published and unanswered, so request 2 waits for company.
+    h.nothing_within(ms(10)).await;
+    h.submit(2, N, EMBED).await;
+    assert_eq!(h.next().await, (ms(10) + MAX_WAIT, N, EMBED, vec![2]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_task_and_priority_has_its_own_queue() {
+    let mut h = Harness::new(32);
+    h.busy();
+    h.submit(1, N, EMBED).await;
+    h.submit(2, Priority::High, EMBED).await;
+    h.submit(3, N, Task::Classify).await;
+    h.submit(4, N, EMBED).await;
+    // Due together, flushed in key order: high before normal, then by task.
+    assert_eq!(h.next().await, (MAX_WAIT, Priority::High, EMBED, vec![2]));
+    assert_eq!(h.next().await, (MAX_WAIT, N, EMBED, vec![1, 4]));
+    assert_eq!(h.next().await, (MAX_WAIT, N, Task::Classify, vec![3]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_every_handle_flushes_what_is_buffered() {
+    let mut h = Harness::new(32);
+    h.busy();
+    h.submit(1, N, EMBED).await;
+    h.submit(2, N, Task::Echo).await;
+    h.submit(3, N, EMBED).await;
+    h.nothing_within(ms(10)).await;
+    h.batcher = None;
+    assert_eq!(h.next().await, (ms(10), N, EMBED, vec![1, 3]));
+    assert_eq!(h.next().await, (ms(10), N, Task::Echo, vec![2]));
+    assert!(h.flushed.recv().await.is_none(), "the batcher has ended");
+}

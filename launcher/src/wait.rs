@@ -1,0 +1,68 @@
+//! Readiness, with bounded waits: nats-server accepting the admin login, then
+//! a heartbeat from every worker (which means its model is loaded and it pulls).
+
+use crate::child::Proc;
+use anyhow::bail;
+use futures::StreamExt;
+use jetinfer_shared::subjects;
+use std::time::{Duration, Instant};
+
+/// Log in to nats-server as admin, retrying for 20 s while it starts; fail at
+/// once, pointing at its log, if the process has already exited.
+pub async fn nats(
+    url: &str,
+    admin_password: &str,
+    nats: &mut Proc,
+) -> anyhow::Result<async_nats::Client> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let options = async_nats::ConnectOptions::with_user_and_password(
+            "admin".into(),
+            admin_password.into(),
+        );
+        if let Ok(client) = options.connect(url).await {
+            return Ok(client);
+        }
+        if let Some(status) = nats.exited() {
+            bail!(
+                "nats-server exited ({status}); see {}",
+                nats.log().display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "nats-server not reachable at {url}; see {}",
+                nats.log().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wait (up to 5 minutes) until `n` workers have a heartbeat in the bucket,
+/// printing the count as it changes.
+pub async fn workers(client: &async_nats::Client, n: usize) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut shown = usize::MAX;
+    loop {
+        let live = match js.get_key_value(subjects::WORKERS_BUCKET).await {
+            Ok(kv) => match kv.keys().await {
+                Ok(keys) => keys.filter_map(|k| async move { k.ok() }).count().await,
+                Err(_) => 0,
+            },
+            Err(_) => 0,
+        };
+        if live != shown {
+            println!("  {live}/{n} workers ready");
+            shown = live;
+        }
+        if live >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {live} of {n} workers became ready");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

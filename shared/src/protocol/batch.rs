@@ -1,0 +1,138 @@
+//! The two messages of the hot path: a [`TaskBatch`] the gateway publishes on
+//! the task stream, and the [`ResultBatch`] a worker publishes back on the
+//! batch's reply subject. Both travel as MessagePack ([`super::encode`]).
+
+use super::task::{Priority, Task, TaskInput, TaskOutput};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One client request inside a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchItem {
+    /// Id the gateway gave the request; results are matched on it.
+    pub request_id: Uuid,
+    /// What to compute.
+    pub input: TaskInput,
+}
+
+/// The unit of work on the task stream: requests of one task and priority.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskBatch {
+    /// Unique per batch; also the `Nats-Msg-Id`, so a re-published batch is deduplicated.
+    pub batch_id: Uuid,
+    /// Task shared by every item.
+    pub task: Task,
+    /// Queue the batch was published to.
+    pub priority: Priority,
+    /// Subject the worker publishes the [`ResultBatch`] on.
+    pub reply_subject: String,
+    /// Unix milliseconds after which no client waits for any item any more.
+    pub deadline_ms: u64,
+    /// The requests, in arrival order.
+    pub items: Vec<BatchItem>,
+}
+
+/// The answer for one request: an output or the reason there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemOutcome {
+    /// The task ran.
+    Ok(TaskOutput),
+    /// The task could not run for this request; the text says why.
+    Error(String),
+}
+
+/// One request's result inside a [`ResultBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemResult {
+    /// The request this answers.
+    pub request_id: Uuid,
+    /// Output or error.
+    pub outcome: ItemOutcome,
+}
+
+/// What a worker publishes on the batch's reply subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultBatch {
+    /// The batch this answers.
+    pub batch_id: Uuid,
+    /// Worker that computed it.
+    pub worker_id: String,
+    /// Model that computed it.
+    pub model: String,
+    /// JetStream delivery count of the batch: 1 on the first try.
+    pub attempt: u64,
+    /// Time the forward pass and post-processing took on the worker.
+    pub compute_ms: f64,
+    /// One result per item, in the batch's order.
+    pub items: Vec<ItemResult>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{decode, encode, ScoredCandidate};
+    use std::fmt;
+
+    fn round_trip<T: Serialize + for<'a> Deserialize<'a> + PartialEq + fmt::Debug>(v: T) {
+        let bytes = encode(&v).expect("encode");
+        assert_eq!(decode::<T>(&bytes).expect("decode"), v);
+    }
+
+    #[test]
+    fn every_output_shape_survives_msgpack() {
+        let outputs = [
+            TaskOutput::Embedding {
+                embedding: vec![0.5, -0.25],
+            },
+            TaskOutput::Classification {
+                label: "positive".into(),
+                scores: [("positive".to_string(), 0.9), ("negative".to_string(), 0.1)].into(),
+            },
+            TaskOutput::Similarity {
+                scores: vec![ScoredCandidate {
+                    index: 1,
+                    text: "a".into(),
+                    score: 0.5,
+                }],
+            },
+        ];
+        let items = outputs
+            .into_iter()
+            .map(|o| ItemResult {
+                request_id: Uuid::new_v4(),
+                outcome: ItemOutcome::Ok(o),
+            })
+            .chain([ItemResult {
+                request_id: Uuid::new_v4(),
+                outcome: ItemOutcome::Error("too long".into()),
+            }])
+            .collect();
+        round_trip(ResultBatch {
+            batch_id: Uuid::new_v4(),
+            worker_id: "w".into(),
+            model: "m".into(),
+            attempt: 2,
+            compute_ms: 1.5,
+            items,
+        });
+    }
+
+    #[test]
+    fn batches_survive_msgpack() {
+        round_trip(TaskBatch {
+            batch_id: Uuid::new_v4(),
+            task: Task::Similarity,
+            priority: Priority::High,
+            reply_subject: "infer.result.g".into(),
+            deadline_ms: 42,
+            items: vec![BatchItem {
+                request_id: Uuid::new_v4(),
+                input: TaskInput::Similarity {
+                    query: "q".into(),
+                    candidates: vec!["a".into(), "b".into()],
+                },
+            }],
+        });
+    }
+}

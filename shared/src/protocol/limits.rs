@@ -1,0 +1,120 @@
+//! How big a batch a worker agrees to compute.
+//!
+//! The gateway never sends more than this, but anyone with publish rights on
+//! a task subject can: these limits let a worker terminate a hand-made batch
+//! instead of spending minutes (or all its memory) on it.
+
+use super::batch::TaskBatch;
+use super::task::Task;
+use uuid::Uuid;
+
+/// Most requests a worker accepts in one batch (the gateway's `BATCH_MAX_SIZE` ceiling).
+pub const MAX_BATCH_ITEMS: usize = 1024;
+/// Most texts in one request (query + candidates, text + labels).
+pub const MAX_ITEM_TEXTS: usize = 4096;
+/// Longest text a worker tokenizes, in bytes. The gateway's own limit is far
+/// lower; this one only stops a hand-made message from stalling a worker.
+pub const MAX_TEXT_BYTES: usize = 256 * 1024;
+
+/// Why [`TaskBatch::check_limits`] refused a batch; the text is what the
+/// worker logs and reports on the terminated message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// More than [`MAX_BATCH_ITEMS`] requests.
+    #[error("batch of {0} requests exceeds the {max} a worker accepts", max = MAX_BATCH_ITEMS)]
+    TooManyItems(usize),
+    /// A request whose input belongs to another task than the batch's.
+    #[error("request {request_id} is a {item_task} request in a {batch_task} batch")]
+    WrongTask {
+        /// The offending request.
+        request_id: Uuid,
+        /// The task its input is for.
+        item_task: Task,
+        /// The task of the batch it came in.
+        batch_task: Task,
+    },
+    /// A request with more than [`MAX_ITEM_TEXTS`] texts.
+    #[error("request {request_id} carries {count} texts; the limit is {max}", max = MAX_ITEM_TEXTS)]
+    TooManyTexts {
+        /// The offending request.
+        request_id: Uuid,
+        /// Texts it carries.
+        count: usize,
+    },
+    /// A request with a text longer than [`MAX_TEXT_BYTES`].
+    #[error("request {request_id} has a text of {bytes} bytes; the limit is {max}", max = MAX_TEXT_BYTES)]
+    TextTooLong {
+        /// The offending request.
+        request_id: Uuid,
+        /// Length of its first text over the limit.
+        bytes: usize,
+    },
+}
+
+impl TaskBatch {
+    /// Refuse a batch no gateway would send: too many items, a text too long,
+    /// or an item of another task. A worker terminates such a batch instead of
+    /// spending minutes (or all its memory) on it.
+    pub fn check_limits(&self) -> Result<(), LimitError> {
+        if self.items.len() > MAX_BATCH_ITEMS {
+            return Err(LimitError::TooManyItems(self.items.len()));
+        }
+        for item in &self.items {
+            let request_id = item.request_id;
+            if item.input.task() != self.task {
+                return Err(LimitError::WrongTask {
+                    request_id,
+                    item_task: item.input.task(),
+                    batch_task: self.task,
+                });
+            }
+            let texts = item.input.texts();
+            if texts.len() > MAX_ITEM_TEXTS {
+                return Err(LimitError::TooManyTexts {
+                    request_id,
+                    count: texts.len(),
+                });
+            }
+            if let Some(long) = texts.iter().find(|t| t.len() > MAX_TEXT_BYTES) {
+                return Err(LimitError::TextTooLong {
+                    request_id,
+                    bytes: long.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{BatchItem, Priority, TaskInput};
+
+    #[test]
+    fn refusals_name_the_request_and_the_limit() {
+        let request_id = Uuid::nil();
+        let batch = |input| TaskBatch {
+            batch_id: Uuid::nil(),
+            task: Task::Embed,
+            priority: Priority::Normal,
+            reply_subject: "r".into(),
+            deadline_ms: 0,
+            items: vec![BatchItem { request_id, input }],
+        };
+        let fine = batch(TaskInput::Embed { text: "ok".into() });
+        assert_eq!(fine.check_limits(), Ok(()));
+        let echo = batch(TaskInput::Echo { text: "ok".into() });
+        assert_eq!(
+            echo.check_limits().unwrap_err().to_string(),
+            format!("request {request_id} is a echo request in a embed batch")
+        );
+        let long = batch(TaskInput::Embed {
+            text: "x".repeat(MAX_TEXT_BYTES + 1),
+        });
+        assert_eq!(
+            long.check_limits().unwrap_err().to_string(),
+            format!("request {request_id} has a text of 262145 bytes; the limit is 262144")
+        );
+    }
+}

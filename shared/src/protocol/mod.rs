@@ -1,0 +1,32 @@
+//! Wire types: what travels on task and result subjects and in the heartbeat bucket.
+//!
+//! Task and result payloads are MessagePack with named fields
+//! ([`encode`]/[`decode`]), so a field added later does not shift the others
+//! and the nats CLI shows readable keys. Heartbeats, events and request
+//! records are JSON so `nats kv get INFER_WORKERS <id>` is readable as it is.
+//!
+//! Every type is re-exported here, so callers write
+//! `jetinfer_shared::protocol::X` whichever file `X` lives in.
+//!
+//! # Layout
+//! - `task`: the vocabulary — [`Task`], [`Priority`], [`TaskInput`], [`TaskOutput`].
+//! - `batch`: the hot-path messages — [`TaskBatch`] out, [`ResultBatch`] back.
+//! - `limits`: the batch size a worker agrees to compute ([`TaskBatch::check_limits`]).
+//! - `codec`: MessagePack [`encode`]/[`decode`] and their [`WireError`].
+//! - `records`: JSON observability records — [`Heartbeat`], [`WorkerEvent`],
+//!   [`RequestRecord`], [`GatewayStats`].
+//! - `preview`: one-line summaries of texts and outputs ([`preview()`]).
+
+mod batch;
+mod codec;
+mod limits;
+mod preview;
+mod records;
+mod task;
+
+pub use batch::{BatchItem, ItemOutcome, ItemResult, ResultBatch, TaskBatch};
+pub use codec::{decode, encode, WireError};
+pub use limits::{LimitError, MAX_BATCH_ITEMS, MAX_ITEM_TEXTS, MAX_TEXT_BYTES};
+pub use preview::preview;
+pub use records::{GatewayStats, Heartbeat, RequestRecord, WorkerEvent};
+pub use task::{Priority, ScoredCandidate, Task, TaskInput, TaskOutput, UnknownName};

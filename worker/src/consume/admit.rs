@@ -1,0 +1,76 @@
+//! Admission: decode and vet each pulled message before any compute.
+//!
+//! A message that is not a valid task batch (undecodable, over the limits)
+//! is terminated — redelivery cannot fix it — and so is a batch whose
+//! deadline passed (its clients stopped waiting). Everything else is a
+//! [`Delivery`] to compute.
+
+use super::Processor;
+use crate::events::BatchRef;
+use async_nats::jetstream::{AckKind, Message};
+use jetinfer_shared::clock::now_ms;
+use jetinfer_shared::protocol::{self, TaskBatch};
+
+/// A decoded batch that is due: it will be computed.
+pub struct Delivery {
+    /// The JetStream message, to ack or keep alive.
+    pub msg: Message,
+    /// Its decoded payload.
+    pub batch: TaskBatch,
+    /// Delivery count (1 for the first).
+    pub attempt: u64,
+}
+
+impl Delivery {
+    /// The batch as worker events describe it.
+    pub fn batch_ref(&self) -> BatchRef {
+        BatchRef {
+            batch_id: Some(self.batch.batch_id),
+            requests: self.batch.items.len(),
+            attempt: self.attempt,
+        }
+    }
+}
+
+impl Processor {
+    /// Decode and vet one message: `None` when it was malformed or expired
+    /// (terminated and reported here).
+    pub(super) async fn admit(&self, msg: Message) -> Option<Delivery> {
+        let attempt = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+        let checked = protocol::decode::<TaskBatch>(&msg.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|batch| match batch.check_limits() {
+                Ok(()) => Ok(batch),
+                Err(e) => Err(format!("malformed batch: {e}")),
+            });
+        let batch = match checked {
+            Ok(batch) => batch,
+            Err(error) => {
+                term(&msg).await;
+                self.report.malformed(&msg.subject, attempt, error).await;
+                return None;
+            }
+        };
+        let delivery = Delivery {
+            msg,
+            batch,
+            attempt,
+        };
+        if attempt > 1 {
+            self.report.redelivered(&delivery).await;
+        }
+        if now_ms() > delivery.batch.deadline_ms {
+            term(&delivery.msg).await;
+            self.report.expired(&delivery).await;
+            return None;
+        }
+        Some(delivery)
+    }
+}
+
+/// Terminate `msg`: JetStream removes it and never redelivers it.
+async fn term(msg: &Message) {
+    if let Err(e) = msg.ack_with(AckKind::Term).await {
+        tracing::warn!(error = %e, "term failed");
+    }
+}

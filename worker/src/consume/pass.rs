@@ -1,0 +1,140 @@
+//! Forward passes: the due batches in hand are computed in passes of at most
+//! `MAX_BATCH_TOKENS` estimated tokens; each batch of a pass then gets its
+//! result published and, only after that, its task acked.
+
+use super::admit::Delivery;
+use super::progress::Progress;
+use super::Processor;
+use async_nats::jetstream::Message;
+use jetinfer_shared::protocol::{BatchItem, ItemOutcome, ItemResult, ResultBatch, TaskBatch};
+use std::ops::Range;
+use std::time::Instant;
+
+/// Estimated model tokens of a batch: about four characters per word piece,
+/// plus `[CLS]`/`[SEP]`, at most the 256 the model reads per text. An
+/// estimate is enough to bound a merged forward pass without tokenising twice.
+pub fn estimated_tokens(batch: &TaskBatch) -> usize {
+    batch
+        .items
+        .iter()
+        .flat_map(|item| item.input.texts())
+        .map(|text| (text.len() / 4 + 2).min(256))
+        .sum()
+}
+
+/// Split `batches` (in arrival order) into forward passes of at most
+/// `budget` estimated tokens each; a batch over the budget alone is its own pass.
+pub fn plan_passes(tokens: &[usize], budget: usize) -> Vec<Range<usize>> {
+    let mut passes = Vec::new();
+    let mut start = 0;
+    let mut used = 0;
+    for (i, &t) in tokens.iter().enumerate() {
+        if i > start && used + t > budget {
+            passes.push(start..i);
+            start = i;
+            used = 0;
+        }
+        used += t;
+    }
+    if start < tokens.len() {
+        passes.push(start..tokens.len());
+    }
+    passes
+}
+
+impl Processor {
+    /// Compute `due` (the compute slot is held) pass by pass; batches whose
+    /// pass has not come yet get progress acks meanwhile.
+    pub(super) async fn run_passes(&self, due: &[Delivery]) {
+        let tokens: Vec<usize> = due.iter().map(|d| estimated_tokens(&d.batch)).collect();
+        for pass in plan_passes(&tokens, self.max_batch_tokens) {
+            let waiting: Vec<&Message> = due[pass.start..].iter().map(|d| &d.msg).collect();
+            self.run_pass(&due[pass], &Progress::new(&waiting, self.progress_every))
+                .await;
+        }
+    }
+
+    /// One forward pass over the requests of `group` (same task), then a
+    /// result and an ack per batch.
+    async fn run_pass(&self, group: &[Delivery], progress: &Progress<'_>) {
+        for d in group {
+            self.report.started(d).await;
+        }
+        let started = Instant::now();
+        let items: Vec<BatchItem> = group
+            .iter()
+            .flat_map(|d| d.batch.items.iter().cloned())
+            .collect();
+        crate::metrics::forward_pass(group.len());
+        let answered = self.model.answer(&items, progress).await;
+        let compute_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut outcomes = match answered {
+            Ok(outcomes) => outcomes.into_iter(),
+            Err(why) => {
+                for d in group {
+                    self.report.unanswered(d, &why, compute_ms).await;
+                }
+                if let Some(code) = why.exit_code {
+                    self.report.flush().await;
+                    std::process::exit(code);
+                }
+                return;
+            }
+        };
+        for d in group {
+            let mine: Vec<ItemOutcome> = outcomes.by_ref().take(d.batch.items.len()).collect();
+            self.deliver(d, mine, compute_ms).await;
+        }
+    }
+
+    /// Publish one batch's result, then ack its task.
+    async fn deliver(&self, d: &Delivery, outcomes: Vec<ItemOutcome>, compute_ms: f64) {
+        let batch = &d.batch;
+        let result = ResultBatch {
+            batch_id: batch.batch_id,
+            worker_id: self.worker_id.clone(),
+            model: self.model.name().to_owned(),
+            attempt: d.attempt,
+            compute_ms,
+            items: batch
+                .items
+                .iter()
+                .zip(outcomes)
+                .map(|(item, outcome)| ItemResult {
+                    request_id: item.request_id,
+                    outcome,
+                })
+                .collect(),
+        };
+        if let Err(why) = self.results.publish(batch, &result).await {
+            // No ack: JetStream redelivers the batch after its ack wait.
+            return self.report.unanswered(d, &why, compute_ms).await;
+        }
+        if let Err(e) = d.msg.ack().await {
+            tracing::warn!(batch_id = %batch.batch_id, error = %e, "ack failed; batch may be redelivered");
+        }
+        self.report.answered(d, &result).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_respect_the_token_budget_and_keep_order() {
+        assert_eq!(plan_passes(&[10, 10, 10], 25), vec![0..2, 2..3]);
+        assert_eq!(
+            plan_passes(&[30, 5], 25),
+            vec![0..1, 1..2],
+            "an oversized batch runs alone"
+        );
+        assert_eq!(
+            plan_passes(&[5, 5, 5], 0),
+            vec![0..1, 1..2, 2..3],
+            "0: no merging"
+        );
+        assert_eq!(plan_passes(&[5, 5, 5], 100), vec![0..3]);
+        assert!(plan_passes(&[], 100).is_empty());
+    }
+}

@@ -1,0 +1,296 @@
+//! The consume path on a real nats-server with the toy embedder: no model
+//! files, so these run in milliseconds and pin what each step does.
+
+use super::publish::ResultPublisher;
+use super::report::Report;
+use super::{Processor, MERGE_BATCHES};
+use crate::answers::Model;
+use crate::backend::thread::BackendThread;
+use crate::backend::toy::{toy_embedding, ToyEmbedder};
+use crate::counters::Counters;
+use crate::events::Events;
+use crate::faults::{FaultArgs, Faults, FaultyModel, FaultyResults};
+use async_nats::jetstream;
+use clap::Parser;
+use futures::StreamExt;
+use jetinfer_shared::clock::now_ms;
+use jetinfer_shared::protocol::{
+    self, BatchItem, ItemOutcome, Priority, ResultBatch, Task, TaskBatch, TaskInput, TaskOutput,
+};
+use jetinfer_shared::subjects;
+use jetinfer_shared::topology::{self, TopologyArgs};
+use jetinfer_testsupport::{wait_for, NatsServer, Role};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const REPLY: &str = "infer.result.consume-test";
+
+#[derive(Parser)]
+struct Topology {
+    #[command(flatten)]
+    args: TopologyArgs,
+}
+
+/// A worker's consume path for `embed`/normal on its own nats-server.
+struct Rig {
+    /// Kept alive for the test.
+    _nats: NatsServer,
+    admin: async_nats::Client,
+    processor: Arc<Processor>,
+    passes: Arc<AtomicUsize>,
+    counters: Counters,
+    consumer: jetstream::consumer::PullConsumer,
+    stop: CancellationToken,
+}
+
+impl Rig {
+    async fn new(faults: FaultArgs, max_batch_tokens: usize) -> Self {
+        let nats = NatsServer::start();
+        let worker = nats.connect_as(Role::Worker).await.expect("worker login");
+        let admin = nats.client().await;
+        let js = jetstream::new(worker.clone());
+        let topo = Topology::parse_from(["t", "--ack-wait-ms", "300", "--backoff-ms", "none"]).args;
+        let stream = topology::ensure_streams(&js, &topo).await.expect("streams");
+        let consumer =
+            topology::ensure_work_consumer(&stream, &topo, Task::Embed, Priority::Normal)
+                .await
+                .expect("consumer");
+        let toy = ToyEmbedder::default();
+        let passes = toy.passes.clone();
+        let backend = BackendThread::spawn(Box::new(toy), 1).expect("toy backend");
+        let faults = Arc::new(Faults::new(faults));
+        let counters = Counters::default();
+        let processor = Arc::new(Processor {
+            model: FaultyModel::new(
+                Model::new(backend, 0.05),
+                faults.clone(),
+                Duration::from_secs(1),
+            ),
+            results: FaultyResults::new(ResultPublisher::new(js, "w1".into()), faults),
+            report: Report::new(
+                Events::new(worker, "w1".into()),
+                counters.clone(),
+                "w1".into(),
+            ),
+            worker_id: "w1".into(),
+            progress_every: Duration::from_millis(100),
+            slot: tokio::sync::Semaphore::new(1),
+            merge_batches: if max_batch_tokens == 0 {
+                1
+            } else {
+                MERGE_BATCHES
+            },
+            max_batch_tokens,
+        });
+        Self {
+            _nats: nats,
+            admin,
+            processor,
+            passes,
+            counters,
+            consumer,
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Start pulling (tests publish first when they need a backlog).
+    fn pull(&self) {
+        let processor = self.processor.clone();
+        let name = subjects::work_consumer(Task::Embed, Priority::Normal);
+        tokio::spawn(processor.pull_loop(self.consumer.clone(), name, self.stop.clone()));
+    }
+
+    async fn publish(&self, payload: Vec<u8>) {
+        jetstream::new(self.admin.clone())
+            .publish(
+                subjects::task_subject(Task::Embed, Priority::Normal),
+                payload.into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+
+    async fn stream_empty(&self) {
+        let js = jetstream::new(self.admin.clone());
+        wait_for("the task stream to empty", LIMIT, || async {
+            let mut stream = js.get_stream(subjects::TASK_STREAM).await.ok()?;
+            (stream.info().await.ok()?.state.messages == 0).then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn batch(texts: &[&str], deadline_ms: u64) -> TaskBatch {
+    TaskBatch {
+        batch_id: uuid::Uuid::new_v4(),
+        task: Task::Embed,
+        priority: Priority::Normal,
+        reply_subject: REPLY.into(),
+        deadline_ms,
+        items: texts
+            .iter()
+            .map(|t| BatchItem {
+                request_id: uuid::Uuid::new_v4(),
+                input: TaskInput::Embed {
+                    text: (*t).to_owned(),
+                },
+            })
+            .collect(),
+    }
+}
+
+fn later() -> u64 {
+    now_ms() + 60_000
+}
+
+fn embeddings(result: &ResultBatch) -> Vec<Vec<f32>> {
+    result
+        .items
+        .iter()
+        .map(|i| match &i.outcome {
+            ItemOutcome::Ok(TaskOutput::Embedding { embedding }) => embedding.clone(),
+            other => panic!("not an embedding: {other:?}"),
+        })
+        .collect()
+}
+
+async fn next_json(sub: &mut async_nats::Subscriber, what: &str) -> serde_json::Value {
+    let msg = tokio::time::timeout(LIMIT, sub.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what}"))
+        .expect("subscription open");
+    serde_json::from_slice(&msg.payload).expect("JSON event")
+}
+
+#[tokio::test]
+async fn a_batch_is_answered_in_order_then_acked() {
+    let rig = Rig::new(FaultArgs::default(), 0).await;
+    let mut results = rig.admin.subscribe(REPLY).await.unwrap();
+    let sent = batch(&["a cat", "the long sentence here"], later());
+    rig.publish(protocol::encode(&sent).unwrap()).await;
+    rig.pull();
+
+    let msg = tokio::time::timeout(LIMIT, results.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let result: ResultBatch = protocol::decode(&msg.payload).unwrap();
+    assert_eq!(result.batch_id, sent.batch_id);
+    assert_eq!(
+        (result.worker_id.as_str(), result.model.as_str()),
+        ("w1", "toy")
+    );
+    let ids: Vec<_> = result.items.iter().map(|i| i.request_id).collect();
+    assert_eq!(
+        ids,
+        sent.items.iter().map(|i| i.request_id).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        embeddings(&result),
+        vec![
+            toy_embedding("a cat"),
+            toy_embedding("the long sentence here")
+        ]
+    );
+    rig.stream_empty().await;
+    let counts = rig.counters.snapshot();
+    assert_eq!(
+        (counts.processed, counts.failed, counts.in_flight),
+        (2, 0, 0)
+    );
+    assert_eq!(rig.passes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn malformed_and_expired_messages_are_terminated_uncomputed() {
+    let rig = Rig::new(FaultArgs::default(), 0).await;
+    let mut failed = rig.admin.subscribe("infer.event.w1.failed").await.unwrap();
+    let mut expired = rig.admin.subscribe("infer.event.w1.expired").await.unwrap();
+    rig.publish(b"\x00 not msgpack".to_vec()).await;
+    rig.publish(protocol::encode(&batch(&["too late"], now_ms() - 1)).unwrap())
+        .await;
+    rig.pull();
+
+    let event = next_json(&mut failed, "a failed event for the malformed message").await;
+    assert!(
+        event["error"].as_str().unwrap().contains("malformed"),
+        "{event}"
+    );
+    let event = next_json(&mut expired, "an expired event").await;
+    assert_eq!(event["requests"], 1, "{event}");
+    rig.stream_empty().await;
+    assert_eq!(rig.passes.load(Ordering::SeqCst), 0, "nothing computed");
+    let counts = rig.counters.snapshot();
+    assert_eq!((counts.processed, counts.failed), (0, 1));
+}
+
+#[tokio::test]
+async fn a_lost_result_is_not_acked_and_comes_back() {
+    let lose_all = FaultArgs {
+        drop_rate: 1.0,
+        ..FaultArgs::default()
+    };
+    let rig = Rig::new(lose_all, 0).await;
+    let mut failed = rig.admin.subscribe("infer.event.w1.failed").await.unwrap();
+    let mut again = rig
+        .admin
+        .subscribe("infer.event.w1.redelivered")
+        .await
+        .unwrap();
+    let sent = batch(&["lost"], later());
+    rig.publish(protocol::encode(&sent).unwrap()).await;
+    rig.pull();
+
+    let event = next_json(&mut failed, "a failed event for the lost result").await;
+    assert_eq!(event["error"], "injected lost result", "{event}");
+    let event = next_json(&mut again, "the batch redelivered after its ack wait").await;
+    assert_eq!(event["batch_id"], sent.batch_id.to_string(), "{event}");
+    assert!(event["attempt"].as_u64().unwrap() >= 2, "{event}");
+    let counts = rig.counters.snapshot();
+    assert_eq!(counts.processed, 0, "a lost result answers nobody");
+    assert!(counts.redelivered >= 1);
+}
+
+#[tokio::test]
+async fn queued_batches_share_one_forward_pass() {
+    let rig = Rig::new(FaultArgs::default(), 2048).await;
+    let mut results = rig.admin.subscribe(REPLY).await.unwrap();
+    let texts = ["one", "two words", "three little words"];
+    let mut sent = Vec::new();
+    for text in texts {
+        let b = batch(&[text], later());
+        rig.publish(protocol::encode(&b).unwrap()).await;
+        sent.push(b);
+    }
+    rig.pull();
+
+    for _ in &sent {
+        let msg = tokio::time::timeout(LIMIT, results.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let result: ResultBatch = protocol::decode(&msg.payload).unwrap();
+        let i = sent
+            .iter()
+            .position(|b| b.batch_id == result.batch_id)
+            .expect("a batch that was sent");
+        assert_eq!(embeddings(&result), vec![toy_embedding(texts[i])]);
+    }
+    rig.stream_empty().await;
+    assert_eq!(
+        rig.passes.load(Ordering::SeqCst),
+        1,
+        "three batches, one pass"
+    );
+}
