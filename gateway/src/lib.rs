@@ -49,8 +49,11 @@ pub enum GatewayError {
     /// Streams or buckets could not be set up.
     #[error(transparent)]
     Topology(#[from] TopologyError),
-    /// The result subscription failed.
-    #[error("cannot subscribe to results: {0}")]
+    /// The result consumer could not be started.
+    #[error(transparent)]
+    Results(#[from] results::ResultsError),
+    /// The advisory subscription failed.
+    #[error("cannot subscribe to advisories: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
     /// The HTTP server failed.
     #[error("http server: {0}")]
@@ -72,7 +75,7 @@ pub async fn run(
     topology::ensure_workers_bucket(&js, &args.topology).await?;
 
     let reply_subject = subjects::result_subject(&gateway_id);
-    let results = client.subscribe(reply_subject.clone()).await?;
+    let results = results::subscribe(&js, &gateway_id).await?;
     let waiters = waiters::Waiters::default();
     let stored = stored_batches::StoredBatches::default();
     let counters = Arc::new(counters::Counters::default());

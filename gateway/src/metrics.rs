@@ -32,6 +32,11 @@ pub fn batch_published(task: Task, size: usize, stored: bool) {
         .increment(1);
 }
 
+/// A batch publish was sent again because its acknowledgement never came.
+pub fn publish_retried() {
+    metrics::counter!("jetinfer_gateway_publish_retries_total").increment(1);
+}
+
 /// Set the gauges read at scrape time; `admitted` is how many requests hold
 /// a `MAX_IN_FLIGHT` slot.
 pub fn observe(admitted: usize, queue: &QueueStatus) {

@@ -11,6 +11,8 @@ use crate::stored_batches::StoredBatches;
 use crate::waiters::{Reply, Waiters};
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream;
+use async_nats::jetstream::context::PublishErrorKind;
+use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{self, TaskBatch};
 use jetinfer_shared::subjects;
 use std::sync::Arc;
@@ -74,8 +76,13 @@ impl Publisher {
     }
 
     /// Publish and return the stream sequence JetStream stored the batch at.
+    ///
+    /// A publish whose acknowledgement was lost (the connection dropped after
+    /// the message left) is sent again with the same `Nats-Msg-Id`, so
+    /// JetStream stores it at most once and answers the retry with the
+    /// original sequence; refusals (stream full, no stream) are final at once.
     async fn send(&self, batch: &TaskBatch) -> Result<u64, String> {
-        let body = protocol::encode(batch).map_err(|e| e.to_string())?;
+        let body: bytes::Bytes = protocol::encode(batch).map_err(|e| e.to_string())?.into();
         let mut headers = subjects::payload_headers(&batch.batch_id, batch.items.len());
         headers.insert(NATS_MESSAGE_ID, batch.batch_id.to_string().as_str());
         headers.insert(subjects::HEADER_TASK, batch.task.as_str());
@@ -84,13 +91,40 @@ impl Publisher {
             batch.deadline_ms.to_string().as_str(),
         );
         let subject = subjects::task_subject(batch.task, batch.priority);
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, body.into())
-            .await
-            .map_err(|e| format!("work queue unavailable: {e}"))?;
-        ack.await
-            .map(|ack| ack.sequence)
-            .map_err(|e| format!("work queue refused the batch: {e}"))
+        let mut attempt = 1;
+        loop {
+            let stored = async {
+                let ack = self
+                    .js
+                    .publish_with_headers(subject.clone(), headers.clone(), body.clone())
+                    .await?;
+                ack.await
+            };
+            match stored.await {
+                Ok(ack) => return Ok(ack.sequence),
+                Err(e)
+                    if retriable(e.kind())
+                        && attempt < PUBLISH_ATTEMPTS
+                        && now_ms() < batch.deadline_ms =>
+                {
+                    tracing::debug!(batch_id = %batch.batch_id, attempt, error = %e, "publish not acknowledged; sending again");
+                    crate::metrics::publish_retried();
+                    attempt += 1;
+                }
+                Err(e) => return Err(format!("work queue refused the batch: {e}")),
+            }
+        }
     }
+}
+
+/// Publishes made for one batch before its requests are answered 503: the
+/// same message id each time, so retries never store it twice.
+const PUBLISH_ATTEMPTS: u32 = 3;
+
+/// Whether the publish may have been lost in transit (as opposed to refused).
+fn retriable(kind: PublishErrorKind) -> bool {
+    matches!(
+        kind,
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+    )
 }

@@ -1,23 +1,74 @@
 //! Routing results from `infer.result.<gateway-id>` to waiting requests.
 //!
+//! Results are read from the `INFER_RESULTS` stream through an ordered
+//! consumer filtered to this gateway's subject, not from a core subscription:
+//! a worker acks its task only after the result is stored there, so whatever
+//! happens to this gateway's connection (a reconnect, a slow-consumer kick, a
+//! server restart) the consumer resumes after the last result it delivered
+//! and no computed answer is lost.
+//!
 //! The first result for a request wins; a later one (a redelivered batch that
 //! was computed twice) finds no waiter and is counted as a dropped duplicate.
 
 use crate::report::Report;
 use crate::stored_batches::StoredBatches;
 use crate::waiters::{Reply, Waiters};
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use jetinfer_shared::protocol::{self, ResultBatch};
+use jetinfer_shared::subjects;
 use std::sync::Arc;
 
-/// Consume the result subscription until it ends.
+/// The result consumer could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read results from {}: {reason}", subjects::RESULT_STREAM)]
+pub struct ResultsError {
+    reason: String,
+}
+
+fn failed(e: impl std::fmt::Display) -> ResultsError {
+    ResultsError {
+        reason: e.to_string(),
+    }
+}
+
+/// The results of `gateway_id` stored from now on, in order; the consumer
+/// re-creates itself after the last delivered result whenever it is lost.
+pub async fn subscribe(js: &jetstream::Context, gateway_id: &str) -> Result<Ordered, ResultsError> {
+    let stream: stream::Stream = js
+        .get_stream(subjects::RESULT_STREAM)
+        .await
+        .map_err(failed)?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            name: Some(format!("results-{gateway_id}")),
+            filter_subject: subjects::result_subject(gateway_id),
+            deliver_policy: DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(failed)?;
+    consumer.messages().await.map_err(failed)
+}
+
+/// Route every result of `results` to its waiters, until the stream ends.
 pub async fn route(
-    mut results: async_nats::Subscriber,
+    mut results: Ordered,
     waiters: Waiters,
     stored: StoredBatches,
     report: Arc<Report>,
 ) {
     while let Some(msg) = results.next().await {
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(e) => {
+                // The ordered consumer re-creates itself; keep reading.
+                tracing::warn!(error = %e, "result stream interrupted");
+                continue;
+            }
+        };
         let batch: ResultBatch = match protocol::decode(&msg.payload) {
             Ok(batch) => batch,
             Err(e) => {

@@ -3,8 +3,7 @@
 
 use crate::child::Proc;
 use anyhow::bail;
-use futures::StreamExt;
-use jetinfer_shared::subjects;
+use jetinfer_shared::heartbeats;
 use std::time::{Duration, Instant};
 
 /// Log in to nats-server as admin, retrying for 20 s while it starts; fail at
@@ -46,13 +45,7 @@ pub async fn workers(client: &async_nats::Client, n: usize) -> anyhow::Result<()
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut shown = usize::MAX;
     loop {
-        let live = match js.get_key_value(subjects::WORKERS_BUCKET).await {
-            Ok(kv) => match kv.keys().await {
-                Ok(keys) => keys.filter_map(|k| async move { k.ok() }).count().await,
-                Err(_) => 0,
-            },
-            Err(_) => 0,
-        };
+        let live = heartbeats::live(&js).await.map_or(0, |beats| beats.len());
         if live != shown {
             println!("  {live}/{n} workers ready");
             shown = live;

@@ -10,6 +10,7 @@
 //!   limits, the MessagePack codec, observability records, text previews.
 //! - [`subjects`]: every subject, stream, consumer and bucket name.
 //! - [`topology`]: idempotent creation of the streams, consumers and KV buckets.
+//! - [`heartbeats`]: which workers are alive now, read from the heartbeat bucket.
 //! - [`corpus`]: benchmark input texts (1024 built-in sentences, or a JSON file).
 //! - [`config`]: command-line/env options every service shares (NATS connection).
 //! - [`telemetry`]: tracing setup with a switchable JSON output.
@@ -20,6 +21,7 @@
 pub mod clock;
 pub mod config;
 pub mod corpus;
+pub mod heartbeats;
 pub mod metrics;
 pub mod protocol;
 pub mod shutdown;

@@ -17,6 +17,10 @@ pub const RESULT_STREAM: &str = "INFER_RESULTS";
 pub const RESULT_SUBJECTS: &str = "infer.result.>";
 /// KV bucket of worker heartbeats, keyed by worker id.
 pub const WORKERS_BUCKET: &str = "INFER_WORKERS";
+/// The stream behind the heartbeat bucket (NATS names a bucket's stream `KV_<bucket>`).
+pub const WORKERS_BUCKET_STREAM: &str = "KV_INFER_WORKERS";
+/// What precedes a worker id in the subjects of the heartbeat bucket's stream.
+pub const WORKERS_KEY_PREFIX: &str = "$KV.INFER_WORKERS.";
 
 /// Advisory JetStream publishes when a task batch reached its MaxDeliver.
 pub const MAX_DELIVERIES_ADVISORY: &str =

@@ -10,8 +10,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::Json;
-use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
+use jetinfer_shared::heartbeats;
 use jetinfer_shared::protocol::RequestRecord;
 use jetinfer_shared::protocol::{Heartbeat, Priority, Task};
 use jetinfer_shared::subjects;
@@ -75,27 +75,18 @@ pub struct Status {
 }
 
 async fn workers(js: &async_nats::jetstream::Context) -> Vec<WorkerStatus> {
-    let Ok(kv) = js.get_key_value(subjects::WORKERS_BUCKET).await else {
-        return Vec::new();
-    };
-    let Ok(keys) = kv.keys().await else {
-        return Vec::new();
-    };
-    let keys: Vec<String> = keys.filter_map(|k| async move { k.ok() }).collect().await;
+    let beats = heartbeats::live(js).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot list workers");
+        Vec::new()
+    });
     let now = now_ms();
-    let mut out = Vec::new();
-    for key in keys {
-        if let Ok(Some(value)) = kv.get(&key).await {
-            if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&value) {
-                out.push(WorkerStatus {
-                    last_seen_ms_ago: now.saturating_sub(heartbeat.updated_at_ms),
-                    heartbeat,
-                });
-            }
-        }
-    }
-    out.sort_by(|a, b| a.heartbeat.id.cmp(&b.heartbeat.id));
-    out
+    beats
+        .into_iter()
+        .map(|heartbeat| WorkerStatus {
+            last_seen_ms_ago: now.saturating_sub(heartbeat.updated_at_ms),
+            heartbeat,
+        })
+        .collect()
 }
 
 /// Prometheus metrics, with the queue gauges read from JetStream now.

@@ -2,27 +2,17 @@
 //! real stack: workers listed alive, counters rising, the requests table
 //! filling, a killed worker's row turning dead, and NATS going away shown.
 
-use crate::stack::Stack;
-use crate::stack::WORKER;
+use crate::stack::{free_port, Stack, WORKER};
 use fantoccini::{Client, ClientBuilder, Locator};
 use jetinfer_dashboard::config::DashboardArgs;
 use jetinfer_testsupport::{wait_for, Role, WorkerProcess};
 use serde_json::json;
-use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(240);
 const WAIT: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// chromedriver on a free port; killed on drop.
 struct Driver {

@@ -32,11 +32,22 @@ const MATRIX: &[(Role, Op, bool)] = &[
     (Worker, Publish("infer.task.embed.normal"), false),
     (Dashboard, Publish("infer.task.embed.normal"), false),
     (Admin, Publish("infer.task.embed.normal"), true),
-    // Results: only workers produce them; a gateway hears only its own.
+    // Results: only workers produce them; a gateway reads them from the
+    // result stream (an ordered consumer), never from the bare subject.
     (Worker, Publish("infer.result.gw-1"), true),
     (Gateway, Publish("infer.result.gw-1"), false),
     (Dashboard, Publish("infer.result.gw-1"), false),
-    (Gateway, Subscribe("infer.result.gw-1"), true),
+    (Gateway, Subscribe("infer.result.gw-1"), false),
+    (
+        Gateway,
+        Api("$JS.API.CONSUMER.INFO.INFER_RESULTS.results-gw-1", ""),
+        true,
+    ),
+    (
+        Worker,
+        Api("$JS.API.CONSUMER.INFO.INFER_RESULTS.results-gw-1", ""),
+        false,
+    ),
     (Gateway, Subscribe("$KV.INFER_WORKERS.>"), false),
     (Worker, Subscribe("infer.result.gw-1"), false),
     (Dashboard, Subscribe("infer.result.>"), true),

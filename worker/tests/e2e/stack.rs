@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use jetinfer_gateway::config::GatewayArgs;
-use jetinfer_testsupport::{model_dir, wait_for, NatsServer, Role};
+use jetinfer_testsupport::{model_dir, wait_for, CutProxy, NatsServer, Role};
 use jetinfer_worker::config::WorkerArgs;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -18,6 +18,8 @@ pub struct Stack {
     pub nats: NatsServer,
     pub url: String,
     pub http: reqwest::Client,
+    /// The gateway's link to nats-server, when the test asked for one it can cut.
+    pub gateway_link: Option<CutProxy>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -25,6 +27,16 @@ pub struct Stack {
 impl Stack {
     /// Start nats, `workers` workers and a gateway with extra gateway flags.
     pub async fn start(workers: usize, gateway_flags: &[&str]) -> Stack {
+        Self::start_with(workers, gateway_flags, false).await
+    }
+
+    /// As [`Stack::start`], but the gateway reaches nats-server through a
+    /// [`CutProxy`] (`gateway_link`) the test can cut; workers connect directly.
+    pub async fn start_with_cuttable_gateway_link(workers: usize, gateway_flags: &[&str]) -> Stack {
+        Self::start_with(workers, gateway_flags, true).await
+    }
+
+    async fn start_with(workers: usize, gateway_flags: &[&str], cuttable: bool) -> Stack {
         let nats = NatsServer::start();
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -50,7 +62,18 @@ impl Stack {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let nats_flags = nats.flags(Role::Gateway);
+        let gateway_link = match cuttable {
+            true => Some(CutProxy::start(nats.addr()).await),
+            false => None,
+        };
+        let mut nats_flags = nats.flags(Role::Gateway);
+        if let Some(link) = &gateway_link {
+            let at = nats_flags
+                .iter()
+                .position(|f| f == "--nats-url")
+                .expect("a URL flag");
+            nats_flags[at + 1] = link.url();
+        }
         let mut flags = vec!["gateway", "--gateway-id", "gw-test"];
         flags.extend(nats_flags.iter().map(String::as_str));
         flags.extend_from_slice(gateway_flags);
@@ -82,6 +105,7 @@ impl Stack {
             nats,
             url,
             http,
+            gateway_link,
             stop,
             tasks,
         };
@@ -147,4 +171,13 @@ impl Stack {
             t.await.expect("task ended cleanly");
         }
     }
+}
+
+/// A free TCP port for a child process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -1,0 +1,182 @@
+//! Worker faults: a worker process killed mid-batch, hung, losing results or
+//! failing every delivery, and killed workers leaving `/status` and `/readyz`.
+
+use super::{assert_answered_once, burst, env, report, retried, worker_field, LIMIT};
+use crate::stack::Stack;
+use crate::stack::WORKER;
+use jetinfer_testsupport::{wait_for, WorkerProcess};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_batch_loses_no_request() {
+    tokio::time::timeout(LIMIT, async {
+        let stack = Stack::start(
+            0,
+            &["--batch-max-size", "8", "--request-timeout-ms", "90000"],
+        )
+        .await;
+        // The victim is slow, so it is almost always in the middle of a batch.
+        let mut victim = WorkerProcess::start(
+            WORKER,
+            &stack.nats,
+            "victim",
+            &env(&[("DELAY_MIN_MS", "800"), ("DELAY_MAX_MS", "800")]),
+        );
+        let _a = WorkerProcess::start(WORKER, &stack.nats, "healthy-a", &env(&[]));
+        let _b = WorkerProcess::start(WORKER, &stack.nats, "healthy-b", &env(&[]));
+        stack.wait_for_workers(3).await;
+
+        let killer = async {
+            wait_for("victim busy", Duration::from_secs(60), || async {
+                (worker_field(&stack, "victim", "in_flight").await? >= 1).then_some(())
+            })
+            .await;
+            victim.kill();
+        };
+        let (answers, ()) = tokio::join!(burst(&stack, 500), killer);
+        report("kill -9", &answers);
+        assert_eq!(answers.len(), 500);
+        for (status, body) in &answers {
+            assert_eq!(*status, 200, "{body}");
+        }
+        assert_answered_once(&answers);
+        assert!(
+            retried(&answers) >= 1,
+            "the killed worker's batch was redelivered"
+        );
+        stack.shutdown().await;
+    })
+    .await
+    .expect("test bounded in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_worker_has_its_batches_redelivered_elsewhere() {
+    tokio::time::timeout(LIMIT, async {
+        let stack = Stack::start(0, &["--batch-max-size", "4"]).await;
+        let _hung = WorkerProcess::start(WORKER, &stack.nats, "hung", &env(&[("HANG_RATE", "1")]));
+        let _a = WorkerProcess::start(WORKER, &stack.nats, "healthy-a", &env(&[]));
+        let _b = WorkerProcess::start(WORKER, &stack.nats, "healthy-b", &env(&[]));
+        stack.wait_for_workers(3).await;
+
+        let answers = burst(&stack, 120).await;
+        report("hang", &answers);
+        for (status, body) in &answers {
+            assert_eq!(*status, 200, "{body}");
+            assert_ne!(body["worker_id"], "hung", "a hung worker never answers");
+        }
+        assert_answered_once(&answers);
+        assert!(retried(&answers) >= 1, "hung batches were redelivered");
+        wait_for(
+            "healthy workers to report redeliveries",
+            Duration::from_secs(10),
+            || async {
+                let a = worker_field(&stack, "healthy-a", "redelivered").await?;
+                let b = worker_field(&stack, "healthy-b", "redelivered").await?;
+                (a + b >= 1).then_some(())
+            },
+        )
+        .await;
+        stack.shutdown().await;
+    })
+    .await
+    .expect("test bounded in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_results_are_redelivered_until_answered() {
+    tokio::time::timeout(LIMIT, async {
+        let stack = Stack::start(0, &["--batch-max-size", "2"]).await;
+        // One fault decision per batch (no merging), so 100 batches see ~20 drops.
+        let faulty = env(&[
+            ("DROP_RATE", "0.2"),
+            ("MAX_DELIVER", "10"),
+            ("MAX_BATCH_TOKENS", "0"),
+        ]);
+        let _w: Vec<WorkerProcess> = (0..3)
+            .map(|i| WorkerProcess::start(WORKER, &stack.nats, &format!("lossy-{i}"), &faulty))
+            .collect();
+        stack.wait_for_workers(3).await;
+
+        let answers = burst(&stack, 200).await;
+        report("drop 0.2", &answers);
+        for (status, body) in &answers {
+            assert_eq!(*status, 200, "{body}");
+        }
+        assert_answered_once(&answers);
+        assert!(retried(&answers) >= 1, "dropped results show as retries");
+        let status = stack.status().await.unwrap();
+        assert!(
+            status["gateway"]["retried"].as_u64().unwrap() >= 1,
+            "{status}"
+        );
+        stack.shutdown().await;
+    })
+    .await
+    .expect("test bounded in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exhausted_retries_answer_at_once_with_the_attempts() {
+    tokio::time::timeout(LIMIT, async {
+        // The request timeout is far away: only the advisory can explain a quick error.
+        let stack = Stack::start(0, &["--request-timeout-ms", "120000"]).await;
+        let _hung = WorkerProcess::start(
+            WORKER,
+            &stack.nats,
+            "hung",
+            &[
+                ("ACK_WAIT_MS", "500"),
+                ("BACKOFF_MS", "500"),
+                ("MAX_DELIVER", "2"),
+                ("HANG_RATE", "1"),
+            ],
+        );
+        stack.wait_for_workers(1).await;
+        let (status, body) = stack
+            .infer(json!({"task": "embed", "input": "doomed"}))
+            .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "retries_exhausted", "{body}");
+        assert!(body["request_id"].is_string());
+        assert!(
+            body["message"].as_str().unwrap().contains("2 attempt"),
+            "{body}"
+        );
+        stack.shutdown().await;
+    })
+    .await
+    .expect("test bounded in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_worker_leaves_status_and_readiness_follows() {
+    tokio::time::timeout(LIMIT, async {
+        let stack = Stack::start(0, &[]).await;
+        let ready = || async {
+            let r = stack
+                .http
+                .get(format!("{}/readyz", stack.url))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        };
+        assert_eq!(ready().await, 503, "no worker yet");
+        let mut a = WorkerProcess::start(WORKER, &stack.nats, "a", &[]);
+        let mut b = WorkerProcess::start(WORKER, &stack.nats, "b", &[]);
+        stack.wait_for_workers(2).await;
+        assert_eq!(ready().await, 200);
+        a.kill();
+        // Heartbeat TTL is three 1 s intervals.
+        stack.wait_for_workers(1).await;
+        assert_eq!(ready().await, 200);
+        b.kill();
+        stack.wait_for_workers(0).await;
+        assert_eq!(ready().await, 503);
+        stack.shutdown().await;
+    })
+    .await
+    .expect("test bounded in time");
+}
