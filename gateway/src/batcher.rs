@@ -1,15 +1,16 @@
 //! The micro-batcher: an actor that groups requests per (task, priority).
 //!
 //! One task owns every buffer; handlers talk to it through a cloneable
-//! [`Batcher`] handle. A queue is flushed when it is full, when its oldest
-//! request has waited `BATCH_MAX_WAIT_MS`, or at once when no published
+//! [`Batcher`] handle. A queue is flushed when it is full (`BATCH_MAX_SIZE`
+//! requests, or as many bytes as one task message may carry), when its
+//! oldest request has waited `BATCH_MAX_WAIT_MS`, or at once when no published
 //! request is still unanswered (idle workers should not wait for companions
 //! that may never come). Flushed batches go to a [`BatchSink`] and idleness
 //! is asked of an [`Unanswered`], so the batcher knows nothing about HTTP,
 //! NATS or tensors and can be tested on a paused clock.
 
 use crate::config::BatchArgs;
-use jetinfer_shared::protocol::{BatchItem, Priority, Task};
+use jetinfer_shared::protocol::{self, BatchItem, Priority, Task};
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -62,25 +63,62 @@ pub trait Unanswered: Send + 'static {
 /// Cloneable handle to the batcher task.
 #[derive(Clone)]
 pub struct Batcher {
-    tx: mpsc::Sender<Queued>,
+    tx: mpsc::Sender<Sized>,
+    max_bytes: usize,
 }
 
-/// The batcher task has stopped (the gateway is shutting down).
+/// Why the batcher did not take a request.
 #[derive(Debug, thiserror::Error)]
-#[error("the batcher has stopped")]
-pub struct BatcherStopped;
+pub enum SubmitError {
+    /// The batcher task has stopped (the gateway is shutting down).
+    #[error("the batcher has stopped")]
+    Stopped,
+    /// The request alone takes more bytes than a batch may hold, so no batch
+    /// could ever carry it.
+    #[error("the request takes {size} bytes; a batch holds at most {limit}")]
+    TooLarge {
+        /// Its encoded size in a batch.
+        size: usize,
+        /// Bytes a batch may hold.
+        limit: usize,
+    },
+}
+
+/// A request with its encoded size, measured once at submission.
+struct Sized {
+    queued: Queued,
+    bytes: usize,
+}
 
 impl Batcher {
-    /// Start the batcher task; it flushes everything and ends when every handle is dropped.
-    pub fn spawn(args: BatchArgs, unanswered: impl Unanswered, sink: impl BatchSink) -> Self {
+    /// Start the batcher task; it flushes everything and ends when every handle
+    /// is dropped. No batch it flushes holds more than `max_bytes` of encoded
+    /// requests (the task message's limit less its envelope).
+    pub fn spawn(
+        args: BatchArgs,
+        max_bytes: usize,
+        unanswered: impl Unanswered,
+        sink: impl BatchSink,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(args, rx, unanswered, sink));
-        Self { tx }
+        tokio::spawn(run(args, max_bytes, rx, unanswered, sink));
+        Self { tx, max_bytes }
     }
 
-    /// Hand a request to the batcher.
-    pub async fn submit(&self, queued: Queued) -> Result<(), BatcherStopped> {
-        self.tx.send(queued).await.map_err(|_| BatcherStopped)
+    /// Hand a request to the batcher; one that could never fit in a batch is
+    /// refused here, before anything is queued.
+    pub async fn submit(&self, queued: Queued) -> Result<(), SubmitError> {
+        let bytes = protocol::encode(&queued.item).map_or(usize::MAX, |b| b.len());
+        if bytes > self.max_bytes {
+            return Err(SubmitError::TooLarge {
+                size: bytes,
+                limit: self.max_bytes,
+            });
+        }
+        self.tx
+            .send(Sized { queued, bytes })
+            .await
+            .map_err(|_| SubmitError::Stopped)
     }
 }
 
@@ -88,12 +126,14 @@ type Key = (Priority, Task);
 
 struct Queue {
     items: Vec<Queued>,
+    bytes: usize,
     since: Instant,
 }
 
 async fn run(
     args: BatchArgs,
-    mut rx: mpsc::Receiver<Queued>,
+    max_bytes: usize,
+    mut rx: mpsc::Receiver<Sized>,
     unanswered: impl Unanswered,
     sink: impl BatchSink,
 ) {
@@ -103,11 +143,11 @@ async fn run(
         let oldest = queues.values().map(|q| q.since).min();
         tokio::select! {
             next = rx.recv() => match next {
-                Some(queued) => {
-                    push(&mut queues, queued);
+                Some(sized) => {
+                    push(&mut queues, sized, max, max_bytes, &sink);
                     // Take whatever else already arrived, so a burst forms full batches.
-                    while let Ok(queued) = rx.try_recv() {
-                        push(&mut queues, queued);
+                    while let Ok(sized) = rx.try_recv() {
+                        push(&mut queues, sized, max, max_bytes, &sink);
                     }
                 }
                 None => break,
@@ -133,16 +173,32 @@ async fn run(
     }
 }
 
-fn push(queues: &mut BTreeMap<Key, Queue>, queued: Queued) {
+/// Queue a request; a queue that it would take past `max_bytes` is flushed
+/// first, so every batch fits in one task message.
+fn push(
+    queues: &mut BTreeMap<Key, Queue>,
+    sized: Sized,
+    max: usize,
+    max_bytes: usize,
+    sink: &impl BatchSink,
+) {
+    let Sized { queued, bytes } = sized;
     let key = (queued.priority, queued.item.input.task());
-    queues
-        .entry(key)
-        .or_insert_with(|| Queue {
-            items: Vec::new(),
-            since: Instant::now(),
-        })
-        .items
-        .push(queued);
+    if queues
+        .get(&key)
+        .is_some_and(|q| q.bytes + bytes > max_bytes)
+    {
+        if let Some(full) = queues.remove(&key) {
+            flush(key, full.items, max, sink);
+        }
+    }
+    let queue = queues.entry(key).or_insert_with(|| Queue {
+        items: Vec::new(),
+        bytes: 0,
+        since: Instant::now(),
+    });
+    queue.bytes += bytes;
+    queue.items.push(queued);
 }
 
 /// Hand `items` to the sink in batches of at most `max`.

@@ -107,7 +107,12 @@ pub async fn run(
         counters,
         stop.clone(),
     ));
-    let batcher = batcher::Batcher::spawn(args.batch, waiters.clone(), publisher);
+    // Read once: every server of a deployment is expected to share one nats.conf.
+    let max_batch_bytes = client
+        .server_info()
+        .max_payload
+        .saturating_sub(publish::ENVELOPE_BYTES);
+    let batcher = batcher::Batcher::spawn(args.batch, max_batch_bytes, waiters.clone(), publisher);
     let state = Arc::new(http::AppState {
         gateway_id: gateway_id.clone(),
         batcher,

@@ -43,6 +43,8 @@ pub struct NatsServer {
     child: std::sync::Mutex<Option<Child>>,
     port: std::sync::atomic::AtomicU16,
     dir: tempfile::TempDir,
+    /// The configuration it runs: our `nats.conf`, or a copy with overrides.
+    conf: std::path::PathBuf,
     /// Fresh passwords per server, in `Role::ALL` order.
     passwords: [String; 4],
 }
@@ -51,11 +53,32 @@ impl NatsServer {
     /// Start a server with our `nats.conf` on a free port, with a fresh
     /// random password per role.
     pub fn start() -> Self {
+        Self::start_with_conf("")
+    }
+
+    /// Start a server whose `max_payload` is `bytes` instead of our 8 MiB, to
+    /// test message-size limits cheaply.
+    pub fn start_with_max_payload(bytes: usize) -> Self {
+        Self::start_with_conf(&format!("max_payload: {bytes}\n"))
+    }
+
+    /// Our `nats.conf` followed by `overrides` (the last value of a key wins).
+    fn start_with_conf(overrides: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for nats-server");
+        let conf = match overrides {
+            "" => repo_nats_conf(),
+            _ => {
+                let ours = std::fs::read_to_string(repo_nats_conf()).expect("read nats.conf");
+                let path = dir.path().join("nats.conf");
+                std::fs::write(&path, format!("{ours}\n{overrides}")).expect("write nats.conf");
+                path
+            }
+        };
         let server = Self {
             child: std::sync::Mutex::new(None),
             port: std::sync::atomic::AtomicU16::new(0),
             dir,
+            conf,
             passwords: Role::ALL.map(|_| uuid::Uuid::new_v4().simple().to_string()),
         };
         server.spawn("-1");
@@ -70,7 +93,7 @@ impl NatsServer {
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
         let child = Command::new(nats_server_bin())
             .arg("-c")
-            .arg(repo_nats_conf())
+            .arg(&self.conf)
             .args(["-a", "127.0.0.1", "-p", port, "-m", "0", "-sd"])
             .arg(self.dir.path().join("store"))
             .arg("--ports_file_dir")

@@ -218,7 +218,11 @@ impl FaultyResults {
 
     /// Publish `result` of `batch`, unless the result is lost on purpose
     /// (computed, then neither published nor acked, as if the packet vanished).
-    pub async fn publish(&self, batch: &TaskBatch, result: &ResultBatch) -> Result<(), Unanswered> {
+    pub async fn publish(
+        &self,
+        batch: &TaskBatch,
+        result: &mut ResultBatch,
+    ) -> Result<(), Unanswered> {
         if self.faults.loses_result() {
             injected("drop");
             return Err(Unanswered::fault("drop", "injected lost result"));

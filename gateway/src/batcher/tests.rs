@@ -39,6 +39,11 @@ struct Harness {
 
 impl Harness {
     fn new(batch_max_size: u32) -> Self {
+        Self::with_max_bytes(batch_max_size, usize::MAX)
+    }
+
+    /// A batcher whose batches hold at most `max_bytes` of encoded requests.
+    fn with_max_bytes(batch_max_size: u32, max_bytes: usize) -> Self {
         let args = BatchArgs {
             batch_max_size,
             batch_max_wait_ms: MAX_WAIT.as_millis() as u64,
@@ -46,7 +51,7 @@ impl Harness {
         let waiting = Waiting::default();
         let (sink, flushed) = mpsc::unbounded_channel();
         Self {
-            batcher: Some(Batcher::spawn(args, waiting.clone(), sink)),
+            batcher: Some(Batcher::spawn(args, max_bytes, waiting.clone(), sink)),
             waiting,
             flushed,
             start: Instant::now(),
@@ -60,8 +65,21 @@ impl Harness {
 
     /// Submit request `n` as the handler does: counted as waiting, then queued.
     async fn submit(&self, n: u128, priority: Priority, task: Task) {
+        self.try_submit(n, priority, task, "x")
+            .await
+            .expect("the batcher takes it");
+    }
+
+    /// Submit request `n` with `text` as its input, and say what the batcher said.
+    async fn try_submit(
+        &self,
+        n: u128,
+        priority: Priority,
+        task: Task,
+        text: &str,
+    ) -> Result<(), SubmitError> {
         self.waiting.0.fetch_add(1, Ordering::SeqCst);
-        let text = String::from("x");
+        let text = String::from(text);
         let input = match task {
             Task::Embed => TaskInput::Embed { text },
             Task::Similarity => TaskInput::Similarity {
@@ -83,7 +101,7 @@ impl Harness {
             deadline_ms: 0,
         };
         let batcher = self.batcher.as_ref().expect("not shut down");
-        batcher.submit(queued).await.expect("the batcher runs");
+        batcher.submit(queued).await
     }
 
     /// The next batch, waiting (in virtual time) as long as it takes.
@@ -183,4 +201,43 @@ async fn dropping_every_handle_flushes_what_is_buffered() {
     assert_eq!(h.next().await, (ms(10), N, EMBED, vec![1, 3]));
     assert_eq!(h.next().await, (ms(10), N, Task::Echo, vec![2]));
     assert!(h.flushed.recv().await.is_none(), "the batcher has ended");
+}
+
+/// Encoded size of request `n` embedding "x", as the batcher measures it.
+fn embed_x_bytes() -> usize {
+    let item = BatchItem {
+        request_id: Uuid::from_u128(1),
+        input: TaskInput::Embed { text: "x".into() },
+    };
+    protocol::encode(&item).expect("encodes").len()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_is_cut_before_its_bytes_pass_the_limit() {
+    // Room for two requests per batch, though ten would be allowed by count.
+    let mut h = Harness::with_max_bytes(10, embed_x_bytes() * 5 / 2);
+    h.busy();
+    for n in 1..=5 {
+        h.submit(n, N, EMBED).await;
+    }
+    assert_eq!(h.next().await, (Duration::ZERO, N, EMBED, vec![1, 2]));
+    assert_eq!(h.next().await, (Duration::ZERO, N, EMBED, vec![3, 4]));
+    assert_eq!(
+        h.next().await,
+        (MAX_WAIT, N, EMBED, vec![5]),
+        "the rest waits"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_no_batch_could_carry_is_refused_at_once() {
+    let h = Harness::with_max_bytes(10, 64);
+    let refused = h.try_submit(1, N, EMBED, &"x".repeat(100)).await;
+    assert!(
+        matches!(refused, Err(SubmitError::TooLarge { size, limit: 64 }) if size > 100),
+        "{refused:?}"
+    );
+    h.try_submit(2, N, EMBED, "x")
+        .await
+        .expect("a small one still fits");
 }

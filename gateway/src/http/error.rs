@@ -25,6 +25,25 @@ pub enum ApiError {
     /// A required field is absent.
     #[error("missing field `{0}`")]
     MissingField(&'static str),
+    /// The request cannot travel in a task message: on its own it exceeds the
+    /// NATS server's `max_payload`, so no batch could ever carry it.
+    #[error("this request takes {size} bytes in a task message; at most {limit} fit (the NATS server's max_payload, less the batch envelope)")]
+    MessageTooLarge {
+        /// Encoded size of the request in a batch.
+        size: usize,
+        /// What fits: the server's `max_payload`, less the batch envelope.
+        limit: usize,
+    },
+    /// The answer to this request alone exceeds the NATS server's `max_payload`
+    /// (e.g. similarity echoing very many candidates): refused at once, never
+    /// after a timeout.
+    #[error("{message}")]
+    ResultTooLarge {
+        /// What the worker said, with the sizes.
+        message: String,
+        /// The refused request.
+        request_id: Uuid,
+    },
     /// A field the API does not know (often a typo).
     #[error("unknown field `{0}`; allowed: task, input, labels, priority")]
     UnknownField(String),
@@ -112,6 +131,14 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
             }
+            ApiError::MessageTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
+            }
+            ApiError::ResultTooLarge { request_id, .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "result_too_large",
+                Some(*request_id),
+            ),
             ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query", None),
             ApiError::MissingField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "missing_field", None),
             ApiError::UnknownField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_field", None),

@@ -6,7 +6,7 @@ use super::error::{ApiError, ErrorBody};
 use super::request::InferRequest;
 use super::validate;
 use super::AppState;
-use crate::batcher::Queued;
+use crate::batcher::{Queued, SubmitError};
 use crate::report::Finished;
 use crate::waiters::{Reply, Waiters};
 use axum::body::Bytes;
@@ -148,17 +148,16 @@ async fn submit<'a>(
         waiters: &state.waiters,
         id: request_id,
     };
-    state.report.submitted();
     let queued = Queued {
         item: BatchItem { request_id, input },
         priority,
         deadline_ms: now_ms() + state.limits.request_timeout_ms,
     };
-    state
-        .batcher
-        .submit(queued)
-        .await
-        .map_err(|_| ApiError::ShuttingDown)?;
+    state.batcher.submit(queued).await.map_err(|e| match e {
+        SubmitError::Stopped => ApiError::ShuttingDown,
+        SubmitError::TooLarge { size, limit } => ApiError::MessageTooLarge { size, limit },
+    })?;
+    state.report.submitted();
     Ok((waiting, answer))
 }
 
@@ -210,6 +209,13 @@ fn respond(
                 }),
                 ItemOutcome::Error(message) => Err(ApiError::Worker {
                     message,
+                    request_id,
+                }),
+                ItemOutcome::TooLarge { size, limit } => Err(ApiError::ResultTooLarge {
+                    message: format!(
+                        "the answer takes {size} bytes; a result message carries at most {limit} \
+                         (the NATS server's max_payload): ask for less, e.g. fewer candidates"
+                    ),
                     request_id,
                 }),
             };

@@ -40,6 +40,15 @@ pub enum ItemOutcome {
     Ok(TaskOutput),
     /// The task could not run for this request; the text says why.
     Error(String),
+    /// The answer was computed but cannot travel: on its own it takes more
+    /// than a result message may carry (the NATS server's `max_payload`).
+    #[serde(rename = "too_large")]
+    TooLarge {
+        /// Its encoded size.
+        size: u64,
+        /// What a result message may carry.
+        limit: u64,
+    },
 }
 
 /// One request's result inside a [`ResultBatch`].

@@ -90,7 +90,7 @@ impl Processor {
     /// Publish one batch's result, then ack its task.
     async fn deliver(&self, d: &Delivery, outcomes: Vec<ItemOutcome>, compute_ms: f64) {
         let batch = &d.batch;
-        let result = ResultBatch {
+        let mut result = ResultBatch {
             batch_id: batch.batch_id,
             worker_id: self.worker_id.clone(),
             model: self.model.name().to_owned(),
@@ -106,7 +106,7 @@ impl Processor {
                 })
                 .collect(),
         };
-        if let Err(why) = self.results.publish(batch, &result).await {
+        if let Err(why) = self.results.publish(batch, &mut result).await {
             // No ack: JetStream redelivers the batch after its ack wait.
             return self.report.unanswered(d, &why, compute_ms).await;
         }

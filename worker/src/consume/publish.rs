@@ -1,9 +1,17 @@
 //! Result publish: the answer is stored in the result stream before the task
 //! is acked, so an ack always means "the gateway can have this answer".
+//!
+//! A result never exceeds the server's `max_payload` (a message over it would
+//! make the server close this worker's connection): a batch's results are
+//! split over as many messages as they need, and one request whose answer
+//! alone cannot fit gets [`ItemOutcome::TooLarge`] instead, at once.
 
 use async_nats::jetstream;
-use jetinfer_shared::protocol::{self, ResultBatch, TaskBatch};
+use jetinfer_shared::protocol::{self, ItemOutcome, ItemResult, ResultBatch, TaskBatch};
 use jetinfer_shared::subjects;
+
+/// Room a result message keeps for its `ResultBatch` fields and headers.
+const ENVELOPE_BYTES: usize = 1024;
 
 /// Publishes results with a JetStream ack.
 #[derive(Clone)]
@@ -18,10 +26,25 @@ impl ResultPublisher {
         Self { js, worker_id }
     }
 
-    /// Publish `result` to `batch`'s reply subject and wait until JetStream stored it.
-    pub async fn publish(&self, batch: &TaskBatch, result: &ResultBatch) -> Result<(), String> {
-        let body = protocol::encode(result).map_err(|e| e.to_string())?;
-        let mut headers = subjects::payload_headers(&batch.batch_id, result.items.len());
+    /// Publish `result` to `batch`'s reply subject, in as many messages as it
+    /// takes, and wait until JetStream stored every one. An answer too large to
+    /// travel alone is replaced in `result` by [`ItemOutcome::TooLarge`].
+    pub async fn publish(&self, batch: &TaskBatch, result: &mut ResultBatch) -> Result<(), String> {
+        let limit = self
+            .js
+            .client()
+            .server_info()
+            .max_payload
+            .saturating_sub(ENVELOPE_BYTES);
+        for part in split(result, limit)? {
+            self.publish_part(batch, &part).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_part(&self, batch: &TaskBatch, part: &ResultBatch) -> Result<(), String> {
+        let body = protocol::encode(part).map_err(|e| e.to_string())?;
+        let mut headers = subjects::payload_headers(&batch.batch_id, part.items.len());
         headers.insert(subjects::HEADER_WORKER, self.worker_id.as_str());
         let ack = self
             .js
@@ -30,5 +53,115 @@ impl ResultPublisher {
             .map_err(|e| e.to_string())?;
         ack.await.map_err(|e| e.to_string())?;
         Ok(())
+    }
+}
+
+/// Cut `result` into messages whose items take at most `limit` bytes each,
+/// in order; an item over `limit` on its own becomes `TooLarge` (in `result`
+/// too, so the worker reports what the client will see).
+fn split(result: &mut ResultBatch, limit: usize) -> Result<Vec<ResultBatch>, String> {
+    let mut groups: Vec<Vec<ItemResult>> = vec![Vec::new()];
+    let mut used = 0;
+    for item in &mut result.items {
+        let mut size = encoded_len(item)?;
+        if size > limit {
+            item.outcome = ItemOutcome::TooLarge {
+                size: size as u64,
+                limit: limit as u64,
+            };
+            size = encoded_len(item)?;
+        }
+        if used + size > limit && groups.last().is_some_and(|g| !g.is_empty()) {
+            groups.push(Vec::new());
+            used = 0;
+        }
+        used += size;
+        if let Some(group) = groups.last_mut() {
+            group.push(item.clone());
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|items| ResultBatch {
+            batch_id: result.batch_id,
+            worker_id: result.worker_id.clone(),
+            model: result.model.clone(),
+            attempt: result.attempt,
+            compute_ms: result.compute_ms,
+            items,
+        })
+        .collect())
+}
+
+fn encoded_len(item: &ItemResult) -> Result<usize, String> {
+    protocol::encode(item)
+        .map(|b| b.len())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jetinfer_shared::protocol::TaskOutput;
+
+    fn result(texts: &[usize]) -> ResultBatch {
+        ResultBatch {
+            batch_id: uuid::Uuid::from_u128(9),
+            worker_id: "w".into(),
+            model: "m".into(),
+            attempt: 1,
+            compute_ms: 1.0,
+            items: texts
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| ItemResult {
+                    request_id: uuid::Uuid::from_u128(i as u128),
+                    outcome: ItemOutcome::Ok(TaskOutput::Echo {
+                        echo: "e".repeat(n),
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    fn sizes(parts: &[ResultBatch]) -> Vec<Vec<u128>> {
+        parts
+            .iter()
+            .map(|p| p.items.iter().map(|i| i.request_id.as_u128()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn results_are_split_in_order_under_the_limit() {
+        let mut r = result(&[400, 400, 400, 10]);
+        let one = encoded_len(&r.items[0]).unwrap();
+        let parts = split(&mut r, one * 2 + 5).unwrap();
+        assert_eq!(sizes(&parts), vec![vec![0, 1], vec![2, 3]]);
+        for part in &parts {
+            let items: usize = part.items.iter().map(|i| encoded_len(i).unwrap()).sum();
+            assert!(items <= one * 2 + 5);
+        }
+        assert_eq!(
+            sizes(&split(&mut result(&[1, 1]), 10_000).unwrap()),
+            vec![vec![0, 1]]
+        );
+        assert_eq!(
+            split(&mut result(&[]), 100).unwrap().len(),
+            1,
+            "an empty batch still answers"
+        );
+    }
+
+    #[test]
+    fn an_answer_too_large_alone_becomes_too_large_and_the_rest_travel() {
+        let mut r = result(&[10, 5000, 10]);
+        let parts = split(&mut r, 1000).unwrap();
+        assert_eq!(sizes(&parts), vec![vec![0, 1, 2]]);
+        assert!(matches!(
+            r.items[1].outcome,
+            ItemOutcome::TooLarge { size, limit: 1000 } if size > 5000
+        ));
+        assert_eq!(parts[0].items[1].outcome, r.items[1].outcome);
+        assert!(matches!(r.items[0].outcome, ItemOutcome::Ok(_)));
     }
 }

@@ -67,7 +67,7 @@ impl Report {
         let failed = result
             .items
             .iter()
-            .filter(|i| matches!(i.outcome, ItemOutcome::Error(_)))
+            .filter(|i| !matches!(i.outcome, ItemOutcome::Ok(_)))
             .count();
         let ok = result.items.len() - failed;
         let outcome = if failed == 0 { "ok" } else { "error" };
@@ -83,12 +83,15 @@ impl Report {
         for item in &result.items {
             let error = match &item.outcome {
                 ItemOutcome::Ok(_) => None,
-                ItemOutcome::Error(e) => Some(e.as_str()),
+                ItemOutcome::Error(e) => Some(e.clone()),
+                ItemOutcome::TooLarge { size, limit } => Some(format!(
+                    "result of {size} bytes over the {limit}-byte limit"
+                )),
             };
             tracing::info!(request_id = %item.request_id, batch_id = %d.batch.batch_id,
                 worker_id = %self.worker_id, task = %d.batch.task, attempt = d.attempt,
                 latency_ms = result.compute_ms,
-                outcome = if error.is_none() { "ok" } else { "error" }, error, "task done");
+                outcome = if error.is_none() { "ok" } else { "error" }, error = error.as_deref(), "task done");
         }
         self.events
             .emit("completed", d.batch_ref(), result.compute_ms, None)

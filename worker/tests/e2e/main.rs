@@ -12,6 +12,7 @@ mod compose;
 mod dashboard;
 mod front_door;
 mod fuzz;
+mod payload;
 mod permissions;
 mod pipeline;
 mod stack;

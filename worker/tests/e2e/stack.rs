@@ -13,6 +13,16 @@ use tokio_util::sync::CancellationToken;
 /// The worker binary cargo built for these tests (always current).
 pub const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 
+/// What a test may change about its stack.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Setup {
+    /// The gateway reaches nats-server through a [`CutProxy`] (`gateway_link`)
+    /// the test can cut; workers connect directly.
+    pub cut_link: bool,
+    /// nats-server's `max_payload`, instead of the 8 MiB of our `nats.conf`.
+    pub max_payload: Option<usize>,
+}
+
 /// A running stack; everything stops when it is dropped.
 pub struct Stack {
     pub nats: NatsServer,
@@ -27,17 +37,15 @@ pub struct Stack {
 impl Stack {
     /// Start nats, `workers` workers and a gateway with extra gateway flags.
     pub async fn start(workers: usize, gateway_flags: &[&str]) -> Stack {
-        Self::start_with(workers, gateway_flags, false).await
+        Self::start_with(workers, gateway_flags, Setup::default()).await
     }
 
-    /// As [`Stack::start`], but the gateway reaches nats-server through a
-    /// [`CutProxy`] (`gateway_link`) the test can cut; workers connect directly.
-    pub async fn start_with_cuttable_gateway_link(workers: usize, gateway_flags: &[&str]) -> Stack {
-        Self::start_with(workers, gateway_flags, true).await
-    }
-
-    async fn start_with(workers: usize, gateway_flags: &[&str], cuttable: bool) -> Stack {
-        let nats = NatsServer::start();
+    /// As [`Stack::start`], with the non-default parts of `setup`.
+    pub async fn start_with(workers: usize, gateway_flags: &[&str], setup: Setup) -> Stack {
+        let nats = match setup.max_payload {
+            Some(bytes) => NatsServer::start_with_max_payload(bytes),
+            None => NatsServer::start(),
+        };
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         let model = model_dir();
@@ -62,7 +70,7 @@ impl Stack {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let gateway_link = match cuttable {
+        let gateway_link = match setup.cut_link {
             true => Some(CutProxy::start(nats.addr()).await),
             false => None,
         };

@@ -2,7 +2,7 @@
 //! load: results published during each gap must still reach their clients.
 
 use super::{assert_answered_once, report, LIMIT};
-use crate::stack::Stack;
+use crate::stack::{Setup, Stack};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,7 +14,11 @@ const CUT_EVERY: Duration = Duration::from_millis(300);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn results_survive_the_gateway_connection_being_cut_under_load() {
     tokio::time::timeout(LIMIT, async {
-        let stack = Stack::start_with_cuttable_gateway_link(2, &[]).await;
+        let setup = Setup {
+            cut_link: true,
+            ..Setup::default()
+        };
+        let stack = Stack::start_with(2, &[], setup).await;
         let link = stack.gateway_link.as_ref().expect("a cuttable link");
         let cutting = AtomicBool::new(true);
         // 32 closed-loop clients, sending until the last cut is behind them.
