@@ -2,9 +2,9 @@
 
 use crate::state::{Snapshot, StackState};
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::Stream;
@@ -62,7 +62,34 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// An error in the gateway's JSON envelope, `{"error": code, "message": ...}`,
+/// so every client of the stack reads one shape.
+fn envelope(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({"error": code, "message": message});
+    (status, Json(body)).into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    let message = format!("no route {}", uri.path());
+    envelope(StatusCode::NOT_FOUND, "not_found", message)
+}
+
+/// axum adds the `Allow` header.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let message = format!(
+        "{method} is not allowed on {}; see the Allow header",
+        uri.path()
+    );
+    envelope(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    )
 }
 
 async fn snapshot(State(state): State<Arc<AppState>>) -> impl IntoResponse {

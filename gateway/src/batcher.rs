@@ -65,6 +65,7 @@ pub trait Unanswered: Send + 'static {
 pub struct Batcher {
     tx: mpsc::Sender<Sized>,
     max_bytes: usize,
+    max_tokens: usize,
 }
 
 /// Why the batcher did not take a request.
@@ -73,6 +74,14 @@ pub enum SubmitError {
     /// The batcher task has stopped (the gateway is shutting down).
     #[error("the batcher has stopped")]
     Stopped,
+    /// The request would cost more model tokens than `MAX_REQUEST_TOKENS`.
+    #[error("the request would cost about {tokens} model tokens; at most {limit} are allowed (MAX_REQUEST_TOKENS)")]
+    TooCostly {
+        /// Its estimated tokens.
+        tokens: usize,
+        /// `MAX_REQUEST_TOKENS`.
+        limit: usize,
+    },
     /// The request alone takes more bytes than a batch may hold, so no batch
     /// could ever carry it.
     #[error("the request takes {size} bytes; a batch holds at most {limit}")]
@@ -102,12 +111,23 @@ impl Batcher {
     ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(run(args, max_bytes, rx, unanswered, sink));
-        Self { tx, max_bytes }
+        Self {
+            tx,
+            max_bytes,
+            max_tokens: args.max_request_tokens,
+        }
     }
 
-    /// Hand a request to the batcher; one that could never fit in a batch is
-    /// refused here, before anything is queued.
+    /// Hand a request to the batcher; one that would cost too much, or could
+    /// never fit in a batch, is refused here, before anything is queued.
     pub async fn submit(&self, queued: Queued) -> Result<(), SubmitError> {
+        let tokens = queued.item.input.estimated_tokens();
+        if tokens > self.max_tokens {
+            return Err(SubmitError::TooCostly {
+                tokens,
+                limit: self.max_tokens,
+            });
+        }
         let bytes = protocol::encode(&queued.item).map_or(usize::MAX, |b| b.len());
         if bytes > self.max_bytes {
             return Err(SubmitError::TooLarge {

@@ -15,6 +15,7 @@ pub struct Counters {
     timed_out: AtomicU64,
     rejected: AtomicU64,
     duplicates_dropped: AtomicU64,
+    client_gone: AtomicU64,
 }
 
 macro_rules! bump {
@@ -38,6 +39,7 @@ bump! {
     timed_out => timed_out,
     rejected => rejected,
     duplicate => duplicates_dropped,
+    client_gone => client_gone,
 }
 
 impl Counters {
@@ -52,6 +54,7 @@ impl Counters {
             timed_out: get(&self.timed_out),
             rejected: get(&self.rejected),
             duplicates_dropped: get(&self.duplicates_dropped),
+            client_gone: get(&self.client_gone),
         }
     }
 }

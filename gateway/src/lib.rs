@@ -85,6 +85,11 @@ pub async fn run(
         counters.clone(),
         request_log::RequestLog::new(args.request_log_size),
     ));
+    {
+        // A request forgotten unanswered: its client left, or it timed out.
+        let report = report.clone();
+        waiters.on_give_up(move |id| report.gave_up(id));
+    }
     tokio::spawn(results::route(
         results,
         waiters.clone(),

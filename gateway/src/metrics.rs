@@ -24,6 +24,12 @@ pub fn request_refused(code: &'static str) {
     metrics::counter!("jetinfer_gateway_refused_total", "code" => code).increment(1);
 }
 
+/// An accepted request's client hung up before its answer. Its own counter:
+/// the task is not known where the waiter is dropped.
+pub fn client_gone() {
+    metrics::counter!("jetinfer_gateway_client_gone_total").increment(1);
+}
+
 /// A batch of `size` requests was published (or failed to be).
 pub fn batch_published(task: Task, size: usize, stored: bool) {
     let outcome = if stored { "stored" } else { "refused" };

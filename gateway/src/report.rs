@@ -12,7 +12,8 @@ use crate::request_log::RequestLog;
 use axum::http::StatusCode;
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{preview, RequestRecord, Task, TaskOutput};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// How one accepted request ended: what its record and metrics are made of.
@@ -40,6 +41,9 @@ pub struct Report {
     nats: async_nats::Client,
     counters: Arc<Counters>,
     log: RequestLog,
+    /// Requests answered with a timeout whose waiter the handler has yet to
+    /// drop: when it does, the client did not leave ([`Report::gave_up`]).
+    timed_out: Mutex<HashSet<Uuid>>,
 }
 
 impl Report {
@@ -56,6 +60,7 @@ impl Report {
             nats,
             counters,
             log,
+            timed_out: Mutex::default(),
         }
     }
 
@@ -114,6 +119,7 @@ impl Report {
             Err(e) => {
                 if matches!(e, ApiError::Timeout { .. }) {
                     self.counters.timed_out();
+                    self.timed_out().insert(request_id);
                 }
                 self.counters.failed();
                 let (status, code, _) = e.parts();
@@ -140,12 +146,36 @@ impl Report {
         self.log.push(record);
     }
 
-    /// A result found nobody waiting: its request was answered already (a
-    /// redelivered batch computed twice) or its client stopped waiting.
+    fn timed_out(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        // Single inserts and removes: a panic cannot leave the set inconsistent.
+        self.timed_out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The handler of `request_id` stopped waiting before any answer came:
+    /// after its timeout (reported already by [`Report::answered`]) or
+    /// because its client hung up, which is counted here.
+    pub fn gave_up(&self, request_id: Uuid) {
+        if self.timed_out().remove(&request_id) {
+            return;
+        }
+        self.counters.client_gone();
+        metrics::client_gone();
+        tracing::info!(request_id = %request_id, "client hung up before the answer");
+    }
+
+    /// A result came for a request given up on (timed out, client gone): the
+    /// answer was late, not computed twice.
+    pub fn late_result(&self, request_id: Uuid, batch_id: Uuid, worker_id: &str) {
+        tracing::debug!(request_id = %request_id, batch_id = %batch_id,
+            worker_id = %worker_id, "late result for a request given up on dropped");
+    }
+
+    /// A result found nobody waiting and nobody given up on: its request was
+    /// answered already (a redelivered batch computed twice).
     pub fn duplicate_result(&self, request_id: Uuid, batch_id: Uuid, worker_id: &str) {
         self.counters.duplicate();
         tracing::debug!(request_id = %request_id, batch_id = %batch_id,
-            worker_id = %worker_id, "late or duplicate result dropped");
+            worker_id = %worker_id, "duplicate result dropped");
     }
 }
 

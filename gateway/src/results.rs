@@ -9,6 +9,8 @@
 //!
 //! The first result for a request wins; a later one (a redelivered batch that
 //! was computed twice) finds no waiter and is counted as a dropped duplicate.
+//! A result for a request given up on (timed out, client gone) is late, not a
+//! duplicate, and is only logged.
 
 use crate::report::Report;
 use crate::stored_batches::StoredBatches;
@@ -84,7 +86,12 @@ pub async fn route(
                 attempt: batch.attempt,
                 outcome: item.outcome,
             };
-            if !waiters.answer(item.request_id, reply) {
+            if waiters.answer(item.request_id, reply) {
+                continue;
+            }
+            if waiters.gave_up_on(item.request_id) {
+                report.late_result(item.request_id, batch.batch_id, &batch.worker_id);
+            } else {
                 report.duplicate_result(item.request_id, batch.batch_id, &batch.worker_id);
             }
         }

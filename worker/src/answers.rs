@@ -7,9 +7,12 @@
 use crate::backend::{thread::BackendThread, BackendError};
 use jetinfer_shared::protocol::{BatchItem, ItemOutcome, ScoredCandidate, TaskInput, TaskOutput};
 
-/// Dot product; equals cosine similarity for L2-normalised vectors.
+/// Dot product; equals cosine similarity for L2-normalised vectors. f32
+/// rounding can carry it just past ±1 (a text with itself scored
+/// 1.0000004), so it is clamped to the documented [-1, 1].
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    dot.clamp(-1.0, 1.0)
 }
 
 /// Softmax of `cos / temperature`: turns similarities into probabilities.
@@ -158,6 +161,24 @@ mod tests {
         assert_eq!(scores[0].text, "near");
         assert!((scores[0].score - 0.8).abs() < 1e-6);
         assert_eq!(scores[1].score, 0.0);
+    }
+
+    /// f32 rounding makes a unit vector's dot product with itself exceed 1.
+    #[test]
+    fn similarity_scores_stay_within_minus_one_and_one() {
+        let input = TaskInput::Similarity {
+            query: "q".into(),
+            candidates: vec!["same".into(), "opposite".into()],
+        };
+        let v = vec![0.6000001_f32, 0.8000001];
+        let w: Vec<f32> = v.iter().map(|x| -x).collect();
+        let dot: f32 = v.iter().map(|x| x * x).sum();
+        assert!(dot > 1.0, "the rounding this test is about");
+        let TaskOutput::Similarity { scores } = answer(&input, &[v.clone(), v, w], 0.05) else {
+            panic!("wrong output shape")
+        };
+        assert_eq!(scores[0].score, 1.0);
+        assert_eq!(scores[1].score, -1.0);
     }
 
     #[test]

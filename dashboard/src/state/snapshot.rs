@@ -32,6 +32,8 @@ pub struct Metrics {
     pub failed: u64,
     /// Summed over gateways.
     pub retried: u64,
+    /// Summed over gateways: clients that hung up before their answer.
+    pub client_gone: u64,
     /// Pending + in flight batches in the work queue.
     pub queue_depth: u64,
     /// Requests finished per second over the last minute.
@@ -83,6 +85,7 @@ impl StackState {
                 completed: a.completed + g.completed,
                 failed: a.failed + g.failed,
                 retried: a.retried + g.retried,
+                client_gone: a.client_gone + g.client_gone,
                 ..a
             });
         let metrics = Metrics {
@@ -90,6 +93,7 @@ impl StackState {
             completed: totals.completed,
             failed: totals.failed,
             retried: totals.retried,
+            client_gone: totals.client_gone,
             queue_depth: self.queue.pending + self.queue.in_flight,
             requests_per_s: window.requests_per_s,
             p50_ms: window.p50,

@@ -47,6 +47,7 @@ impl Harness {
         let args = BatchArgs {
             batch_max_size,
             batch_max_wait_ms: MAX_WAIT.as_millis() as u64,
+            max_request_tokens: 400,
         };
         let waiting = Waiting::default();
         let (sink, flushed) = mpsc::unbounded_channel();
@@ -240,4 +241,26 @@ async fn a_request_no_batch_could_carry_is_refused_at_once() {
     h.try_submit(2, N, EMBED, "x")
         .await
         .expect("a small one still fits");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_over_the_token_budget_is_refused_at_once() {
+    let h = Harness::new(10);
+    // A query and a candidate of 256 tokens each, against a budget of 400.
+    let refused = h
+        .try_submit(1, N, Task::Similarity, &"word ".repeat(1000))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(SubmitError::TooCostly {
+                tokens: 512,
+                limit: 400
+            })
+        ),
+        "{refused:?}"
+    );
+    h.try_submit(2, N, Task::Similarity, "short")
+        .await
+        .expect("a cheap one is taken");
 }

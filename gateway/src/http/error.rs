@@ -17,8 +17,19 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidJson(String),
     /// The body is not declared as JSON.
-    #[error("expected `Content-Type: application/json`")]
+    #[error("expected `Content-Type: application/json` (or another `application/*+json`)")]
     UnsupportedMediaType,
+    /// No route has this path.
+    #[error("no route {0}; see /openapi.json")]
+    NotFound(String),
+    /// The path exists, not with this method (the `Allow` header lists the methods it has).
+    #[error("{method} is not allowed on {path}; see the Allow header")]
+    MethodNotAllowed {
+        /// The method sent.
+        method: String,
+        /// The path it was sent to.
+        path: String,
+    },
     /// The body exceeds `MAX_BODY_BYTES`.
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -44,9 +55,15 @@ pub enum ApiError {
         /// The refused request.
         request_id: Uuid,
     },
-    /// A field the API does not know (often a typo).
-    #[error("unknown field `{0}`; allowed: task, input, labels, priority")]
-    UnknownField(String),
+    /// A field the API does not know (often a typo), with the fields its
+    /// object does know, so the fix is in the message.
+    #[error("unknown field `{field}`; allowed: {}", allowed.join(", "))]
+    UnknownField {
+        /// The field, with its path (`input.k`).
+        field: String,
+        /// The fields of the object it was found in.
+        allowed: &'static [&'static str],
+    },
     /// `task` names no task.
     #[error("{0}")]
     UnknownTask(String),
@@ -140,8 +157,14 @@ impl ApiError {
                 Some(*request_id),
             ),
             ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query", None),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
             ApiError::MissingField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "missing_field", None),
-            ApiError::UnknownField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_field", None),
+            ApiError::UnknownField { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "unknown_field", None)
+            }
             ApiError::UnknownTask(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_task", None),
             ApiError::InvalidInput(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", None),
             ApiError::TooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "input_too_large", None),

@@ -129,7 +129,7 @@ fn read(
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
         None => Ok(()),
-        Some(Ok(v)) if v.trim_start().starts_with("application/json") => Ok(()),
+        Some(Ok(v)) if super::request::is_json(v) => Ok(()),
         Some(_) => Err(ApiError::UnsupportedMediaType),
     }
 }
@@ -156,6 +156,7 @@ async fn submit<'a>(
     state.batcher.submit(queued).await.map_err(|e| match e {
         SubmitError::Stopped => ApiError::ShuttingDown,
         SubmitError::TooLarge { size, limit } => ApiError::MessageTooLarge { size, limit },
+        SubmitError::TooCostly { .. } => ApiError::TooLarge(e.to_string()),
     })?;
     state.report.submitted();
     Ok((waiting, answer))

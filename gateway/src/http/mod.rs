@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`auth`]: optional API keys (bearer tokens).
 //! - [`admission`]: the `MAX_IN_FLIGHT` slots; a request without one gets 429.
-//! - [`error`]: `ApiError`, the one JSON error shape and its status codes.
+//! - [`error`]: `ApiError`, the one JSON error shape and its status codes;
+//!   unknown paths, wrong methods and non-JSON bodies get it too (here).
 //! - [`request`]: the body of `POST /infer`, one type per task shape, described in the OpenAPI document.
 //! - [`validate`]: JSON body → [`request::InferRequest`], with the documented limits.
 //! - [`infer`]: `POST /infer`, step by step: read, admit, submit, await the reply, respond.
@@ -25,9 +26,11 @@ use crate::config::Limits;
 use crate::report::Report;
 use crate::waiters::Waiters;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
+use error::ApiError;
 use std::sync::Arc;
 
 /// Everything a handler needs; built once by `run`.
@@ -68,6 +71,52 @@ pub fn app(state: Arc<AppState>, keys: auth::ApiKeys) -> Router {
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
         .route("/openapi.json", get(openapi::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// Unknown paths get the JSON error envelope too.
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}
+
+/// A known path with another method: the envelope, and axum adds `Allow`.
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request::is_json;
+
+    #[test]
+    fn json_media_types_as_the_rfc_spells_them() {
+        for json in [
+            "application/json",
+            "APPLICATION/JSON",
+            "application/json; charset=utf-8",
+            " Application/Json ;charset=UTF-8",
+            "application/problem+json",
+            "application/vnd.api+JSON",
+        ] {
+            assert!(is_json(json), "{json}");
+        }
+        for other in [
+            "application/jsonx",
+            "application/json-seq",
+            "application/+json",
+            "text/json",
+            "application/x-www-form-urlencoded",
+            "json",
+            "",
+            "application/ json",
+        ] {
+            assert!(!is_json(other), "{other}");
+        }
+    }
 }

@@ -7,7 +7,7 @@
 
 use super::error::ErrorBody;
 use super::infer::InferResponse;
-use super::request::{InferRequest, SimilarityInput, Text};
+use super::request::{InferRequest, Labels, SimilarityInput, Text};
 use super::status::{ConsumerStatus, Health, QueueStatus, Readiness, Status, WorkerStatus};
 use axum::Json;
 use jetinfer_shared::protocol::{
@@ -68,7 +68,7 @@ impl Modify for ClosedShapes {
         openapi,
     ),
     components(schemas(
-        InferRequest, SimilarityInput, Text, InferResponse, TaskOutput, ScoredCandidate, Task,
+        InferRequest, SimilarityInput, Text, Labels, InferResponse, TaskOutput, ScoredCandidate, Task,
         Priority, ErrorBody,
         Status, WorkerStatus, Heartbeat, QueueStatus, ConsumerStatus, GatewayStats,
         RequestRecord, Health, Readiness,
@@ -88,7 +88,7 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 mod tests {
     use super::*;
     use crate::config::{Limits, DEFAULT_MAX_INPUT_CHARS, DEFAULT_MAX_ITEMS};
-    use crate::http::validate;
+    use crate::http::{request, validate};
     use serde_json::{json, Value};
 
     #[test]
@@ -145,6 +145,11 @@ mod tests {
             r#"{"task":"embed","input":"a","priority":"urgent"}"#,
             r#"{"task":"embed","input":" "}"#,
             r#"{"task":"embed","input":""}"#,
+            r#"{"task":"embed","input":"\u200b\u00ad"}"#,
+            r#"{"task":"embed","input":"\u0000"}"#,
+            r#"{"task":"embed","input":"e\u0301"}"#,
+            r#"{"task":"classify","input":"a","labels":["x","x"]}"#,
+            r#"{"task":"classify","input":"a","labels":["x","X"]}"#,
             r#"{"task":"dance","input":"a"}"#,
             r#"{"task":"embed"}"#,
             r#"{"input":"a"}"#,
@@ -227,11 +232,39 @@ mod tests {
             "minLength" => chars(value).is_none_or(|n| n >= rule.as_u64().unwrap()),
             "maxLength" => chars(value).is_none_or(|n| n <= rule.as_u64().unwrap()),
             "pattern" => {
-                assert_eq!(rule, r"\S", "only the not-blank pattern is described");
-                value.as_str().is_none_or(|s| !s.trim().is_empty())
+                let visible = request::visible_pattern();
+                assert_eq!(rule, &visible, "only the visible-text pattern is described");
+                value.as_str().is_none_or(|s| {
+                    let described = s.chars().any(|c| outside_class(&visible, c));
+                    assert_eq!(described, request::has_visible(s), "{s:?}");
+                    described
+                })
+            }
+            "uniqueItems" => {
+                assert_eq!(rule, &Value::Bool(true), "only unique lists are described");
+                let unique =
+                    |a: &Vec<Value>| a.iter().enumerate().all(|(i, v)| !a[..i].contains(v));
+                value.as_array().is_none_or(unique)
             }
             other => panic!("the request schema uses `{other}`, which this check does not know"),
         })
+    }
+
+    /// Is `c` outside the pattern's negated class `[^\uXXXX-\uYYYY...]`?
+    /// Reads the pattern text itself, so a wrong escape fails here.
+    fn outside_class(pattern: &str, c: char) -> bool {
+        let ranges = pattern.strip_prefix("[^").and_then(|p| p.strip_suffix(']'));
+        let ranges = ranges.expect("a negated character class");
+        let code = |hex: &str| u32::from_str_radix(hex, 16).expect("four hex digits");
+        !ranges
+            .split("\\u")
+            .skip(1)
+            .collect::<Vec<_>>()
+            .chunks(2)
+            .any(|pair| {
+                let (lo, hi) = (code(pair[0].trim_end_matches('-')), code(pair[1]));
+                (lo..=hi).contains(&(c as u32))
+            })
     }
 
     fn has_type(name: &Value, value: &Value) -> bool {

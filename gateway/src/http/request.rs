@@ -10,16 +10,70 @@
 //! schema attribute, with the defaults of `MAX_INPUT_CHARS` and `MAX_ITEMS`;
 //! a test holds the served schema to `parse`'s verdict on the same bodies.
 
-use crate::config::DEFAULT_MAX_INPUT_CHARS;
+use crate::config::{DEFAULT_MAX_INPUT_CHARS, DEFAULT_MAX_ITEMS};
 use jetinfer_shared::protocol::{Priority, TaskInput};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
 /// Labels used when a classify request gives none (sentiment).
 pub const DEFAULT_LABELS: [&str; 2] = ["positive", "negative"];
 
-/// A checked text: not blank, at most `MAX_INPUT_CHARS` characters.
+/// Characters that show nothing, or that the model's normaliser drops
+/// (controls, format characters, combining marks, private use): whitespace,
+/// Cc, Cf, Co and the combining-mark blocks of the Basic Multilingual Plane.
+/// A text made only of them would be embedded as the empty text, so a text
+/// needs one character outside these ranges. One table serves validation and
+/// the schema's `pattern`, so the two cannot disagree. Characters outside the
+/// BMP and unassigned code points count as visible.
+const INVISIBLE: [(char, char); 27] = [
+    ('\0', ' '),              // C0 controls, tab, newline, space
+    ('\u{7f}', '\u{a0}'),     // DEL, C1 controls, no-break space
+    ('\u{ad}', '\u{ad}'),     // soft hyphen
+    ('\u{300}', '\u{36f}'),   // combining diacritical marks, grapheme joiner
+    ('\u{483}', '\u{489}'),   // Cyrillic combining marks
+    ('\u{600}', '\u{605}'),   // Arabic number signs
+    ('\u{61c}', '\u{61c}'),   // Arabic letter mark
+    ('\u{6dd}', '\u{6dd}'),   // Arabic end of ayah
+    ('\u{70f}', '\u{70f}'),   // Syriac abbreviation mark
+    ('\u{890}', '\u{891}'),   // Arabic pound and piastre marks
+    ('\u{8e2}', '\u{8e2}'),   // Arabic disputed end of ayah
+    ('\u{1680}', '\u{1680}'), // Ogham space
+    ('\u{180e}', '\u{180e}'), // Mongolian vowel separator
+    ('\u{1ab0}', '\u{1aff}'), // combining diacritical marks extended
+    ('\u{1dc0}', '\u{1dff}'), // combining diacritical marks supplement
+    ('\u{2000}', '\u{200f}'), // spaces, zero-width space and joiners, direction marks
+    ('\u{2028}', '\u{202f}'), // line and paragraph separators, embeddings, narrow space
+    ('\u{205f}', '\u{206f}'), // math space, word joiner, invisible operators, isolates
+    ('\u{20d0}', '\u{20ff}'), // combining marks for symbols
+    ('\u{3000}', '\u{3000}'), // ideographic space
+    ('\u{e000}', '\u{f8ff}'), // private use
+    ('\u{fe00}', '\u{fe0f}'), // variation selectors
+    ('\u{fe20}', '\u{fe2f}'), // combining half marks
+    ('\u{feff}', '\u{feff}'), // zero-width no-break space (BOM)
+    ('\u{fff9}', '\u{fffb}'), // interlinear annotation
+    ('\u{fffc}', '\u{fffc}'), // object replacement character
+    ('\u{fffd}', '\u{fffd}'), // replacement character, dropped by the model
+];
+
+/// Does `text` have a character the model sees?
+pub fn has_visible(text: &str) -> bool {
+    text.chars()
+        .any(|c| !INVISIBLE.iter().any(|&(lo, hi)| (lo..=hi).contains(&c)))
+}
+
+/// The schema's form of [`has_visible`]: one character outside
+/// [`INVISIBLE`], written with `\uXXXX` escapes that both ECMA-262 and
+/// Python regular expressions read.
+pub fn visible_pattern() -> String {
+    let ranges: String = INVISIBLE
+        .iter()
+        .map(|&(lo, hi)| format!("\\u{:04x}-\\u{:04x}", lo as u32, hi as u32))
+        .collect();
+    format!("[^{ranges}]")
+}
+
+/// A checked text: one visible character or more, at most `MAX_INPUT_CHARS` characters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Text(pub String);
 
@@ -28,16 +82,52 @@ impl PartialSchema for Text {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .description(Some(format!(
-                "Not blank; at most MAX_INPUT_CHARS (default {DEFAULT_MAX_INPUT_CHARS}) characters."
+                "At least one visible character (not only whitespace, control, format or combining characters); at most MAX_INPUT_CHARS (default {DEFAULT_MAX_INPUT_CHARS}) characters."
             )))
             .min_length(Some(1))
             .max_length(Some(DEFAULT_MAX_INPUT_CHARS))
-            .pattern(Some(r"\S"))
+            .pattern(Some(visible_pattern()))
             .into()
     }
 }
 
 impl ToSchema for Text {}
+
+/// Labels of a classify request, each different: a label given twice would
+/// split its probability and answer a question nobody asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labels(pub Vec<Text>);
+
+impl PartialSchema for Labels {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(Ref::from_schema_name("Text"))
+            .description(Some(format!(
+                "2 to MAX_ITEMS (default {DEFAULT_MAX_ITEMS}) different label names; default `[\"positive\", \"negative\"]`."
+            )))
+            .min_items(Some(2))
+            .max_items(Some(DEFAULT_MAX_ITEMS))
+            .unique_items(true)
+            .into()
+    }
+}
+
+impl ToSchema for Labels {}
+
+/// Is a `Content-Type` value JSON (RFC 9110 §8.3.1)? The type and subtype are
+/// case-insensitive, `application/json` or any `application/*+json`, and
+/// parameters (`; charset=utf-8`) are allowed.
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let subtype = subtype.to_ascii_lowercase();
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    kind.eq_ignore_ascii_case("application")
+        && token(&subtype)
+        && (subtype == "json" || subtype.strip_suffix("+json").is_some_and(token))
+}
 
 /// Query and candidates of a similarity request.
 #[derive(Debug, Clone, PartialEq, ToSchema)]
@@ -73,9 +163,8 @@ pub enum InferRequest {
     Classify {
         /// The text to classify.
         input: Text,
-        /// 2 to `MAX_ITEMS` (default 256) label names; default `["positive", "negative"]`.
-        #[schema(min_items = 2, max_items = 256)]
-        labels: Option<Vec<Text>>,
+        /// The labels to choose from.
+        labels: Option<Labels>,
         /// Queue to wait in.
         priority: Option<Priority>,
     },
@@ -112,7 +201,7 @@ impl InferRequest {
                 text: input.0,
                 labels: labels.map_or_else(
                     || DEFAULT_LABELS.iter().map(|l| l.to_string()).collect(),
-                    texts,
+                    |labels| texts(labels.0),
                 ),
             },
             Self::Echo { input, .. } => TaskInput::Echo { text: input.0 },

@@ -6,12 +6,13 @@
 //! describes ([`super::request`]).
 
 use super::error::ApiError;
-use super::request::{InferRequest, SimilarityInput, Text};
+use super::request::{has_visible, InferRequest, Labels, SimilarityInput, Text};
 use crate::config::Limits;
 use jetinfer_shared::protocol::{Priority, Task};
 use serde_json::{Map, Value};
 
-const FIELDS: [&str; 4] = ["task", "input", "labels", "priority"];
+const FIELDS: &[&str] = &["task", "input", "labels", "priority"];
+const SIMILARITY_FIELDS: &[&str] = &["query", "candidates"];
 
 /// Validate a raw body against `limits`.
 pub fn parse(body: &[u8], limits: &Limits) -> Result<InferRequest, ApiError> {
@@ -21,7 +22,10 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<InferRequest, ApiError> {
         return Err(ApiError::InvalidJson("body must be a JSON object".into()));
     };
     if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::UnknownField(unknown.clone()));
+        return Err(ApiError::UnknownField {
+            field: unknown.clone(),
+            allowed: FIELDS,
+        });
     }
     let task: Task = match fields.get("task") {
         None | Some(Value::Null) => return Err(ApiError::MissingField("task")),
@@ -68,14 +72,14 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<InferRequest, ApiError> {
     })
 }
 
-/// A non-blank string within the length limit.
+/// A string with a visible character ([`has_visible`]), within the length limit.
 fn text(value: &Value, field: &str, limits: &Limits) -> Result<Text, ApiError> {
     let Value::String(s) = value else {
         return Err(ApiError::InvalidInput(format!(
             "`{field}` must be a string"
         )));
     };
-    if s.trim().is_empty() {
+    if !has_visible(s) {
         return Err(ApiError::InvalidInput(format!(
             "`{field}` must not be empty"
         )));
@@ -122,8 +126,14 @@ fn similarity(input: &Value, limits: &Limits) -> Result<SimilarityInput, ApiErro
             "`input` of task `similarity` must be an object {\"query\": string, \"candidates\": [string, ...]}".into(),
         ));
     };
-    if let Some(unknown) = obj.keys().find(|k| *k != "query" && *k != "candidates") {
-        return Err(ApiError::UnknownField(format!("input.{unknown}")));
+    if let Some(unknown) = obj
+        .keys()
+        .find(|k| !SIMILARITY_FIELDS.contains(&k.as_str()))
+    {
+        return Err(ApiError::UnknownField {
+            field: format!("input.{unknown}"),
+            allowed: SIMILARITY_FIELDS,
+        });
     }
     let query = obj
         .get("query")
@@ -137,8 +147,8 @@ fn similarity(input: &Value, limits: &Limits) -> Result<SimilarityInput, ApiErro
     })
 }
 
-/// The labels given, or `None` for the default ones.
-fn labels(fields: &Map<String, Value>, limits: &Limits) -> Result<Option<Vec<Text>>, ApiError> {
+/// The labels given, each once, or `None` for the default ones.
+fn labels(fields: &Map<String, Value>, limits: &Limits) -> Result<Option<Labels>, ApiError> {
     let Some(value) = fields.get("labels").filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -148,7 +158,15 @@ fn labels(fields: &Map<String, Value>, limits: &Limits) -> Result<Option<Vec<Tex
             "`labels` needs at least two labels to choose from".into(),
         ));
     }
-    Ok(Some(labels))
+    for (later, label) in labels.iter().enumerate() {
+        if let Some(first) = labels[..later].iter().position(|l| l == label) {
+            return Err(ApiError::InvalidInput(format!(
+                "`labels` lists {:?} twice (labels[{first}] and labels[{later}]); each label must be different",
+                label.0
+            )));
+        }
+    }
+    Ok(Some(Labels(labels)))
 }
 
 #[cfg(test)]
@@ -244,5 +262,71 @@ mod tests {
             assert!(status.is_client_error(), "{body}");
             assert_eq!(got, code, "{body}");
         }
+    }
+
+    /// The model drops controls, format characters and combining marks: a
+    /// text made only of them would be embedded as the empty text.
+    #[test]
+    fn text_without_a_visible_character_is_empty() {
+        use serde_json::json;
+        let blanks = [
+            "\u{200b}",
+            "\0",
+            "\u{ad}",
+            "\u{301}\u{308}",
+            " \u{feff}\u{2060} ",
+            "\u{200d}\t",
+        ];
+        for blank in blanks {
+            let bodies = [
+                json!({"task": "embed", "input": blank}),
+                json!({"task": "similarity", "input": {"query": blank, "candidates": ["a"]}}),
+                json!({"task": "similarity", "input": {"query": "q", "candidates": ["a", blank]}}),
+                json!({"task": "classify", "input": "x", "labels": ["a", blank]}),
+            ];
+            for body in bodies {
+                let error = check(&body.to_string()).expect_err("blank");
+                assert_eq!(error.parts().1, "invalid_input", "{body}");
+                assert!(
+                    error.to_string().ends_with("must not be empty"),
+                    "{body}: {error}"
+                );
+            }
+        }
+        for visible in ["e\u{301}", "\u{e9}", "a\u{200b}", "\u{4e2d}"] {
+            let body = json!({"task": "embed", "input": visible});
+            assert!(check(&body.to_string()).is_ok(), "{body}");
+        }
+    }
+
+    #[test]
+    fn duplicate_labels_are_named() {
+        let error = check(r#"{"task":"classify","input":"x","labels":["good","bad","good"]}"#)
+            .expect_err("a label twice");
+        assert_eq!(error.parts().1, "invalid_input");
+        let message = error.to_string();
+        assert!(message.contains(r#""good""#), "{message}");
+        assert!(
+            message.contains("labels[0]") && message.contains("labels[2]"),
+            "{message}"
+        );
+        assert!(check(r#"{"task":"classify","input":"x","labels":["good","Good"]}"#).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_nested_field_lists_the_nested_ones() {
+        let error =
+            check(r#"{"task":"similarity","input":{"query":"q","candidates":["a"],"k":1}}"#)
+                .expect_err("k is not a field");
+        assert_eq!(error.parts().1, "unknown_field");
+        assert_eq!(
+            error.to_string(),
+            "unknown field `input.k`; allowed: query, candidates"
+        );
+        let error = check(r#"{"task":"embed","input":"x","lables":["a"]}"#).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "unknown field `lables`; allowed: task, input, labels, priority"
+        );
     }
 }

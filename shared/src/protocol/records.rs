@@ -113,6 +113,11 @@ pub struct GatewayStats {
     pub timed_out: u64,
     /// Refused at validation (4xx).
     pub rejected: u64,
-    /// Results that arrived for an already answered request (redelivery duplicates).
+    /// Results that arrived for an already answered request (redelivery
+    /// duplicates). A late result for a request given up on (timed out,
+    /// client gone) is not one.
     pub duplicates_dropped: u64,
+    /// Accepted requests whose client hung up before the answer came.
+    #[serde(default)]
+    pub client_gone: u64,
 }

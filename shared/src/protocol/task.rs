@@ -182,6 +182,21 @@ impl TaskInput {
         }
     }
 
+    /// Estimated model tokens of this request: about four bytes per word piece
+    /// plus `[CLS]`/`[SEP]`, at most the 256 the model reads, per text; echo
+    /// needs no model. An estimate is enough to budget compute (the gateway's
+    /// `MAX_REQUEST_TOKENS`, a worker's merged passes) without the tokenizer.
+    pub fn estimated_tokens(&self) -> usize {
+        match self {
+            TaskInput::Echo { .. } => 0,
+            _ => self
+                .texts()
+                .iter()
+                .map(|text| (text.len() / 4 + 2).min(256))
+                .sum(),
+        }
+    }
+
     /// Every text of this request, in order: the main text first, then
     /// candidates or labels.
     pub fn texts(&self) -> Vec<&str> {

@@ -10,15 +10,12 @@ use jetinfer_shared::protocol::{BatchItem, ItemOutcome, ItemResult, ResultBatch,
 use std::ops::Range;
 use std::time::Instant;
 
-/// Estimated model tokens of a batch: about four characters per word piece,
-/// plus `[CLS]`/`[SEP]`, at most the 256 the model reads per text. An
-/// estimate is enough to bound a merged forward pass without tokenising twice.
+/// Estimated model tokens of a batch (see `TaskInput::estimated_tokens`).
 pub fn estimated_tokens(batch: &TaskBatch) -> usize {
     batch
         .items
         .iter()
-        .flat_map(|item| item.input.texts())
-        .map(|text| (text.len() / 4 + 2).min(256))
+        .map(|item| item.input.estimated_tokens())
         .sum()
 }
 

@@ -4,6 +4,7 @@
 use super::{assert_answered_once, burst, env, report, retried, worker_field, LIMIT};
 use crate::stack::Stack;
 use crate::stack::WORKER;
+use futures::StreamExt;
 use jetinfer_testsupport::{wait_for, WorkerProcess};
 use serde_json::json;
 use std::time::Duration;
@@ -27,11 +28,20 @@ async fn kill_9_mid_batch_loses_no_request() {
         let _b = WorkerProcess::start(WORKER, &stack.nats, "healthy-b", &env(&[]));
         stack.wait_for_workers(3).await;
 
+        // Killed the moment it starts a batch (then 800 ms from answering it):
+        // its heartbeat's in-flight count can be a second stale, long enough
+        // for the healthy workers to drain the burst and leave it idle.
+        let mut started = stack
+            .nats
+            .client()
+            .await
+            .subscribe("infer.event.victim.started")
+            .await
+            .expect("subscribe to the victim's events");
         let killer = async {
-            wait_for("victim busy", Duration::from_secs(60), || async {
-                (worker_field(&stack, "victim", "in_flight").await? >= 1).then_some(())
-            })
-            .await;
+            tokio::time::timeout(Duration::from_secs(60), started.next())
+                .await
+                .expect("the victim starts a batch");
             victim.kill();
         };
         let (answers, ()) = tokio::join!(burst(&stack, 500), killer);
