@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use jetinfer_shared::config::NatsArgs;
+use jetinfer_shared::serve::ServeArgs;
 use jetinfer_shared::telemetry::LogArgs;
 use std::net::SocketAddr;
 
@@ -15,6 +16,9 @@ pub struct DashboardArgs {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+    /// Connection limits of the HTTP front.
+    #[command(flatten)]
+    pub serve: ServeArgs,
     /// Address the page is served on.
     #[arg(long, env = "DASHBOARD_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,

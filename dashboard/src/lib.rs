@@ -48,8 +48,6 @@ pub async fn run(
     feed::spawn(client.clone(), stack.clone(), stop.clone());
     let state = Arc::new(server::AppState { stack, client });
     tracing::info!(listen = %listener.local_addr()?, "dashboard ready");
-    axum::serve(listener, server::app(state))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    jetinfer_shared::serve::serve(listener, server::app(state), args.serve, stop).await?;
     Ok(())
 }

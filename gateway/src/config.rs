@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use jetinfer_shared::config::{NatsArgs, Secret};
+use jetinfer_shared::serve::ServeArgs;
 use jetinfer_shared::telemetry::LogArgs;
 use jetinfer_shared::topology::TopologyArgs;
 use std::net::SocketAddr;
@@ -31,6 +32,9 @@ pub struct GatewayArgs {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+    /// Connection limits of the HTTP front.
+    #[command(flatten)]
+    pub serve: ServeArgs,
     /// Address the REST API listens on.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8000")]
     pub listen: SocketAddr,

@@ -130,9 +130,19 @@ pub async fn run(
     });
     let keys = http::auth::ApiKeys::new(args.api_keys);
     tracing::info!(gateway_id = %gateway_id, listen = %listener.local_addr()?, "gateway ready");
-    axum::serve(listener, http::app(state, keys))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await?;
+    // A request waiting for its answer moves no bytes: the idle timeout must
+    // outlast the request timeout, or it would cut answers that are coming.
+    let mut serve = args.serve;
+    let waits_s = args.limits.request_timeout_ms.div_ceil(1000) + 5;
+    if serve.idle_timeout_s < waits_s {
+        tracing::warn!(
+            idle_timeout_s = serve.idle_timeout_s,
+            request_timeout_ms = args.limits.request_timeout_ms,
+            "IDLE_TIMEOUT_S raised to {waits_s} s, past REQUEST_TIMEOUT_MS"
+        );
+        serve.idle_timeout_s = waits_s;
+    }
+    jetinfer_shared::serve::serve(listener, http::app(state, keys), serve, stop).await?;
     tracing::info!(gateway_id = %gateway_id, "gateway stopped");
     Ok(())
 }

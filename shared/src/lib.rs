@@ -15,6 +15,8 @@
 //! - [`config`]: command-line/env options every service shares (NATS connection).
 //! - [`telemetry`]: tracing setup with a switchable JSON output.
 //! - [`metrics`]: the Prometheus recorder behind every `GET /metrics`.
+//! - [`serve`]: the HTTP front of the gateway and the dashboard: header and idle
+//!   timeouts, a connection cap, graceful shutdown.
 //! - [`shutdown`]: the Ctrl-C/SIGTERM signal every binary stops on.
 //! - [`clock`]: wall-clock milliseconds, the unit deadlines travel in.
 
@@ -24,6 +26,7 @@ pub mod corpus;
 pub mod heartbeats;
 pub mod metrics;
 pub mod protocol;
+pub mod serve;
 pub mod shutdown;
 pub mod subjects;
 pub mod telemetry;

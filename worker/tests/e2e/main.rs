@@ -17,4 +17,5 @@ mod invariants;
 mod payload;
 mod permissions;
 mod pipeline;
+mod slowloris;
 mod stack;

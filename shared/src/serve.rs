@@ -1,0 +1,186 @@
+//! The HTTP front every jetinfer server uses instead of `axum::serve`: the
+//! same router and graceful shutdown, plus the limits that keep hostile or
+//! broken clients from holding connections (and file descriptors) forever.
+//!
+//! - A request head must arrive within `HEADER_TIMEOUT_S`; the same clock
+//!   closes an idle keep-alive connection waiting for its next request.
+//! - A connection on which no byte moves for `IDLE_TIMEOUT_S` (a trickling
+//!   body, a client that stopped reading) is dropped; see [`activity`].
+//! - At most `MAX_CONNECTIONS` are served at once. Past that a connection is
+//!   answered a canned 503 `overloaded` without waiting for it and closed, so
+//!   the accept loop never stalls and the descriptors stay under the limit.
+
+pub mod activity;
+
+use activity::{Progress, Watched};
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::io::ErrorKind;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Descriptors kept free of connections: NATS, logs, files, the listener.
+pub const FD_RESERVE: u64 = 256;
+
+/// What a connection over `MAX_CONNECTIONS` gets before it is closed.
+static OVERLOADED: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let body = r#"{"error":"overloaded","message":"too many open connections (MAX_CONNECTIONS); retry later"}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
+
+/// Connection limits, flattened into the gateway's and the dashboard's command line.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ServeArgs {
+    /// Seconds a client has to send a complete request head (request line and
+    /// headers), and that an idle keep-alive connection is kept waiting for its
+    /// next request. Slower clients are disconnected, so connections that
+    /// trickle a header line now and then cannot pile up.
+    #[arg(long, env = "HEADER_TIMEOUT_S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_s: u64,
+    /// Seconds a connection may go without a single byte read or written, e.g.
+    /// a request body that stopped arriving or a client that stopped reading
+    /// its answer, before it is closed. Keep it above `REQUEST_TIMEOUT_MS`:
+    /// a request waiting for its answer moves no bytes either.
+    #[arg(long, env = "IDLE_TIMEOUT_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_s: u64,
+    /// Most client connections served at once. Further ones get an immediate
+    /// 503 `overloaded` with `Retry-After` and are closed. At start the
+    /// process raises its open-file limit as far as the OS allows; if this cap
+    /// plus 256 spare descriptors still does not fit, the cap is lowered to
+    /// fit, with a warning.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+}
+
+/// The connection cap that fits under a soft descriptor limit of `soft`,
+/// leaving [`FD_RESERVE`] free, and never below one.
+pub fn fit_cap(requested: u64, soft: u64) -> u64 {
+    requested.min(soft.saturating_sub(FD_RESERVE)).max(1)
+}
+
+/// Raise this process's soft open-file limit to its hard limit; returns the
+/// soft limit in force afterwards, or `None` where it cannot be read.
+fn raise_fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit; failure leaves the limit unchanged.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+impl ServeArgs {
+    /// The cap actually enforced: `max_connections`, lowered to fit under the
+    /// (raised) descriptor limit.
+    fn effective_cap(&self) -> u64 {
+        let Some(soft) = raise_fd_limit() else {
+            return self.max_connections;
+        };
+        let cap = fit_cap(self.max_connections, soft);
+        if cap < self.max_connections {
+            tracing::warn!(
+                max_connections = self.max_connections,
+                open_file_limit = soft,
+                effective = cap,
+                "MAX_CONNECTIONS does not fit under the open-file limit; serving fewer"
+            );
+        }
+        cap
+    }
+}
+
+/// Serve `app` on `listener` until `stop` fires; then stop accepting, let
+/// requests in progress finish, and return.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    args: ServeArgs,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(args.effective_cap() as usize));
+    let idle = Duration::from_secs(args.idle_timeout_s);
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(args.header_timeout_s));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            shed(stream);
+            continue;
+        };
+        let progress = Progress::new();
+        let io = TokioIo::new(Watched::new(stream, progress.clone()));
+        let conn = graceful.watch(http.serve_connection(io, TowerToHyperService::new(app.clone())));
+        tokio::spawn(async move {
+            tokio::select! {
+                served = conn => if let Err(e) = served {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                },
+                () = progress.stalled(idle) => tracing::debug!("idle connection closed"),
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// A failed accept: a client that gave up is routine; anything else (out of
+/// descriptors) is logged and retried after a short pause instead of spinning.
+async fn accept_failed(e: std::io::Error) {
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    ) {
+        return;
+    }
+    tracing::warn!(error = %e, "accept error");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Answer a connection over the cap without awaiting anything: read what
+/// already arrived (so closing does not reset the answer away), write the
+/// canned 503 if the socket takes it, close.
+fn shed(stream: TcpStream) {
+    let mut sink = [0u8; 4096];
+    while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
+    let _ = stream.try_write(&OVERLOADED);
+}
+
+#[cfg(test)]
+mod tests;

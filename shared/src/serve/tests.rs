@@ -1,0 +1,53 @@
+use super::*;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[test]
+fn the_cap_leaves_room_for_everything_else() {
+    assert_eq!(fit_cap(4096, 1_048_576), 4096);
+    assert_eq!(fit_cap(4096, 1024), 1024 - FD_RESERVE);
+    assert_eq!(fit_cap(4096, 10), 1);
+}
+
+/// Start [`serve`] on a free port with one connection slot and a one-second
+/// header timeout; returns its address and the token that stops it.
+async fn start() -> (std::net::SocketAddr, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let args = ServeArgs {
+        header_timeout_s: 1,
+        idle_timeout_s: 60,
+        max_connections: 1,
+    };
+    let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(serve(listener, app, args, stop.clone()));
+    (addr, stop)
+}
+
+#[tokio::test]
+async fn half_sent_heads_are_cut_off_and_the_overflow_is_told_why() {
+    let (addr, stop) = start().await;
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Let the server take the only slot with `slow` before the next one comes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut over = TcpStream::connect(addr).await.unwrap();
+    over.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    over.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.ends_with(r#"retry later"}"#), "{answer}");
+
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a half-sent head is still open after 3 s");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    stop.cancel();
+}
