@@ -34,8 +34,8 @@ pub mod waiters;
 
 use config::GatewayArgs;
 use jetinfer_shared::config::ConnectError;
-use jetinfer_shared::subjects;
 use jetinfer_shared::topology::{self, TopologyError};
+use jetinfer_shared::{protocol, subjects};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -113,10 +113,7 @@ pub async fn run(
         stop.clone(),
     ));
     // Read once: every server of a deployment is expected to share one nats.conf.
-    let max_batch_bytes = client
-        .server_info()
-        .max_payload
-        .saturating_sub(publish::ENVELOPE_BYTES);
+    let max_batch_bytes = protocol::item_budget(client.server_info().max_payload);
     let batcher = batcher::Batcher::spawn(args.batch, max_batch_bytes, waiters.clone(), publisher);
     let state = Arc::new(http::AppState {
         gateway_id: gateway_id.clone(),

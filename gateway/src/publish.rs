@@ -18,12 +18,6 @@ use jetinfer_shared::subjects;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// Room a task message keeps for what surrounds its requests: the `TaskBatch`
-/// fields (ids, subject, deadline) and the headers. The batcher fills the rest
-/// of the server's `max_payload` with requests, so a batch is never refused
-/// (or its connection closed) for its size.
-pub const ENVELOPE_BYTES: usize = 1024;
-
 /// Sends batches and answers their requests when a publish fails.
 pub struct Publisher {
     /// JetStream context.

@@ -16,6 +16,18 @@ pub const MAX_ITEM_TEXTS: usize = 4096;
 /// lower; this one only stops a hand-made message from stalling a worker.
 pub const MAX_TEXT_BYTES: usize = 256 * 1024;
 
+/// Room a task or result message keeps for what surrounds its items (the
+/// batch fields and the headers), so the items never take it past the
+/// server's `max_payload` and the server never refuses it (closing the
+/// sender's connection).
+pub const ENVELOPE_BYTES: usize = 1024;
+
+/// Bytes of items one message may carry on a server whose `max_payload` is
+/// `max_payload`: the gateway cuts task batches at it, workers split results at it.
+pub fn item_budget(max_payload: usize) -> usize {
+    max_payload.saturating_sub(ENVELOPE_BYTES)
+}
+
 /// Why [`TaskBatch::check_limits`] refused a batch; the text is what the
 /// worker logs and reports on the terminated message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

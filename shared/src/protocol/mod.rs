@@ -26,7 +26,9 @@ mod task;
 
 pub use batch::{BatchItem, ItemOutcome, ItemResult, ResultBatch, TaskBatch};
 pub use codec::{decode, encode, WireError};
-pub use limits::{LimitError, MAX_BATCH_ITEMS, MAX_ITEM_TEXTS, MAX_TEXT_BYTES};
+pub use limits::{
+    item_budget, LimitError, ENVELOPE_BYTES, MAX_BATCH_ITEMS, MAX_ITEM_TEXTS, MAX_TEXT_BYTES,
+};
 pub use preview::preview;
 pub use records::{GatewayStats, Heartbeat, RequestRecord, WorkerEvent};
 pub use task::{Priority, ScoredCandidate, Task, TaskInput, TaskOutput, UnknownName};

@@ -10,9 +10,6 @@ use async_nats::jetstream;
 use jetinfer_shared::protocol::{self, ItemOutcome, ItemResult, ResultBatch, TaskBatch};
 use jetinfer_shared::subjects;
 
-/// Room a result message keeps for its `ResultBatch` fields and headers.
-const ENVELOPE_BYTES: usize = 1024;
-
 /// Publishes results with a JetStream ack.
 #[derive(Clone)]
 pub struct ResultPublisher {
@@ -30,12 +27,7 @@ impl ResultPublisher {
     /// takes, and wait until JetStream stored every one. An answer too large to
     /// travel alone is replaced in `result` by [`ItemOutcome::TooLarge`].
     pub async fn publish(&self, batch: &TaskBatch, result: &mut ResultBatch) -> Result<(), String> {
-        let limit = self
-            .js
-            .client()
-            .server_info()
-            .max_payload
-            .saturating_sub(ENVELOPE_BYTES);
+        let limit = protocol::item_budget(self.js.client().server_info().max_payload);
         for part in split(result, limit)? {
             self.publish_part(batch, &part).await?;
         }
