@@ -2,7 +2,8 @@
 //!
 //! One task owns every buffer; handlers talk to it through a cloneable
 //! [`Batcher`] handle. A queue is flushed when it is full (`BATCH_MAX_SIZE`
-//! requests, or as many bytes as one task message may carry), when its
+//! requests, as many bytes as one task message may carry, or as many
+//! estimated model tokens as one request may cost), when its
 //! oldest request has waited `BATCH_MAX_WAIT_MS`, or at once when no published
 //! request is still unanswered (idle workers should not wait for companions
 //! that may never come). Flushed batches go to a [`BatchSink`] and idleness
@@ -93,10 +94,11 @@ pub enum SubmitError {
     },
 }
 
-/// A request with its encoded size, measured once at submission.
+/// A request with its encoded size and estimated cost, measured once at submission.
 struct Sized {
     queued: Queued,
     bytes: usize,
+    tokens: usize,
 }
 
 impl Batcher {
@@ -136,7 +138,11 @@ impl Batcher {
             });
         }
         self.tx
-            .send(Sized { queued, bytes })
+            .send(Sized {
+                queued,
+                bytes,
+                tokens,
+            })
             .await
             .map_err(|_| SubmitError::Stopped)
     }
@@ -147,7 +153,19 @@ type Key = (Priority, Task);
 struct Queue {
     items: Vec<Queued>,
     bytes: usize,
+    tokens: usize,
     since: Instant,
+}
+
+/// How full a batch may get: past either bound the queue is flushed first.
+#[derive(Clone, Copy)]
+struct Room {
+    /// Encoded request bytes one task message can carry.
+    bytes: usize,
+    /// Estimated model tokens (`MAX_REQUEST_TOKENS`): a batch costs a worker
+    /// no more than one request may, so small requests never ride along with a
+    /// heavy one and wait out its pass; the next idle worker takes them.
+    tokens: usize,
 }
 
 async fn run(
@@ -158,16 +176,20 @@ async fn run(
     sink: impl BatchSink,
 ) {
     let max = args.batch_max_size as usize;
+    let room = Room {
+        bytes: max_bytes,
+        tokens: args.max_request_tokens,
+    };
     let mut queues: BTreeMap<Key, Queue> = BTreeMap::new();
     loop {
         let oldest = queues.values().map(|q| q.since).min();
         tokio::select! {
             next = rx.recv() => match next {
                 Some(sized) => {
-                    push(&mut queues, sized, max, max_bytes, &sink);
+                    push(&mut queues, sized, max, room, &sink);
                     // Take whatever else already arrived, so a burst forms full batches.
                     while let Ok(sized) = rx.try_recv() {
-                        push(&mut queues, sized, max, max_bytes, &sink);
+                        push(&mut queues, sized, max, room, &sink);
                     }
                 }
                 None => break,
@@ -193,20 +215,25 @@ async fn run(
     }
 }
 
-/// Queue a request; a queue that it would take past `max_bytes` is flushed
-/// first, so every batch fits in one task message.
+/// Queue a request; a queue that it would take past its [`Room`] is flushed
+/// first, so every batch fits in one task message and costs no more than one
+/// request may.
 fn push(
     queues: &mut BTreeMap<Key, Queue>,
     sized: Sized,
     max: usize,
-    max_bytes: usize,
+    room: Room,
     sink: &impl BatchSink,
 ) {
-    let Sized { queued, bytes } = sized;
+    let Sized {
+        queued,
+        bytes,
+        tokens,
+    } = sized;
     let key = (queued.priority, queued.item.input.task());
     if queues
         .get(&key)
-        .is_some_and(|q| q.bytes + bytes > max_bytes)
+        .is_some_and(|q| q.bytes + bytes > room.bytes || q.tokens + tokens > room.tokens)
     {
         if let Some(full) = queues.remove(&key) {
             flush(key, full.items, max, sink);
@@ -215,9 +242,11 @@ fn push(
     let queue = queues.entry(key).or_insert_with(|| Queue {
         items: Vec::new(),
         bytes: 0,
+        tokens: 0,
         since: Instant::now(),
     });
     queue.bytes += bytes;
+    queue.tokens += tokens;
     queue.items.push(queued);
 }
 

@@ -69,7 +69,9 @@ pub struct BatchArgs {
     pub batch_max_wait_ms: u64,
     /// Most model tokens one request may cost (estimated: about four bytes per
     /// token, at most 256 per text); above it the request is refused with 422
-    /// `input_too_large`, so one request cannot hold a worker for long.
+    /// `input_too_large`, so one request cannot hold a worker for long. A batch
+    /// is cut at this many tokens too, so small requests never share a pass
+    /// with a heavy one.
     #[arg(long, env = "MAX_REQUEST_TOKENS", default_value_t = DEFAULT_MAX_REQUEST_TOKENS)]
     pub max_request_tokens: usize,
 }

@@ -29,6 +29,7 @@ pub mod service;
 use backend::{source, thread::BackendThread, BackendError};
 use config::WorkerArgs;
 use consume::publish::ResultPublisher;
+use consume::pull::{Pulling, Source};
 use consume::report::Report;
 use consume::Processor;
 use events::{BatchRef, Events};
@@ -118,15 +119,21 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
         max_batch_tokens: args.max_batch_tokens,
     });
 
-    let mut pullers = tokio::task::JoinSet::new();
-    for task in &args.tasks {
-        for priority in Priority::ALL {
+    let mut sources = Vec::new();
+    for priority in Priority::ALL {
+        for task in &args.tasks {
             let consumer =
                 topology::ensure_work_consumer(&stream, &args.topology, *task, priority).await?;
             let name = jetinfer_shared::subjects::work_consumer(*task, priority);
-            pullers.spawn(processor.clone().pull_loop(consumer, name, stop.clone()));
+            sources.push(Source::new(name, consumer));
         }
     }
+    let pulling = Pulling {
+        client: client.clone(),
+        js: js.clone(),
+        sources,
+    };
+    let serving = tokio::spawn(processor.serve(pulling, stop.clone()));
 
     let beat_stop = CancellationToken::new();
     let identity = heartbeat::Identity {
@@ -156,7 +163,7 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
     events.emit("online", BatchRef::default(), 0.0, None).await;
     tracing::info!(worker_id = %worker_id, tasks = ?args.tasks, "worker ready");
 
-    while pullers.join_next().await.is_some() {}
+    let _ = serving.await;
     beat_stop.cancel();
     micro.abort();
     let _ = beating.await;

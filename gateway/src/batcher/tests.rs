@@ -264,3 +264,30 @@ async fn a_request_over_the_token_budget_is_refused_at_once() {
         .await
         .expect("a cheap one is taken");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_heavy_request_travels_alone_so_small_ones_do_not_wait_out_its_pass() {
+    let mut h = Harness::new(10);
+    h.busy();
+    // "x" as query and candidate costs 4 estimated tokens; 790 bytes as both
+    // cost 2 × 199 = 398: under the budget of 400 alone, past it together.
+    h.submit(1, N, Task::Similarity).await;
+    h.try_submit(2, N, Task::Similarity, &"word ".repeat(158))
+        .await
+        .expect("under the budget alone");
+    h.submit(3, N, Task::Similarity).await;
+    assert_eq!(
+        h.next().await,
+        (Duration::ZERO, N, Task::Similarity, vec![1])
+    );
+    assert_eq!(
+        h.next().await,
+        (Duration::ZERO, N, Task::Similarity, vec![2]),
+        "the heavy one goes on its own"
+    );
+    assert_eq!(
+        h.next().await,
+        (MAX_WAIT, N, Task::Similarity, vec![3]),
+        "the next small one starts a new batch"
+    );
+}

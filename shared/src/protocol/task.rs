@@ -121,8 +121,8 @@ pub enum Priority {
 }
 
 impl Priority {
-    /// Every priority, most urgent first: one consumer (and one pull loop per
-    /// worker) each, listed in this order on status pages.
+    /// Every priority, most urgent first: one consumer each (a worker keeps a
+    /// pull request on each while idle), listed in this order on status pages.
     pub const ALL: [Priority; 2] = [Priority::High, Priority::Normal];
 
     /// The name used in subjects and the REST API.

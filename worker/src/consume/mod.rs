@@ -1,7 +1,8 @@
 //! The consume path: the life of a batch inside a worker, one file per step.
 //!
-//! 1. [`pull`]: one pull loop per work consumer asks for a batch only when the
-//!    compute slot is free (and, with dynamic batching, takes queued ones along).
+//! 1. [`pull`]: while the compute slot is free, one pull request waits on each
+//!    work consumer; the first batch delivered withdraws the others (and, with
+//!    dynamic batching, takes queued ones along).
 //! 2. [`admit`]: decode and vet each message; malformed or expired ones are
 //!    terminated.
 //! 3. [`pass`]: compute the due batches in forward passes, publish each result
@@ -53,7 +54,8 @@ pub struct Processor {
 }
 
 impl Processor {
-    /// Answer the task messages in hand: vet each, then compute the due ones.
+    /// Answer the task messages in hand: vet each, then compute the due ones,
+    /// the high-priority ones first, in passes of one task each.
     async fn handle(&self, msgs: Vec<Message>) {
         let mut due = Vec::new();
         for msg in msgs {
@@ -64,6 +66,7 @@ impl Processor {
         if due.is_empty() {
             return;
         }
+        due.sort_by_key(|d| (d.batch.priority, d.batch.task));
         let all: Vec<&Message> = due.iter().map(|d| &d.msg).collect();
         let progress = Progress::new(&all, self.progress_every);
         let Ok(_permit) = progress.during(self.slot.acquire()).await else {

@@ -6,7 +6,7 @@ use super::admit::Delivery;
 use super::progress::Progress;
 use super::Processor;
 use async_nats::jetstream::Message;
-use jetinfer_shared::protocol::{BatchItem, ItemOutcome, ItemResult, ResultBatch, TaskBatch};
+use jetinfer_shared::protocol::{BatchItem, ItemOutcome, ItemResult, ResultBatch, Task, TaskBatch};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -19,22 +19,23 @@ pub fn estimated_tokens(batch: &TaskBatch) -> usize {
         .sum()
 }
 
-/// Split `batches` (in arrival order) into forward passes of at most
-/// `budget` estimated tokens each; a batch over the budget alone is its own pass.
-pub fn plan_passes(tokens: &[usize], budget: usize) -> Vec<Range<usize>> {
+/// Split batches (in the order given, each as its task and estimated tokens)
+/// into forward passes of one task and at most `budget` estimated tokens each;
+/// a batch over the budget alone is its own pass.
+pub fn plan_passes(batches: &[(Task, usize)], budget: usize) -> Vec<Range<usize>> {
     let mut passes = Vec::new();
     let mut start = 0;
     let mut used = 0;
-    for (i, &t) in tokens.iter().enumerate() {
-        if i > start && used + t > budget {
+    for (i, &(task, t)) in batches.iter().enumerate() {
+        if i > start && (used + t > budget || task != batches[start].0) {
             passes.push(start..i);
             start = i;
             used = 0;
         }
         used += t;
     }
-    if start < tokens.len() {
-        passes.push(start..tokens.len());
+    if start < batches.len() {
+        passes.push(start..batches.len());
     }
     passes
 }
@@ -43,8 +44,11 @@ impl Processor {
     /// Compute `due` (the compute slot is held) pass by pass; batches whose
     /// pass has not come yet get progress acks meanwhile.
     pub(super) async fn run_passes(&self, due: &[Delivery]) {
-        let tokens: Vec<usize> = due.iter().map(|d| estimated_tokens(&d.batch)).collect();
-        for pass in plan_passes(&tokens, self.max_batch_tokens) {
+        let batches: Vec<(Task, usize)> = due
+            .iter()
+            .map(|d| (d.batch.task, estimated_tokens(&d.batch)))
+            .collect();
+        for pass in plan_passes(&batches, self.max_batch_tokens) {
             let waiting: Vec<&Message> = due[pass.start..].iter().map(|d| &d.msg).collect();
             self.run_pass(&due[pass], &Progress::new(&waiting, self.progress_every))
                 .await;
@@ -120,18 +124,32 @@ mod tests {
 
     #[test]
     fn passes_respect_the_token_budget_and_keep_order() {
-        assert_eq!(plan_passes(&[10, 10, 10], 25), vec![0..2, 2..3]);
+        let embed = |tokens: &[usize]| -> Vec<(Task, usize)> {
+            tokens.iter().map(|&t| (Task::Embed, t)).collect()
+        };
+        assert_eq!(plan_passes(&embed(&[10, 10, 10]), 25), vec![0..2, 2..3]);
         assert_eq!(
-            plan_passes(&[30, 5], 25),
+            plan_passes(&embed(&[30, 5]), 25),
             vec![0..1, 1..2],
             "an oversized batch runs alone"
         );
         assert_eq!(
-            plan_passes(&[5, 5, 5], 0),
+            plan_passes(&embed(&[5, 5, 5]), 0),
             vec![0..1, 1..2, 2..3],
             "0: no merging"
         );
-        assert_eq!(plan_passes(&[5, 5, 5], 100), vec![0..3]);
+        assert_eq!(plan_passes(&embed(&[5, 5, 5]), 100), vec![0..3]);
         assert!(plan_passes(&[], 100).is_empty());
+    }
+
+    #[test]
+    fn a_pass_never_mixes_tasks() {
+        let batches = [
+            (Task::Embed, 5),
+            (Task::Embed, 5),
+            (Task::Classify, 5),
+            (Task::Embed, 5),
+        ];
+        assert_eq!(plan_passes(&batches, 100), vec![0..2, 2..3, 3..4]);
     }
 }

@@ -2,6 +2,7 @@
 //! files, so these run in milliseconds and pin what each step does.
 
 use super::publish::ResultPublisher;
+use super::pull::{Pulling, Source};
 use super::report::Report;
 use super::{Processor, MERGE_BATCHES};
 use crate::answers::Model;
@@ -42,7 +43,10 @@ struct Rig {
     processor: Arc<Processor>,
     passes: Arc<AtomicUsize>,
     counters: Counters,
-    consumer: jetstream::consumer::PullConsumer,
+    /// The worker's connection, for its pull requests.
+    worker: async_nats::Client,
+    /// The embed consumers, high priority first, as a worker lists them.
+    consumers: Vec<(String, jetstream::consumer::PullConsumer)>,
     stop: CancellationToken,
 }
 
@@ -54,10 +58,13 @@ impl Rig {
         let js = jetstream::new(worker.clone());
         let topo = Topology::parse_from(["t", "--ack-wait-ms", "300", "--backoff-ms", "none"]).args;
         let stream = topology::ensure_streams(&js, &topo).await.expect("streams");
-        let consumer =
-            topology::ensure_work_consumer(&stream, &topo, Task::Embed, Priority::Normal)
+        let mut consumers = Vec::new();
+        for priority in Priority::ALL {
+            let consumer = topology::ensure_work_consumer(&stream, &topo, Task::Embed, priority)
                 .await
                 .expect("consumer");
+            consumers.push((subjects::work_consumer(Task::Embed, priority), consumer));
+        }
         let toy = ToyEmbedder::default();
         let passes = toy.passes.clone();
         let backend = BackendThread::spawn(Box::new(toy), 1).expect("toy backend");
@@ -71,7 +78,7 @@ impl Rig {
             ),
             results: FaultyResults::new(ResultPublisher::new(js, "w1".into()), faults),
             report: Report::new(
-                Events::new(worker, "w1".into()),
+                Events::new(worker.clone(), "w1".into()),
                 counters.clone(),
                 "w1".into(),
             ),
@@ -91,28 +98,52 @@ impl Rig {
             processor,
             passes,
             counters,
-            consumer,
+            worker,
+            consumers,
             stop: CancellationToken::new(),
         }
     }
 
     /// Start pulling (tests publish first when they need a backlog).
     fn pull(&self) {
-        let processor = self.processor.clone();
-        let name = subjects::work_consumer(Task::Embed, Priority::Normal);
-        tokio::spawn(processor.pull_loop(self.consumer.clone(), name, self.stop.clone()));
+        let pulling = Pulling {
+            client: self.worker.clone(),
+            js: jetstream::new(self.worker.clone()),
+            sources: self
+                .consumers
+                .iter()
+                .map(|(name, consumer)| Source::new(name.clone(), consumer.clone()))
+                .collect(),
+        };
+        tokio::spawn(self.processor.clone().serve(pulling, self.stop.clone()));
     }
 
     async fn publish(&self, payload: Vec<u8>) {
+        self.publish_to(Priority::Normal, payload).await;
+    }
+
+    async fn publish_to(&self, priority: Priority, payload: Vec<u8>) {
         jetstream::new(self.admin.clone())
             .publish(
-                subjects::task_subject(Task::Embed, Priority::Normal),
+                subjects::task_subject(Task::Embed, priority),
                 payload.into(),
             )
             .await
             .expect("publish")
             .await
             .expect("stored");
+    }
+
+    /// (waiting, delivered and unacked) on the `priority` embed consumer.
+    async fn consumer_state(&self, priority: Priority) -> (u64, usize) {
+        let js = jetstream::new(self.admin.clone());
+        let stream = js.get_stream(subjects::TASK_STREAM).await.expect("stream");
+        let mut consumer: jetstream::consumer::PullConsumer = stream
+            .get_consumer(&subjects::work_consumer(Task::Embed, priority))
+            .await
+            .expect("consumer");
+        let info = consumer.info().await.expect("consumer info");
+        (info.num_pending, info.num_ack_pending)
     }
 
     async fn stream_empty(&self) {
@@ -293,4 +324,75 @@ async fn queued_batches_share_one_forward_pass() {
         1,
         "three batches, one pass"
     );
+}
+
+async fn next_result(sub: &mut async_nats::Subscriber) -> ResultBatch {
+    let msg = tokio::time::timeout(LIMIT, sub.next())
+        .await
+        .expect("a result")
+        .expect("subscription open");
+    protocol::decode(&msg.payload).expect("a result batch")
+}
+
+#[tokio::test]
+async fn a_busy_worker_leaves_other_queues_to_idle_workers() {
+    let slow = FaultArgs {
+        delay_min_ms: 1500,
+        delay_max_ms: 1500,
+        ..FaultArgs::default()
+    };
+    let rig = Rig::new(slow, 0).await;
+    let mut results = rig.admin.subscribe(REPLY).await.unwrap();
+    let mut started = rig.admin.subscribe("infer.event.w1.started").await.unwrap();
+    let heavy = batch(&["the long one"], later());
+    rig.pull();
+    rig.publish(protocol::encode(&heavy).unwrap()).await;
+    next_json(&mut started, "the first batch started").await;
+
+    // While it computes, a batch on the worker's other consumer must stay in
+    // the queue for someone else: the busy worker has no pull waiting there.
+    let mut high = batch(&["a small one"], later());
+    high.priority = Priority::High;
+    rig.publish_to(Priority::High, protocol::encode(&high).unwrap())
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        rig.consumer_state(Priority::High).await,
+        (1, 0),
+        "(waiting, delivered) on the other queue while the worker is busy"
+    );
+    assert_eq!(next_result(&mut results).await.batch_id, heavy.batch_id);
+    assert_eq!(next_result(&mut results).await.batch_id, high.batch_id);
+    rig.stream_empty().await;
+}
+
+#[tokio::test]
+async fn batches_delivered_while_pulls_are_withdrawn_are_computed_at_once() {
+    let rig = Rig::new(FaultArgs::default(), 0).await;
+    let mut results = rig.admin.subscribe(REPLY).await.unwrap();
+    // Both queues hold a batch, so both waiting pull requests are answered
+    // at once: one batch wins, the other arrives during the withdrawal.
+    let normal = batch(&["normal"], later());
+    let mut high = batch(&["high"], later());
+    high.priority = Priority::High;
+    rig.publish(protocol::encode(&normal).unwrap()).await;
+    rig.publish_to(Priority::High, protocol::encode(&high).unwrap())
+        .await;
+    rig.pull();
+
+    let mut answered = [
+        next_result(&mut results).await,
+        next_result(&mut results).await,
+    ];
+    answered.sort_by_key(|r| r.batch_id != high.batch_id);
+    assert_eq!(
+        answered
+            .iter()
+            .map(|r| (r.batch_id, r.attempt))
+            .collect::<Vec<_>>(),
+        vec![(high.batch_id, 1), (normal.batch_id, 1)],
+        "both computed on their first delivery: none stranded until its ack wait"
+    );
+    rig.stream_empty().await;
+    assert_eq!(rig.counters.snapshot().redelivered, 0);
 }

@@ -13,6 +13,7 @@ mod dashboard;
 mod envelope;
 mod front_door;
 mod fuzz;
+mod head_of_line;
 mod invariants;
 mod payload;
 mod permissions;
