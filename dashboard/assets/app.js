@@ -12,6 +12,18 @@ function fmtMs(ms) {
 }
 function fmtAge(ms) { return ms < 1000 ? "now" : Math.round(ms / 1000) + " s ago"; }
 function shortId(id) { return id ? String(id).slice(0, 8) : "–"; }
+// A request's text as the dashboard may show it: the preview where inputs
+// are shown, else its length and the gateway's short hash.
+function inputText(r) {
+  if (r.input) return r.input;
+  if (r.input_hash) return fmtInt(r.input_chars) + " chars · #" + r.input_hash;
+  return "hidden";
+}
+const INPUTS = {
+  hidden: "request text hidden",
+  shown: "request text shown (DASHBOARD_SHOW_INPUTS)",
+  refused: "input previews refused by NATS: the dashboard role may not read infer.task.>",
+};
 
 function cell(row, text, cls) {
   const td = document.createElement("td");
@@ -97,7 +109,7 @@ function renderRecent() {
     cell(tr, r.retries);
     cell(tr, r.outcome, isError(r) ? "outcome-error" : "outcome-ok");
     cell(tr, r.error, "text");
-    cell(tr, r.input, "text");
+    cell(tr, inputText(r), "text");
     cell(tr, r.output, "text");
   });
 }
@@ -108,6 +120,7 @@ function render(s) {
   $("#conn").textContent = "NATS " + s.nats;
   $("#conn").className = "badge " + (natsOk ? "ok" : "bad");
   $("#updated").textContent = "updated " + new Date(s.now_ms).toLocaleTimeString();
+  $("#inputs").textContent = INPUTS[s.inputs] || "";
   const banner = $("#banner");
   banner.hidden = natsOk;
   if (!natsOk) banner.textContent = "NATS unreachable — retrying. The numbers below are the last ones seen.";
@@ -143,12 +156,14 @@ function render(s) {
 
   $("#pending-count").textContent = s.pending_total ? "(" + s.pending_total + ")" : "";
   fillTable("#pending", "#pending-empty", s.pending, (tr, p) => {
-    cell(tr, shortId(p.request_id)).title = p.request_id;
+    // A batch row: a worker started it, its requests are not listed one by one.
+    if (p.request_id) cell(tr, shortId(p.request_id)).title = p.request_id;
+    else cell(tr, "batch " + shortId(p.batch_id) + " ×" + p.requests).title = p.batch_id;
     cell(tr, p.task);
     cell(tr, p.state);
     cell(tr, p.worker);
     cell(tr, fmtMs(p.age_ms));
-    cell(tr, p.input, "text");
+    cell(tr, p.input || (s.inputs === "hidden" ? "hidden" : null), "text");
   });
 
   const events = s.events.map((e) => {
@@ -171,6 +186,9 @@ $("#outcome-filter").addEventListener("change", renderRecent);
 const stream = new EventSource("/api/stream");
 stream.addEventListener("snapshot", (e) => render(JSON.parse(e.data)));
 stream.onerror = () => {
+  // CLOSED: the server answered but refused the stream (401: the session
+  // ended); reloading shows the login form. Otherwise the browser retries.
+  if (stream.readyState === EventSource.CLOSED) { location.reload(); return; }
   $("#conn").textContent = "dashboard unreachable";
   $("#conn").className = "badge bad";
   $("#banner").hidden = false;

@@ -1,13 +1,15 @@
 //! The page, its assets, the JSON snapshot and the Server-Sent Events stream.
+//! Who may see them is [`crate::access`]'s business, layered on top.
 
+use crate::access::{Session, LOGOUT_BUTTON};
 use crate::state::{Snapshot, StackState};
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use jetinfer_shared::clock::now_ms;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -34,10 +36,7 @@ impl AppState {
 /// The dashboard's routes.
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
-        .route(
-            "/",
-            get(|| async { Html(include_str!("../assets/index.html")) }),
-        )
+        .route("/", get(page))
         .route(
             "/app.js",
             get(|| async {
@@ -69,7 +68,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 
 /// An error in the gateway's JSON envelope, `{"error": code, "message": ...}`,
 /// so every client of the stack reads one shape.
-fn envelope(status: StatusCode, code: &str, message: String) -> Response {
+pub(crate) fn envelope(status: StatusCode, code: &str, message: String) -> Response {
     let body = serde_json::json!({"error": code, "message": message});
     (status, Json(body)).into_response()
 }
@@ -92,16 +91,27 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     )
 }
 
+/// The dashboard, with a log-out button when a login opened it.
+async fn page(session: Option<Extension<Session>>) -> Html<String> {
+    let page = include_str!("../assets/index.html");
+    let logout = if session.is_some() { LOGOUT_BUTTON } else { "" };
+    Html(page.replace("<!--logout-->", logout))
+}
+
 async fn snapshot(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     Json(state.snapshot())
 }
 
-/// One snapshot per second, for as long as the page is open.
+/// One snapshot per second, for as long as the page is open and, when a
+/// login opened it, its session lasts: a logout or an expiry ends the stream,
+/// and the browser's reconnect then meets the door.
 async fn stream(
     State(state): State<Arc<AppState>>,
+    session: Option<Extension<Session>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let ticks = tokio_stream_interval(Duration::from_secs(1));
-    let events = futures::StreamExt::map(ticks, move |()| {
+    let ticks = tokio_stream_interval(Duration::from_secs(1))
+        .take_while(move |()| futures::future::ready(session.as_ref().is_none_or(|s| s.is_live())));
+    let events = ticks.map(move |()| {
         let event = Event::default()
             .event("snapshot")
             .json_data(state.snapshot())

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use jetinfer_shared::config::{NatsArgs, Secret};
+use jetinfer_shared::exposure::ExposureArgs;
 use jetinfer_shared::serve::ServeArgs;
 use jetinfer_shared::telemetry::LogArgs;
 use jetinfer_shared::topology::TopologyArgs;
@@ -35,9 +36,19 @@ pub struct GatewayArgs {
     /// Connection limits of the HTTP front.
     #[command(flatten)]
     pub serve: ServeArgs,
-    /// Address the REST API listens on.
-    #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8000")]
+    /// Address the REST API listens on. Loopback by default: anything else
+    /// needs `API_KEYS` (or `ALLOW_ANONYMOUS=true`), or the gateway refuses to start.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
+    /// Protected mode's opt-out.
+    #[command(flatten)]
+    pub exposure: ExposureArgs,
+    /// Put request text and output previews into request events (the
+    /// dashboard's requests table) and `/recent_requests`, for development.
+    /// Off: they carry the text's length and a salted fingerprint, and output
+    /// summaries name no text and no vector values.
+    #[arg(long = "dashboard-show-inputs", env = "DASHBOARD_SHOW_INPUTS")]
+    pub show_inputs: bool,
     /// Unique id of this gateway; its results arrive on `infer.result.<id>`.
     /// Defaults to `gw-<random>`.
     #[arg(long, env = "GATEWAY_ID")]

@@ -34,6 +34,7 @@ pub mod waiters;
 
 use config::GatewayArgs;
 use jetinfer_shared::config::ConnectError;
+use jetinfer_shared::exposure::ProtectedMode;
 use jetinfer_shared::topology::{self, TopologyError};
 use jetinfer_shared::{protocol, subjects};
 use std::sync::Arc;
@@ -43,6 +44,9 @@ use tokio_util::sync::CancellationToken;
 /// Why the gateway could not start or serve.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// Asked to listen off-host with no key (protected mode).
+    #[error(transparent)]
+    Exposed(#[from] ProtectedMode),
     /// NATS could not be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -61,12 +65,20 @@ pub enum GatewayError {
 }
 
 /// Serve the REST API on `listener` until `stop` fires; requests in progress
-/// are answered before it returns.
+/// are answered before it returns. A listener off loopback needs API keys or
+/// `ALLOW_ANONYMOUS` (protected mode).
 pub async fn run(
     args: GatewayArgs,
     listener: TcpListener,
     stop: CancellationToken,
 ) -> Result<(), GatewayError> {
+    let keys = jetinfer_shared::keys::Keys::new(args.api_keys.clone());
+    args.exposure.check(
+        "the gateway",
+        listener.local_addr()?,
+        keys.enabled(),
+        "API_KEYS",
+    )?;
     let gateway_id = args.resolved_id();
     jetinfer_shared::metrics::handle();
     let client = args.nats.connect(&gateway_id).await?;
@@ -84,6 +96,7 @@ pub async fn run(
         client.clone(),
         counters.clone(),
         request_log::RequestLog::new(args.request_log_size),
+        args.show_inputs,
     ));
     {
         // A request forgotten unanswered: its client left, or it timed out.
@@ -125,7 +138,6 @@ pub async fn run(
         js,
         admission: http::admission::Admission::new(args.limits.max_in_flight),
     });
-    let keys = http::auth::ApiKeys::new(args.api_keys);
     tracing::info!(gateway_id = %gateway_id, listen = %listener.local_addr()?, "gateway ready");
     // A request waiting for its answer moves no bytes: the idle timeout must
     // outlast the request timeout, or it would cut answers that are coming.

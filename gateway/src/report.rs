@@ -11,7 +11,7 @@ use crate::metrics;
 use crate::request_log::RequestLog;
 use axum::http::StatusCode;
 use jetinfer_shared::clock::now_ms;
-use jetinfer_shared::protocol::{preview, RequestRecord, Task, TaskOutput};
+use jetinfer_shared::protocol::{preview, Fingerprint, RequestRecord, Task, TaskOutput};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
@@ -22,7 +22,8 @@ pub struct Finished<'a> {
     pub request_id: Uuid,
     /// Its task.
     pub task: Task,
-    /// Its main text (the query for similarity), previewed in the record.
+    /// Its main text (the query for similarity): fingerprinted in the
+    /// record, previewed only with `DASHBOARD_SHOW_INPUTS`.
     pub input: &'a str,
     /// Time from acceptance to answer.
     pub latency_ms: f64,
@@ -41,6 +42,9 @@ pub struct Report {
     nats: async_nats::Client,
     counters: Arc<Counters>,
     log: RequestLog,
+    /// `DASHBOARD_SHOW_INPUTS`: records carry previews of content.
+    show_inputs: bool,
+    fingerprint: Fingerprint,
     /// Requests answered with a timeout whose waiter the handler has yet to
     /// drop: when it does, the client did not leave ([`Report::gave_up`]).
     timed_out: Mutex<HashSet<Uuid>>,
@@ -48,18 +52,21 @@ pub struct Report {
 
 impl Report {
     /// Reports of `gateway_id`: events on `nats`, counts into `counters`,
-    /// finished requests into `log`.
+    /// finished requests into `log`, with content previews only if `show_inputs`.
     pub fn new(
         gateway_id: String,
         nats: async_nats::Client,
         counters: Arc<Counters>,
         log: RequestLog,
+        show_inputs: bool,
     ) -> Self {
         Self {
             gateway_id,
             nats,
             counters,
             log,
+            show_inputs,
+            fingerprint: Fingerprint::default(),
             timed_out: Mutex::default(),
         }
     }
@@ -75,9 +82,11 @@ impl Report {
     }
 
     /// A body was refused before its request was accepted (not JSON, invalid, too large).
+    /// Only the error code is logged: the message may quote the request (a
+    /// duplicate label, a field's value), which is for its client alone.
     pub fn rejected(&self, error: &ApiError) {
         self.refused(error);
-        tracing::debug!(error = %error, "request rejected");
+        tracing::debug!(code = error.parts().1, "request rejected");
     }
 
     /// A valid request was shed: `MAX_IN_FLIGHT` requests are already held.
@@ -138,8 +147,13 @@ impl Report {
             retries,
             latency_ms,
             error,
-            input: preview(input),
-            output: outcome.ok().map(TaskOutput::preview),
+            input_chars: input.chars().count(),
+            input_hash: self.fingerprint.of(input),
+            input: match self.show_inputs {
+                true => preview(input),
+                false => String::new(),
+            },
+            output: outcome.ok().map(|o| o.summary(self.show_inputs)),
             finished_at_ms: now_ms(),
         };
         events::request_finished(&self.nats, &self.gateway_id, &record).await;

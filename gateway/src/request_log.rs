@@ -59,6 +59,8 @@ mod tests {
             retries: 0,
             latency_ms: 1.0,
             error: None,
+            input_chars: 0,
+            input_hash: String::new(),
             input: String::new(),
             output: None,
             finished_at_ms: i,

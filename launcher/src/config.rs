@@ -33,10 +33,10 @@ pub struct LauncherArgs {
     #[arg(long, env = "WORKER_METRICS_PORT", default_value_t = 9101)]
     pub worker_metrics_port: u16,
     /// Gateway listen address.
-    #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8000")]
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8000")]
     pub gateway_listen: String,
     /// Dashboard listen address.
-    #[arg(long, env = "DASHBOARD_LISTEN", default_value = "0.0.0.0:3000")]
+    #[arg(long, env = "DASHBOARD_LISTEN", default_value = "127.0.0.1:3000")]
     pub dashboard_listen: String,
     /// Model folder; when unset, workers' `--fetch-model` downloads it by `MODEL_ID`.
     #[arg(long, env = "MODEL_DIR")]

@@ -1,6 +1,7 @@
 //! Options every service shares, as a flattened clap group.
 
 use clap::Args;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A secret from the environment (password, API key): usable, never printed.
@@ -37,11 +38,17 @@ pub struct NatsArgs {
     pub nats_url: String,
     /// NATS user: the service's role in `nats.conf` (gateway, worker,
     /// dashboard or admin). Unset: connect without credentials.
-    #[arg(long, env = "NATS_USER", requires = "nats_password")]
+    #[arg(long, env = "NATS_USER")]
     pub nats_user: Option<String>,
     /// Password of `NATS_USER`. Prefer the environment to the flag: flags show in `ps`.
     #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
     pub nats_password: Option<Secret>,
+    /// File holding the password of `NATS_USER` (a trailing newline is
+    /// ignored), instead of `NATS_PASSWORD`: for secrets mounted as files
+    /// (docker compose's init volume, Kubernetes secrets), so no password
+    /// sits in an environment.
+    #[arg(long, env = "NATS_PASSWORD_FILE", conflicts_with = "nats_password")]
+    pub nats_password_file: Option<PathBuf>,
 }
 
 /// A default instance id, `<prefix>-<8 hex digits>`: unique enough to tell
@@ -51,31 +58,43 @@ pub fn random_id(prefix: &str) -> String {
     format!("{prefix}-{}", &id[..8])
 }
 
-/// NATS could not be reached or refused us.
+/// NATS could not be reached or refused us, or our credentials are incomplete.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot connect to NATS at {url}: {source}")]
-pub struct ConnectError {
-    url: String,
-    #[source]
-    source: async_nats::ConnectError,
+pub enum ConnectError {
+    /// The connection itself failed.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Server {
+        /// `NATS_URL`.
+        url: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// `NATS_PASSWORD_FILE` could not be read.
+    #[error("cannot read NATS_PASSWORD_FILE {}: {source}", path.display())]
+    PasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A user without a password, or a password without a user.
+    #[error(
+        "NATS_USER and one of NATS_PASSWORD / NATS_PASSWORD_FILE go together: set both or neither"
+    )]
+    HalfCredentials,
 }
 
 impl NatsArgs {
     /// Connect, naming the connection after the service so `nats server report
-    /// connections` tells who is who. Waits for the server to come up and
-    /// reconnects forever afterwards: a NATS restart must not take services down.
-    /// Refused credentials and permission violations are logged as errors, so
-    /// a misconfigured role is visible rather than a silent stall.
+    /// connections` tells who is who, with [`NatsArgs::options`]. Refused
+    /// credentials and permission violations are logged as errors, so a
+    /// misconfigured role is visible rather than a silent stall.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, ConnectError> {
-        let mut options = async_nats::ConnectOptions::new();
-        if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
-            options = options.user_and_password(user.clone(), password.expose().to_owned());
-        }
-        options
+        let options = self
+            .options()?
             .name(name)
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(5))
             .event_callback(|event| async move {
                 match event {
                     async_nats::Event::ServerError(e) => {
@@ -86,12 +105,91 @@ impl NatsArgs {
                     }
                     other => tracing::debug!(event = %other, "NATS connection event"),
                 }
-            })
+            });
+        self.connect_with(options).await
+    }
+
+    /// The login and the reconnect policy every connection uses: wait for the
+    /// server to come up and reconnect forever afterwards (a NATS restart must
+    /// not take services down). For a caller that needs its own event callback.
+    pub fn options(&self) -> Result<async_nats::ConnectOptions, ConnectError> {
+        let mut options = async_nats::ConnectOptions::new();
+        match (&self.nats_user, self.password()?) {
+            (Some(user), Some(password)) => {
+                options = options.user_and_password(user.clone(), password.expose().to_owned());
+            }
+            (None, None) => {}
+            _ => return Err(ConnectError::HalfCredentials),
+        }
+        Ok(options
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5)))
+    }
+
+    /// Connect to `NATS_URL` with `options` (from [`NatsArgs::options`]).
+    pub async fn connect_with(
+        &self,
+        options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::Client, ConnectError> {
+        options
             .connect(self.nats_url.as_str())
             .await
-            .map_err(|source| ConnectError {
+            .map_err(|source| ConnectError::Server {
                 url: self.nats_url.clone(),
                 source,
             })
+    }
+
+    /// The password: `NATS_PASSWORD`, or the contents of `NATS_PASSWORD_FILE`
+    /// without its trailing newline.
+    pub fn password(&self) -> Result<Option<Secret>, ConnectError> {
+        let Some(path) = &self.nats_password_file else {
+            return Ok(self.nats_password.clone());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConnectError::PasswordFile {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(Secret(text.trim_end_matches(['\n', '\r']).to_owned())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        nats: NatsArgs,
+    }
+
+    #[test]
+    fn a_password_file_is_read_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("worker.password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let cli = Cli::parse_from(
+            ["t", "--nats-user", "worker", "--nats-password-file"]
+                .into_iter()
+                .map(String::from)
+                .chain([file.display().to_string()]),
+        );
+        assert_eq!(cli.nats.password().unwrap().unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn a_missing_password_file_is_a_clear_error() {
+        let cli = Cli::parse_from(["t", "--nats-password-file", "/nonexistent/pw"]);
+        let e = cli.nats.password().unwrap_err().to_string();
+        assert!(e.contains("NATS_PASSWORD_FILE /nonexistent/pw"), "{e}");
+    }
+
+    #[test]
+    fn password_and_password_file_conflict() {
+        let both = Cli::try_parse_from(["t", "--nats-password", "a", "--nats-password-file", "/f"]);
+        assert!(both.is_err());
     }
 }

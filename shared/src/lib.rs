@@ -13,6 +13,8 @@
 //! - [`heartbeats`]: which workers are alive now, read from the heartbeat bucket.
 //! - [`corpus`]: benchmark input texts (1024 built-in sentences, or a JSON file).
 //! - [`config`]: command-line/env options every service shares (NATS connection).
+//! - [`keys`]: API and dashboard keys, compared in constant time.
+//! - [`exposure`]: protected mode: off loopback only with keys.
 //! - [`telemetry`]: tracing setup with a switchable JSON output.
 //! - [`metrics`]: the Prometheus recorder behind every `GET /metrics`.
 //! - [`serve`]: the HTTP front of the gateway and the dashboard: header and idle
@@ -23,7 +25,9 @@
 pub mod clock;
 pub mod config;
 pub mod corpus;
+pub mod exposure;
 pub mod heartbeats;
+pub mod keys;
 pub mod metrics;
 pub mod protocol;
 pub mod serve;

@@ -49,6 +49,17 @@ impl WorkerProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, as `docker stop` or the launcher sends it: the worker should
+    /// finish the batch in hand, remove its heartbeat and exit.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
     /// The process's exit status if it has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()

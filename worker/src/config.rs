@@ -69,7 +69,7 @@ pub struct WorkerArgs {
     pub fetch_model: bool,
     /// Address of this worker's `GET /metrics` (Prometheus). Workers sharing a
     /// host need one port each (the launcher gives 9101, 9102, ...); port 0 picks a free one.
-    #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:9100")]
+    #[arg(long, env = "METRICS_LISTEN", default_value = "127.0.0.1:9100")]
     pub metrics_listen: SocketAddr,
     /// `bench`: measure the backends instead of serving.
     #[command(subcommand)]

@@ -5,6 +5,7 @@
 //! A worker that stops cleanly deletes its key at once.
 
 use crate::counters::Counters;
+use crate::health::Health;
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{Heartbeat, Task};
 use std::time::Duration;
@@ -40,22 +41,27 @@ fn record(me: &Identity, counters: &Counters, state: &str) -> Heartbeat {
     }
 }
 
-async fn put(kv: &async_nats::jetstream::kv::Store, beat: &Heartbeat) {
+async fn put(kv: &async_nats::jetstream::kv::Store, beat: &Heartbeat, health: &Health) {
     let body = match serde_json::to_vec(beat) {
         Ok(b) => b,
         Err(e) => return tracing::warn!(error = %e, "cannot encode heartbeat"),
     };
-    if let Err(e) = kv.put(&beat.id, body.into()).await {
-        tracing::warn!(error = %e, worker_id = %beat.id, "heartbeat not stored");
+    match kv.put(&beat.id, body.into()).await {
+        Ok(_) => health.beat(),
+        Err(e) => tracing::warn!(error = %e, worker_id = %beat.id, "heartbeat not stored"),
     }
 }
 
-/// Beat every `interval` until `stop` fires, then delete the key.
+/// Beat every `interval` until `stop` fires (each stored beat told to
+/// `health`), then delete the key. A beat in progress is abandoned at `stop`,
+/// and the delete waits at most `interval`: with NATS unreachable neither
+/// would ever finish, and the key expires by itself anyway.
 pub async fn run(
     kv: async_nats::jetstream::kv::Store,
     me: Identity,
     counters: Counters,
     interval: Duration,
+    health: Health,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -63,10 +69,19 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick() => put(&kv, &record(&me, &counters, "ready")).await,
+            _ = tick.tick() => {
+                let beat = record(&me, &counters, "ready");
+                if stop.run_until_cancelled(put(&kv, &beat, &health)).await.is_none() {
+                    break;
+                }
+            }
         }
     }
-    if let Err(e) = kv.delete(&me.id).await {
-        tracing::warn!(error = %e, worker_id = %me.id, "cannot remove heartbeat");
+    match tokio::time::timeout(interval.max(Duration::from_secs(1)), kv.delete(&me.id)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, worker_id = %me.id, "cannot remove heartbeat"),
+        Err(_) => {
+            tracing::warn!(worker_id = %me.id, "heartbeat not removed in time; it expires by itself")
+        }
     }
 }

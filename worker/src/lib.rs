@@ -9,6 +9,7 @@
 //! - [`faults`]: crash / delay / hang / lost-result injection, as wrappers
 //!   around the model and the result publisher.
 //! - [`heartbeat`]: liveness record in the `INFER_WORKERS` bucket.
+//! - [`health`]: `GET /healthz`: connected and heartbeating.
 //! - [`events`]: `infer.event.<worker>.<kind>` notifications.
 //! - [`counters`]: live counts reported by the heartbeat and the micro service.
 //! - [`metrics`]: Prometheus metrics and the `GET /metrics` listener.
@@ -22,6 +23,7 @@ pub mod consume;
 pub mod counters;
 pub mod events;
 pub mod faults;
+pub mod health;
 pub mod heartbeat;
 pub mod metrics;
 pub mod service;
@@ -34,6 +36,7 @@ use consume::report::Report;
 use consume::Processor;
 use events::{BatchRef, Events};
 use faults::{FaultyModel, FaultyResults};
+use health::Health;
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::config::ConnectError;
 use jetinfer_shared::protocol::Priority;
@@ -85,12 +88,28 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
             source,
         })?;
     tracing::info!(worker_id = %worker_id, metrics = %metrics_listener.local_addr().map_err(|source| WorkerError::Metrics { addr: args.metrics_listen, source })?, "serving /metrics");
-    tokio::spawn(metrics::serve(metrics_listener, stop.clone()));
+    let health = Health::new(args.topology.heartbeat_ttl().as_millis() as u64);
+    tokio::spawn(metrics::serve(
+        metrics_listener,
+        health.clone(),
+        stop.clone(),
+    ));
 
-    let client = args.nats.connect(&worker_id).await?;
-    let js = async_nats::jetstream::new(client.clone());
-    let stream = topology::ensure_streams(&js, &args.topology).await?;
-    let kv = topology::ensure_workers_bucket(&js, &args.topology).await?;
+    // Reaching NATS may take forever (it is down); a stop must not wait for it.
+    let Some(reached) = stop
+        .run_until_cancelled(reach_nats(&args, &worker_id))
+        .await
+    else {
+        tracing::info!(worker_id = %worker_id, "stopped before NATS was reached");
+        return Ok(());
+    };
+    let Reached {
+        client,
+        js,
+        kv,
+        sources,
+    } = reached?;
+    health.connected(client.clone());
 
     let faults = Arc::new(faults::Faults::new(args.faults.clone()));
     if faults.any() {
@@ -119,15 +138,6 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
         max_batch_tokens: args.max_batch_tokens,
     });
 
-    let mut sources = Vec::new();
-    for priority in Priority::ALL {
-        for task in &args.tasks {
-            let consumer =
-                topology::ensure_work_consumer(&stream, &args.topology, *task, priority).await?;
-            let name = jetinfer_shared::subjects::work_consumer(*task, priority);
-            sources.push(Source::new(name, consumer));
-        }
-    }
     let pulling = Pulling {
         client: client.clone(),
         js: js.clone(),
@@ -147,6 +157,7 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
         identity,
         counters.clone(),
         Duration::from_millis(args.topology.heartbeat_interval_ms),
+        health,
         beat_stop.clone(),
     ));
     let registration = service::Registration {
@@ -168,9 +179,48 @@ pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), Worker
     micro.abort();
     let _ = beating.await;
     events.emit("stopped", BatchRef::default(), 0.0, None).await;
-    if let Err(e) = client.flush().await {
-        tracing::warn!(error = %e, "final flush failed");
+    // With NATS unreachable a flush never completes: the last events are
+    // best effort, a bounded stop is not.
+    match tokio::time::timeout(FINAL_FLUSH, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final flush failed"),
+        Err(_) => tracing::warn!("NATS unreachable; stopping without the final flush"),
     }
     tracing::info!(worker_id = %worker_id, "worker stopped");
     Ok(())
+}
+
+/// Longest wait at stop for buffered events to reach NATS.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// A worker's NATS side, set up: connection, heartbeat bucket, work consumers.
+struct Reached {
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    kv: async_nats::jetstream::kv::Store,
+    sources: Vec<Source>,
+}
+
+/// Connect and open (or create) the streams, the heartbeat bucket and one
+/// work consumer per task and priority served, high priority first.
+async fn reach_nats(args: &WorkerArgs, worker_id: &str) -> Result<Reached, WorkerError> {
+    let client = args.nats.connect(worker_id).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = topology::ensure_streams(&js, &args.topology).await?;
+    let kv = topology::ensure_workers_bucket(&js, &args.topology).await?;
+    let mut sources = Vec::new();
+    for priority in Priority::ALL {
+        for task in &args.tasks {
+            let consumer =
+                topology::ensure_work_consumer(&stream, &args.topology, *task, priority).await?;
+            let name = jetinfer_shared::subjects::work_consumer(*task, priority);
+            sources.push(Source::new(name, consumer));
+        }
+    }
+    Ok(Reached {
+        client,
+        js,
+        kv,
+        sources,
+    })
 }

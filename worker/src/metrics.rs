@@ -1,9 +1,11 @@
-//! The worker's Prometheus metrics and the tiny HTTP server that exposes them.
+//! The worker's Prometheus metrics and the tiny HTTP server that exposes them
+//! (with `/healthz`, see [`crate::health`]).
 //!
 //! Names: `jetinfer_worker_*`. Batches are counted by task and outcome
 //! (`ok`, `error`, `expired`, `malformed`, `unpublished`, or the injected fault),
 //! compute time and batch size are histograms, faults are counted by kind.
 
+use crate::health::Health;
 use axum::http::header;
 use axum::routing::get;
 use axum::Router;
@@ -52,17 +54,23 @@ pub fn in_flight(delta: f64) {
     metrics::gauge!("jetinfer_worker_batches_in_flight").increment(delta);
 }
 
-/// Serve `GET /metrics` on `listener` until `stop`.
-pub async fn serve(listener: TcpListener, stop: CancellationToken) -> std::io::Result<()> {
-    let app = Router::new().route(
-        "/metrics",
-        get(|| async {
-            (
-                [(header::CONTENT_TYPE, jetinfer_shared::metrics::CONTENT_TYPE)],
-                jetinfer_shared::metrics::render(),
-            )
-        }),
-    );
+/// Serve `GET /metrics` and `GET /healthz` on `listener` until `stop`.
+pub async fn serve(
+    listener: TcpListener,
+    health: Health,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, jetinfer_shared::metrics::CONTENT_TYPE)],
+                    jetinfer_shared::metrics::render(),
+                )
+            }),
+        )
+        .route("/healthz", get(move || async move { health.report() }));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await

@@ -9,17 +9,20 @@
 //!
 //! # Layout
 //! - `workers`: last heartbeat per worker, liveness, the workers table.
-//! - `pending`: requests queued and not answered yet.
+//! - `pending`: requests and batches not answered yet.
+//! - `inputs`: whether request text may be shown (by default it is not).
 //! - `series`: per-second buckets behind the charts and the one-minute window.
 //! - `ring`: the bounded buffers of finished requests and events.
 //! - `snapshot`: the JSON the page renders, and how it is read off the state.
 
+mod inputs;
 mod pending;
 mod ring;
 mod series;
 mod snapshot;
 mod workers;
 
+pub use inputs::Inputs;
 pub use pending::PendingRow;
 pub use series::{Point, HISTORY_SECS, WINDOW_SECS};
 pub use snapshot::{Metrics, Queue, Snapshot};
@@ -48,11 +51,13 @@ pub struct StackState {
     gateways: BTreeMap<String, GatewayStats>,
     seconds: Seconds,
     queue: Queue,
+    inputs: Inputs,
 }
 
 impl StackState {
     /// An empty state keeping `recent_cap` finished requests; workers are dead
-    /// `heartbeat_ttl` after their last heartbeat.
+    /// `heartbeat_ttl` after their last heartbeat. Request text is hidden
+    /// until [`StackState::inputs`] says otherwise.
     pub fn new(recent_cap: usize, heartbeat_ttl: Duration) -> Self {
         Self {
             heartbeat_ttl,
@@ -63,6 +68,7 @@ impl StackState {
             gateways: BTreeMap::new(),
             seconds: Seconds::default(),
             queue: Queue::default(),
+            inputs: Inputs::default(),
         }
     }
 
@@ -80,22 +86,31 @@ impl StackState {
         self.workers.removed(id);
     }
 
+    /// Whether request text may be shown from now on.
+    pub fn inputs(&mut self, inputs: Inputs) {
+        self.inputs = inputs;
+    }
+
     /// A batch was published: its requests are pending.
     pub fn batch_queued(&mut self, batch: &TaskBatch) {
         self.pending.queued(batch);
     }
 
-    /// A worker reported on a batch. `started` marks its requests in flight;
-    /// `completed` is too frequent to list (the charts show it); anything
-    /// else goes to the events table.
+    /// A worker reported on a batch. `started` puts it in flight, and
+    /// `completed`, `failed` or `expired` take it out; `completed` is too
+    /// frequent to list (the charts show it), anything else goes to the
+    /// events table.
     pub fn worker_event(&mut self, event: WorkerEvent) {
-        if event.kind == "started" {
-            if let Some(batch) = event.batch_id {
-                self.pending.started(batch, &event.worker_id);
+        match (event.kind.as_str(), event.batch_id) {
+            ("started", Some(batch)) => {
+                self.pending
+                    .started(batch, &event.worker_id, event.requests);
+                return;
             }
-            return;
+            ("completed" | "failed" | "expired", Some(batch)) => self.pending.ended(&batch),
+            _ => {}
         }
-        if event.kind != "completed" {
+        if event.kind != "started" && event.kind != "completed" {
             self.events.push(event);
         }
     }
@@ -105,8 +120,10 @@ impl StackState {
         self.seconds.results(now_ms(), worker, requests);
     }
 
-    /// A gateway answered a request.
+    /// A gateway answered a request; kept without its text unless inputs
+    /// are shown.
     pub fn request_finished(&mut self, record: RequestRecord) {
+        let record = self.inputs.admit(record);
         self.pending.finished(&record.request_id);
         self.seconds.finished(&record);
         self.recent.push(record);

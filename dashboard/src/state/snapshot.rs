@@ -2,6 +2,7 @@
 //! once a second on the SSE stream. Building it only reads the state, so any
 //! number of open pages see the same stack and change nothing.
 
+use super::inputs::Inputs;
 use super::pending::PendingRow;
 use super::series::Point;
 use super::workers::WorkerRow;
@@ -51,6 +52,8 @@ pub struct Metrics {
 pub struct Snapshot {
     /// NATS connection state as the dashboard sees it.
     pub nats: String,
+    /// Whether request text is shown.
+    pub inputs: Inputs,
     /// Unix ms of the snapshot.
     pub now_ms: u64,
     /// Workers, alive and recently dead.
@@ -61,7 +64,7 @@ pub struct Snapshot {
     pub queue: Queue,
     /// One point per second, oldest first, covering the last five minutes.
     pub series: Vec<Point>,
-    /// Pending requests, oldest first (at most 100).
+    /// Pending requests and batches in flight, oldest first (at most 100).
     pub pending: Vec<PendingRow>,
     /// Total pending requests.
     pub pending_total: usize,
@@ -103,6 +106,7 @@ impl StackState {
         let (pending, pending_total) = self.pending.rows(now);
         Snapshot {
             nats,
+            inputs: self.inputs,
             now_ms: now,
             workers: self.workers.rows(now, self.ttl_ms(), &window.load),
             metrics,

@@ -29,8 +29,10 @@ fn record(id: Uuid, outcome: &str, latency_ms: f64) -> RequestRecord {
         retries: 0,
         latency_ms,
         error: None,
-        input: "x".into(),
-        output: None,
+        input_chars: 6,
+        input_hash: "0123456789ab".into(),
+        input: "secret".into(),
+        output: Some("secret out".into()),
         finished_at_ms: now_ms(),
     }
 }
@@ -143,4 +145,76 @@ fn requests_move_from_pending_to_recent_with_metrics() {
     assert_eq!((completed, failed), (2, 1));
     assert_eq!(s.series.len() as u64, HISTORY_SECS);
     assert!(s.metrics.requests_per_s > 0.0);
+}
+
+fn event(kind: &str, batch: Uuid, requests: usize) -> WorkerEvent {
+    WorkerEvent {
+        worker_id: "w1".into(),
+        kind: kind.into(),
+        batch_id: Some(batch),
+        requests,
+        attempt: 1,
+        latency_ms: 0.0,
+        error: None,
+        at_ms: now_ms(),
+    }
+}
+
+#[test]
+fn hidden_inputs_keep_the_length_and_hash_and_drop_the_text() {
+    let mut m = StackState::new(10, Duration::from_secs(3));
+    m.request_finished(record(Uuid::new_v4(), "ok", 1.0));
+    let mut private = record(Uuid::new_v4(), "ok", 1.0);
+    private.input.clear();
+    private.output = Some("384 floats".into());
+    m.request_finished(private);
+    let s = serde_json::to_value(look(&mut m)).unwrap();
+    assert_eq!(s["inputs"], "hidden", "the default");
+    let shown = s.to_string();
+    assert!(!shown.contains("secret"), "{shown}");
+    assert_eq!(s["recent"][1]["input_chars"], 6);
+    assert_eq!(s["recent"][1]["input_hash"], "0123456789ab");
+    assert_eq!(
+        s["recent"][0]["output"], "384 floats",
+        "a gateway's private summary stays"
+    );
+
+    m.inputs(Inputs::Shown);
+    m.request_finished(record(Uuid::new_v4(), "ok", 1.0));
+    let s = look(&mut m);
+    assert_eq!(s.recent[0].input, "secret");
+    assert_eq!(s.recent[0].output.as_deref(), Some("secret out"));
+}
+
+#[test]
+fn batches_in_flight_are_listed_from_worker_events_alone() {
+    let mut m = StackState::new(10, Duration::from_secs(3));
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    m.worker_event(event("started", a, 4));
+    m.worker_event(event("started", b, 2));
+    let s = look(&mut m);
+    assert_eq!(s.pending_total, 6, "requests, not rows");
+    assert_eq!(s.pending.len(), 2);
+    assert!(s
+        .pending
+        .iter()
+        .all(|p| p.request_id.is_none() && p.input.is_none() && p.state == "in flight"));
+    assert!(s.events.is_empty(), "a start is not an event to list");
+
+    m.worker_event(event("completed", a, 4));
+    m.worker_event(event("failed", b, 2));
+    let s = look(&mut m);
+    assert_eq!(s.pending_total, 0);
+    assert_eq!(s.events.len(), 1, "the failure is listed");
+
+    // With previews, a started batch's requests are listed, not the batch.
+    let ids = [Uuid::new_v4(), Uuid::new_v4()];
+    let batch = embed_batch(&ids, now_ms() + 60_000);
+    m.batch_queued(&batch);
+    m.worker_event(event("started", batch.batch_id, 2));
+    let s = look(&mut m);
+    assert_eq!((s.pending.len(), s.pending_total), (2, 2));
+    assert!(s.pending.iter().all(|p| p.request_id.is_some()
+        && p.input.as_deref() == Some("hello")
+        && p.worker.as_deref() == Some("w1")));
 }

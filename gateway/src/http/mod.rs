@@ -55,7 +55,7 @@ pub struct AppState {
 
 /// Every route with its key check and body limit, for `run` to serve.
 /// Work and what reveals it need a key when `keys` has any; probes do not.
-pub fn app(state: Arc<AppState>, keys: auth::ApiKeys) -> Router {
+pub fn app(state: Arc<AppState>, keys: jetinfer_shared::keys::Keys) -> Router {
     let body_limit = state.limits.max_body_bytes;
     let guarded = Router::new()
         .route("/infer", post(infer::infer))

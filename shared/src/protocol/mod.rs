@@ -15,7 +15,8 @@
 //! - `codec`: MessagePack [`encode`]/[`decode`] and their [`WireError`].
 //! - `records`: JSON observability records — [`Heartbeat`], [`WorkerEvent`],
 //!   [`RequestRecord`], [`GatewayStats`].
-//! - `preview`: one-line summaries of texts and outputs ([`preview()`]).
+//! - `preview`: one-line summaries of texts and outputs ([`preview()`]), and
+//!   their private forms ([`Fingerprint`], [`TaskOutput::summary`]).
 
 mod batch;
 mod codec;
@@ -29,6 +30,6 @@ pub use codec::{decode, encode, WireError};
 pub use limits::{
     item_budget, LimitError, ENVELOPE_BYTES, MAX_BATCH_ITEMS, MAX_ITEM_TEXTS, MAX_TEXT_BYTES,
 };
-pub use preview::preview;
+pub use preview::{preview, Fingerprint};
 pub use records::{GatewayStats, Heartbeat, RequestRecord, WorkerEvent};
 pub use task::{Priority, ScoredCandidate, Task, TaskInput, TaskOutput, UnknownName};

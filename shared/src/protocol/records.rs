@@ -87,9 +87,19 @@ pub struct RequestRecord {
     /// Error message, when not ok.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The input's main text, truncated.
+    /// Characters of the input's main text (the query for similarity).
+    #[serde(default)]
+    pub input_chars: usize,
+    /// A fingerprint of that text ([`super::Fingerprint`]): equal texts show
+    /// equal hashes on one gateway, without the text.
+    #[serde(default)]
+    pub input_hash: String,
+    /// The main text, truncated, only where previews are on
+    /// (`DASHBOARD_SHOW_INPUTS`); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub input: String,
-    /// The output, summarised ([`super::TaskOutput::preview`]).
+    /// The output, summarised ([`super::TaskOutput::summary`]): with
+    /// previews off it names no text and no vector values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
     /// Unix ms of the answer.

@@ -18,5 +18,7 @@ mod invariants;
 mod payload;
 mod permissions;
 mod pipeline;
+mod privacy;
 mod slowloris;
 mod stack;
+mod stopping;

@@ -51,8 +51,8 @@ const MATRIX: &[(Role, Op, bool)] = &[
     (Gateway, Subscribe("$KV.INFER_WORKERS.>"), false),
     (Worker, Subscribe("infer.result.gw-1"), false),
     (Dashboard, Subscribe("infer.result.>"), true),
-    // Watching the task subjects: the dashboard; a worker pulls, it does not snoop.
-    (Dashboard, Subscribe("infer.task.>"), true),
+    // Task batches carry request text: nobody snoops on them (a worker pulls).
+    (Dashboard, Subscribe("infer.task.>"), false),
     (Worker, Subscribe("infer.task.>"), false),
     (Gateway, Subscribe("infer.task.>"), false),
     // Events: workers their batch events, gateways their request events.

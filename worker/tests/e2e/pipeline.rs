@@ -161,7 +161,10 @@ async fn three_hundred_concurrent_requests_through_three_workers() {
     for r in recent {
         assert_eq!(r["outcome"], "ok");
         assert!(ids.contains(r["request_id"].as_str().unwrap()));
-        assert!(r["input"].as_str().unwrap().starts_with("request number"));
+        // Private by default: the text's length and a fingerprint, no text.
+        assert!(r.get("input").is_none(), "{r}");
+        assert!(r["input_chars"].as_u64().unwrap() > "request number ".len() as u64);
+        assert_eq!(r["input_hash"].as_str().unwrap().len(), 12, "{r}");
     }
     let bad = stack
         .http

@@ -145,6 +145,18 @@ impl Stack {
         .await;
     }
 
+    /// GET `path` on the gateway (with the harness's key, if any) as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("gateway reachable")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
     /// POST /infer with a JSON body; returns status and parsed JSON body.
     pub async fn infer(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
         let r = self

@@ -2,16 +2,21 @@
 //! consume from a work queue), an ordered KV watch and consumer-info reads,
 //! plus a timer that ages the state once a second.
 //!
+//! The task subjects are not among the subscriptions: every message there
+//! carries request text. Only [`previews`], with `DASHBOARD_SHOW_INPUTS`,
+//! reads them.
+//!
 //! Each loop survives NATS going away: subscriptions are restored by the
 //! client on reconnect, and the KV watch and queue poll retry every second.
+
+pub mod previews;
 
 use crate::state::{Queue, StackState};
 use async_nats::jetstream::kv::Operation;
 use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{
-    self, GatewayStats, Heartbeat, Priority, RequestRecord, ResultBatch, Task, TaskBatch,
-    WorkerEvent,
+    self, GatewayStats, Heartbeat, Priority, RequestRecord, ResultBatch, Task, WorkerEvent,
 };
 use jetinfer_shared::subjects;
 use std::sync::{Arc, Mutex};
@@ -32,7 +37,7 @@ fn with(stack: &Shared, f: impl FnOnce(&mut StackState)) {
 pub fn spawn(client: async_nats::Client, stack: Shared, stop: CancellationToken) {
     let feeds: [std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>; 5] = [
         Box::pin(expiry(stack.clone())),
-        Box::pin(subjects_feed(client.clone(), stack.clone())),
+        Box::pin(events(client.clone(), stack.clone())),
         Box::pin(heartbeats(client.clone(), stack.clone())),
         Box::pin(queue_depth(client.clone(), stack.clone())),
         Box::pin(results(client, stack)),
@@ -71,22 +76,11 @@ async fn subscribe(client: &async_nats::Client, subject: &'static str) -> async_
     }
 }
 
-/// Task batches (what is pending) and events (workers' and gateways').
-async fn subjects_feed(client: async_nats::Client, stack: Shared) {
-    let tasks = subscribe(&client, subjects::TASK_SUBJECTS)
-        .await
-        .map(|m| (true, m));
-    let events = subscribe(&client, subjects::EVENT_SUBJECTS)
-        .await
-        .map(|m| (false, m));
-    let mut both = futures::stream::select(tasks, events);
-    while let Some((is_task, msg)) = both.next().await {
-        if is_task {
-            if let Ok(batch) = protocol::decode::<TaskBatch>(&msg.payload) {
-                with(&stack, |s| s.batch_queued(&batch));
-            }
-            continue;
-        }
+/// Events: workers' (batches started and ended, workers online and gone)
+/// and gateways' (finished requests, counters).
+async fn events(client: async_nats::Client, stack: Shared) {
+    let mut events = subscribe(&client, subjects::EVENT_SUBJECTS).await;
+    while let Some(msg) = events.next().await {
         // infer.event.<source>.<kind>
         let mut parts = msg.subject.as_str().splitn(4, '.').skip(2);
         let (Some(source), Some(kind)) = (parts.next(), parts.next()) else {
