@@ -2,9 +2,10 @@
 //! consume from a work queue), an ordered KV watch and consumer-info reads,
 //! plus a timer that ages the state once a second.
 //!
-//! The task subjects are not among the subscriptions: every message there
-//! carries request text. Only [`previews`], with `DASHBOARD_SHOW_INPUTS`,
-//! reads them.
+//! Neither task nor result subjects are among the subscriptions: their
+//! messages carry request text and answers. Load per worker is counted from
+//! workers' `completed` events; only [`previews`], with
+//! `DASHBOARD_SHOW_INPUTS`, reads task batches.
 //!
 //! Each loop survives NATS going away: subscriptions are restored by the
 //! client on reconnect, and the KV watch and queue poll retry every second.
@@ -16,7 +17,7 @@ use async_nats::jetstream::kv::Operation;
 use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{
-    self, GatewayStats, Heartbeat, Priority, RequestRecord, ResultBatch, Task, WorkerEvent,
+    GatewayStats, Heartbeat, Priority, RequestRecord, Task, WorkerEvent,
 };
 use jetinfer_shared::subjects;
 use std::sync::{Arc, Mutex};
@@ -35,12 +36,11 @@ fn with(stack: &Shared, f: impl FnOnce(&mut StackState)) {
 
 /// Start every feed; they end when `stop` fires.
 pub fn spawn(client: async_nats::Client, stack: Shared, stop: CancellationToken) {
-    let feeds: [std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>; 5] = [
+    let feeds: [std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>; 4] = [
         Box::pin(expiry(stack.clone())),
         Box::pin(events(client.clone(), stack.clone())),
         Box::pin(heartbeats(client.clone(), stack.clone())),
-        Box::pin(queue_depth(client.clone(), stack.clone())),
-        Box::pin(results(client, stack)),
+        Box::pin(queue_depth(client, stack)),
     ];
     for feed in feeds {
         let stop = stop.clone();
@@ -102,16 +102,6 @@ async fn events(client: async_nats::Client, stack: Shared) {
                     with(&stack, |s| s.worker_event(event));
                 }
             }
-        }
-    }
-}
-
-/// Results: how much each worker is answering.
-async fn results(client: async_nats::Client, stack: Shared) {
-    let mut results = subscribe(&client, subjects::RESULT_SUBJECTS).await;
-    while let Some(msg) = results.next().await {
-        if let Ok(batch) = protocol::decode::<ResultBatch>(&msg.payload) {
-            with(&stack, |s| s.results(&batch.worker_id, batch.items.len()));
         }
     }
 }

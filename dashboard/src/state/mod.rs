@@ -107,17 +107,20 @@ impl StackState {
                     .started(batch, &event.worker_id, event.requests);
                 return;
             }
-            ("completed" | "failed" | "expired", Some(batch)) => self.pending.ended(&batch),
+            ("completed", Some(batch)) => {
+                self.pending.ended(&batch);
+                // A worker's load: the requests it answered, counted from its
+                // own events, so the dashboard needs no result messages (which
+                // carry answers and candidate texts).
+                self.seconds
+                    .results(now_ms(), &event.worker_id, event.requests);
+            }
+            ("failed" | "expired", Some(batch)) => self.pending.ended(&batch),
             _ => {}
         }
         if event.kind != "started" && event.kind != "completed" {
             self.events.push(event);
         }
-    }
-
-    /// A worker published results: `requests` of them, counted as its load.
-    pub fn results(&mut self, worker: &str, requests: usize) {
-        self.seconds.results(now_ms(), worker, requests);
     }
 
     /// A gateway answered a request; kept without its text unless inputs

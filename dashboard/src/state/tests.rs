@@ -218,3 +218,15 @@ fn batches_in_flight_are_listed_from_worker_events_alone() {
         && p.input.as_deref() == Some("hello")
         && p.worker.as_deref() == Some("w1")));
 }
+
+#[test]
+fn a_workers_load_is_counted_from_its_completed_events() {
+    let mut m = StackState::new(10, Duration::from_secs(3));
+    m.heartbeat(beat("w1"));
+    m.worker_event(event("started", Uuid::new_v4(), 4));
+    m.worker_event(event("completed", Uuid::new_v4(), 4));
+    m.worker_event(event("completed", Uuid::new_v4(), 3));
+    m.worker_event(event("failed", Uuid::new_v4(), 5));
+    let s = look(&mut m);
+    assert_eq!(s.workers[0].load_last_min, 7, "answered requests only");
+}

@@ -50,7 +50,8 @@ const MATRIX: &[(Role, Op, bool)] = &[
     ),
     (Gateway, Subscribe("$KV.INFER_WORKERS.>"), false),
     (Worker, Subscribe("infer.result.gw-1"), false),
-    (Dashboard, Subscribe("infer.result.>"), true),
+    // Results carry answers (and candidate texts): only their gateway reads them.
+    (Dashboard, Subscribe("infer.result.>"), false),
     // Task batches carry request text: nobody snoops on them (a worker pulls).
     (Dashboard, Subscribe("infer.task.>"), false),
     (Worker, Subscribe("infer.task.>"), false),
