@@ -1,18 +1,22 @@
-//! One supervised child process: started with its log file, stopped politely.
+//! One supervised child process: started with its log file, restarted with
+//! the same recipe when it exits (within its restart policy), stopped politely.
 
-use anyhow::Context;
+use crate::restart::{RestartPolicy, Restarts, Verdict};
+use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 /// A named child process of the stack.
 pub struct Proc {
-    /// Name shown to the user (`nats`, `worker-1`, `gateway`).
+    /// Name shown to the user (`nats-server`, `worker-1`, `gateway`).
     pub name: String,
-    /// The recipe, kept to restart it.
+    /// The recipe, kept to restart it: same arguments, so nats-server comes
+    /// back on the same store and its JetStream data survives.
     spec: Spec,
     child: Child,
+    restarts: Restarts,
 }
 
 /// How to start a child.
@@ -46,6 +50,9 @@ fn spawn(spec: &Spec) -> anyhow::Result<Child> {
         .process_group(0);
     // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL
     // the child if the launcher dies, so a `kill -9` of the launcher leaves no orphans.
+    // The signal follows the *thread* that spawned the child: spawn only from
+    // the launcher's main future (the main thread), never from a spawned task
+    // on a runtime thread that may exit.
     unsafe {
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -57,13 +64,14 @@ fn spawn(spec: &Spec) -> anyhow::Result<Child> {
 }
 
 impl Proc {
-    /// Start `spec` as `name`.
-    pub fn start(name: &str, spec: Spec) -> anyhow::Result<Self> {
+    /// Start `spec` as `name`, to be restarted under `policy`.
+    pub fn start(name: &str, spec: Spec, policy: RestartPolicy) -> anyhow::Result<Self> {
         let child = spawn(&spec)?;
         Ok(Self {
             name: name.to_owned(),
             spec,
             child,
+            restarts: Restarts::new(policy),
         })
     }
 
@@ -77,9 +85,32 @@ impl Proc {
         self.child.try_wait().ok().flatten()
     }
 
-    /// Start it again with the same recipe (as a container restart policy would).
-    pub fn restart(&mut self) -> anyhow::Result<()> {
-        self.child = spawn(&self.spec)?;
+    /// If it has exited, start it again with the same recipe, as a container
+    /// restart policy would; an error (the caller stops the stack) when it
+    /// is crash-looping or cannot be started any more.
+    pub fn keep_alive(&mut self, now: Instant) -> anyhow::Result<()> {
+        let Some(status) = self.exited() else {
+            return Ok(());
+        };
+        let log = self.spec.log.display();
+        let policy = self.restarts.policy();
+        match self.restarts.on_exit(status, now) {
+            Verdict::Restart { counted: 0 } => println!(
+                "{} exited ({status}); restarting it (an injected crash, not counted; log {log})",
+                self.name
+            ),
+            Verdict::Restart { counted } => println!(
+                "{} exited ({status}); restarting it (restart {counted} of {} within {} s; log {log})",
+                self.name,
+                policy.max_restarts,
+                policy.window.as_secs()
+            ),
+            Verdict::CrashLoop(why) => bail!(
+                "{} exited ({status}) and is not restarted again: {why}; see {log}",
+                self.name
+            ),
+        }
+        self.child = spawn(&self.spec).with_context(|| format!("cannot restart {}", self.name))?;
         Ok(())
     }
 

@@ -1,10 +1,15 @@
 //! The launcher's command line, and the values derived from it once.
 
+use crate::exposure::{local, ListenArgs};
+use crate::restart::RestartPolicy;
 use anyhow::Context;
 use clap::Parser;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-/// Run nats-server, the workers and the gateway locally until Ctrl-C.
+/// Run nats-server, the workers, the gateway and the dashboard locally until
+/// Ctrl-C, restarting any of them that dies.
 #[derive(Debug, Parser)]
 #[command(name = "launcher", version, about)]
 pub struct LauncherArgs {
@@ -32,16 +37,20 @@ pub struct LauncherArgs {
     /// Port of the first worker's `GET /metrics`; worker N listens on this + N − 1.
     #[arg(long, env = "WORKER_METRICS_PORT", default_value_t = 9101)]
     pub worker_metrics_port: u16,
-    /// Gateway listen address.
-    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8000")]
-    pub gateway_listen: String,
-    /// Dashboard listen address.
-    #[arg(long, env = "DASHBOARD_LISTEN", default_value = "127.0.0.1:3000")]
-    pub dashboard_listen: String,
+    /// Listen addresses, and the keys required beyond loopback.
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    /// Restarts a child gets within `RESTART_WINDOW_S` before the stack
+    /// stops as a crash loop; 0: the first exit of any child stops it.
+    #[arg(long, env = "MAX_RESTARTS", default_value_t = 5)]
+    pub max_restarts: usize,
+    /// The window, in seconds, in which `MAX_RESTARTS` are counted.
+    #[arg(long, env = "RESTART_WINDOW_S", default_value_t = 60)]
+    pub restart_window_s: u64,
     /// Model folder; when unset, workers' `--fetch-model` downloads it by `MODEL_ID`.
     #[arg(long, env = "MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
-    /// Folder holding the `worker` and `gateway` binaries; default: next to this one.
+    /// Folder holding the `worker`, `gateway` and `dashboard` binaries; default: next to this one.
     #[arg(long, env = "BIN_DIR")]
     pub bin_dir: Option<PathBuf>,
 }
@@ -66,10 +75,19 @@ impl LauncherArgs {
         self.state_dir.join("logs")
     }
 
-    /// How every child reaches nats-server: loopback, since the launcher
-    /// starts that server on this machine.
+    /// How every child reaches nats-server: on this machine, through
+    /// loopback when the server listens on every interface.
     pub fn nats_url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.nats_port)
+        let at = SocketAddr::new(local(self.listen.host()), self.nats_port);
+        format!("nats://{at}")
+    }
+
+    /// The restart policy of every child.
+    pub fn restart_policy(&self) -> RestartPolicy {
+        RestartPolicy {
+            max_restarts: self.max_restarts,
+            window: Duration::from_secs(self.restart_window_s),
+        }
     }
 
     /// The machine's cores and the compute threads each worker gets: `--threads`,

@@ -1,20 +1,26 @@
 //! `launcher` (what `./jetinfer up` runs): the whole stack on one machine, no Docker.
 //!
-//! Starts nats-server with our `nats.conf` (data under the state folder),
-//! downloads or locates the model once, starts the workers and the gateway,
-//! waits until every worker has a heartbeat, prints the URLs, restarts a
-//! worker that dies, and on Ctrl-C stops workers and gateway first (they
-//! finish their batches) and nats-server last (it flushes JetStream).
+//! Refuses to open the stack to the network without API keys, starts
+//! nats-server with our `nats.conf` (data under the state folder), downloads
+//! or locates the model once, starts the workers, the gateway and the
+//! dashboard (all on loopback unless `--public`), waits until every worker
+//! has a heartbeat, prints the URLs, restarts any child that dies (and stops
+//! on a crash loop), and on Ctrl-C stops gateway, dashboard and workers first
+//! (they finish their batches) and nats-server last (it flushes JetStream).
 //!
 //! # Layout
 //! - [`config`]: the command line (`LauncherArgs`) and what is derived from it.
+//! - [`exposure`]: the listen addresses, and the keys required beyond loopback.
 //! - [`secrets`]: the NATS role passwords, generated once into the state folder.
 //! - [`stack`]: the children, started in order, supervised, stopped in reverse.
+//! - [`restart`]: the restart policy every child shares, and crash loops.
 //! - [`wait`]: readiness: nats-server reachable, every worker's heartbeat.
 //! - [`child`]: one child process with its log file.
 
 mod child;
 mod config;
+mod exposure;
+mod restart;
 mod secrets;
 mod stack;
 mod wait;
@@ -24,11 +30,13 @@ use clap::Parser;
 use config::LauncherArgs;
 use secrets::Secrets;
 use stack::{Plan, Stack};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = LauncherArgs::parse();
+    args.listen.check()?;
     let bin_dir = args.bin_dir()?;
     let logs = args.logs();
     std::fs::create_dir_all(&logs)?;
@@ -54,9 +62,9 @@ async fn main() -> anyhow::Result<()> {
     let client = wait::nats(&plan.nats_url, secrets.password("admin"), &mut stack.nats).await?;
     let admin_env = secrets.write_admin_env(&args.state_dir, &plan.nats_url)?;
     println!(
-        "nats-server  {}  (monitoring http://127.0.0.1:{}, log {})",
+        "nats-server  {}  (monitoring http://{}, log {})",
         plan.nats_url,
-        args.nats_monitor_port,
+        SocketAddr::new(exposure::local(args.listen.host()), args.nats_monitor_port),
         stack.nats.log().display()
     );
     stack.start_services(&plan)?;
@@ -65,10 +73,15 @@ async fn main() -> anyhow::Result<()> {
         "starting {} workers ({threads} compute threads each, {cores} cores) ...",
         args.workers
     );
-    let ready = tokio::select! {
-        r = wait::workers(&client, args.workers) => r,
-        _ = jetinfer_shared::shutdown::signal() => Err(anyhow::anyhow!("interrupted")),
-    };
+    let ready = stack
+        .supervise(async {
+            tokio::select! {
+                r = wait::workers(&client, args.workers) => r,
+                _ = jetinfer_shared::shutdown::signal() => Err(anyhow::anyhow!("interrupted")),
+            }
+        })
+        .await
+        .and_then(|ready| ready);
     if let Err(e) = ready {
         eprintln!(
             "stack did not come up: {e:#}; logs in {}",
@@ -79,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
     }
     print_ready(&plan, &admin_env);
 
-    let outcome = stack.supervise().await;
+    let outcome = stack.supervise(jetinfer_shared::shutdown::signal()).await;
     stack.stop().await;
     println!(
         "stopped; JetStream data kept in {}",
@@ -108,12 +121,11 @@ async fn fetch_model(bin_dir: &Path) -> anyhow::Result<PathBuf> {
 /// Tell the user where everything is and how to try it.
 fn print_ready(plan: &Plan, admin_env: &Path) {
     let args = plan.args;
-    let port = port_of(&args.gateway_listen, "8000");
-    let dashboard_port = port_of(&args.dashboard_listen, "3000");
+    let gateway = url(args.listen.gateway());
     println!();
     println!("jetinfer is up: {} workers ready", args.workers);
-    println!("  gateway   http://localhost:{port}   (POST /infer, GET /status, GET /healthz)");
-    println!("  dashboard http://localhost:{dashboard_port}");
+    println!("  gateway   {gateway}   (POST /infer, GET /status, GET /healthz)");
+    println!("  dashboard {}", url(args.listen.dashboard()));
     println!(
         "  nats      {}   (passwords in {})",
         plan.nats_url,
@@ -124,11 +136,16 @@ fn print_ready(plan: &Plan, admin_env: &Path) {
         admin_env.display()
     );
     println!("  logs      {}/", plan.logs.display());
-    println!("try:  curl -s localhost:{port}/infer -H 'content-type: application/json' -d '{{\"task\":\"embed\",\"input\":\"This is an example sentence\"}}'");
+    let at = gateway.trim_start_matches("http://");
+    println!("try:  curl -s {at}/infer -H 'content-type: application/json' -d '{{\"task\":\"embed\",\"input\":\"This is an example sentence\"}}'");
     println!("Ctrl-C stops everything.");
 }
 
-/// The port of a listen address (`0.0.0.0:8000` → `8000`), for the URLs shown.
-fn port_of<'a>(listen: &'a str, default: &'a str) -> &'a str {
-    listen.rsplit(':').next().unwrap_or(default)
+/// Where a browser or curl on this machine reaches `listen`: `localhost`
+/// for loopback and wildcard addresses, the address itself otherwise.
+fn url(listen: SocketAddr) -> String {
+    match exposure::local(listen.ip()).is_loopback() {
+        true => format!("http://localhost:{}", listen.port()),
+        false => format!("http://{listen}"),
+    }
 }

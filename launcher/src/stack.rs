@@ -1,16 +1,22 @@
 //! The processes of a local stack: started in dependency order (nats-server,
-//! then the workers, the gateway and the dashboard), supervised while it runs,
+//! then the workers, the gateway and the dashboard), all supervised the same
+//! way while it runs (restarted when they exit, within one restart policy),
 //! and stopped in the reverse order so nats-server outlives its clients.
 
 use crate::child::{Proc, Spec};
 use crate::config::LauncherArgs;
 use crate::secrets::Secrets;
-use anyhow::bail;
+use anyhow::Context;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a child may take to stop after SIGTERM before it is killed.
 const GRACE: Duration = Duration::from_secs(15);
+
+/// How often the children are checked for an exit.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// What every child is started with, resolved before the first one starts.
 pub struct Plan<'a> {
@@ -31,8 +37,12 @@ pub struct Plan<'a> {
 }
 
 impl Plan<'_> {
-    /// nats-server with our `nats.conf`, its store in the state folder, and
-    /// the role passwords in its environment (the config reads them from there).
+    /// nats-server with our `nats.conf`, its store in the state folder (the
+    /// same on every restart, so JetStream data survives one), and the role
+    /// passwords in its environment (the config reads them from there). `-a`
+    /// binds the client port to the listen host, and the monitoring port
+    /// follows it: nats-server binds monitoring to the client host unless
+    /// told otherwise.
     fn nats(&self) -> Spec {
         let args = self.args;
         Spec {
@@ -42,6 +52,8 @@ impl Plan<'_> {
                 args.nats_conf.display().to_string(),
                 "-sd".into(),
                 args.state_dir.join("nats").display().to_string(),
+                "-a".into(),
+                args.listen.host().to_string(),
                 "-p".into(),
                 args.nats_port.to_string(),
                 "-m".into(),
@@ -63,18 +75,23 @@ impl Plan<'_> {
         }
     }
 
-    /// Worker `i` (from 1): its id, the shared model, and a metrics port of its own.
-    fn worker(&self, i: usize) -> (String, Spec) {
+    /// Worker `i` (from 1): its id, the shared model, and a metrics port of
+    /// its own on the listen host.
+    fn worker(&self, i: usize) -> anyhow::Result<(String, Spec)> {
         let id = format!("worker-{i}");
-        let metrics_port = self.args.worker_metrics_port as usize + i - 1;
+        let port = u16::try_from(self.args.worker_metrics_port as usize + i - 1)
+            .context("WORKER_METRICS_PORT + WORKERS goes past port 65535")?;
         let env = vec![
             ("WORKER_ID".into(), id.clone()),
             ("MODEL_DIR".into(), self.model_dir.display().to_string()),
             ("THREADS".into(), self.threads.to_string()),
-            ("METRICS_LISTEN".into(), format!("0.0.0.0:{metrics_port}")),
+            (
+                "METRICS_LISTEN".into(),
+                SocketAddr::new(self.args.listen.host(), port).to_string(),
+            ),
         ];
         let spec = self.service("worker", &id, env);
-        (id, spec)
+        Ok((id, spec))
     }
 }
 
@@ -82,83 +99,70 @@ impl Plan<'_> {
 pub struct Stack {
     /// nats-server: started first, stopped last.
     pub nats: Proc,
-    /// Restarted when they exit, as a container restart policy would.
+    /// Stopped together, after the fronts.
     workers: Vec<Proc>,
-    /// Gateway and dashboard: the stack is broken when one exits.
-    services: Vec<Proc>,
+    /// Gateway and dashboard: stopped first, so no new work comes in.
+    fronts: Vec<Proc>,
 }
 
 impl Stack {
     /// Start nats-server alone: the services need it reachable first.
     pub fn start_nats(plan: &Plan) -> anyhow::Result<Self> {
         Ok(Self {
-            nats: Proc::start("nats", plan.nats())?,
+            nats: Proc::start("nats-server", plan.nats(), plan.args.restart_policy())?,
             workers: Vec::new(),
-            services: Vec::new(),
+            fronts: Vec::new(),
         })
     }
 
     /// Start the workers, then the gateway, then the dashboard.
     pub fn start_services(&mut self, plan: &Plan) -> anyhow::Result<()> {
+        let policy = plan.args.restart_policy();
         for i in 1..=plan.args.workers {
-            let (id, spec) = plan.worker(i);
-            self.workers.push(Proc::start(&id, spec)?);
+            let (id, spec) = plan.worker(i)?;
+            self.workers.push(Proc::start(&id, spec, policy)?);
         }
-        let gateway = plan.service(
-            "gateway",
-            "gateway",
-            vec![
-                ("GATEWAY_LISTEN".into(), plan.args.gateway_listen.clone()),
-                ("GATEWAY_ID".into(), "gateway-1".into()),
-            ],
-        );
-        self.services.push(Proc::start("gateway", gateway)?);
-        let dashboard = plan.service(
-            "dashboard",
-            "dashboard",
-            vec![(
-                "DASHBOARD_LISTEN".into(),
-                plan.args.dashboard_listen.clone(),
-            )],
-        );
-        self.services.push(Proc::start("dashboard", dashboard)?);
+        let mut gateway_env = plan.args.listen.gateway_env();
+        gateway_env.push(("GATEWAY_ID".into(), "gateway-1".into()));
+        let gateway = plan.service("gateway", "gateway", gateway_env);
+        self.fronts.push(Proc::start("gateway", gateway, policy)?);
+        let dashboard = plan.service("dashboard", "dashboard", plan.args.listen.dashboard_env());
+        self.fronts
+            .push(Proc::start("dashboard", dashboard, policy)?);
         Ok(())
     }
 
-    /// Watch the children until Ctrl-C; restart a worker that dies; give up
-    /// (the caller then stops everything) if a service or nats-server dies.
-    pub async fn supervise(&mut self) -> anyhow::Result<()> {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let signal = jetinfer_shared::shutdown::signal();
-        tokio::pin!(signal);
+    /// Run `until` (readiness, or waiting for Ctrl-C) while keeping every
+    /// child alive: each one that exits is restarted by the same code path.
+    /// An error, which the caller answers by stopping everything, when a
+    /// child crash-loops or cannot be started again.
+    pub async fn supervise<T>(&mut self, until: impl Future<Output = T>) -> anyhow::Result<T> {
+        let mut tick = tokio::time::interval(CHECK_EVERY);
+        tokio::pin!(until);
         loop {
             tokio::select! {
-                _ = &mut signal => return Ok(()),
+                done = &mut until => return Ok(done),
                 _ = tick.tick() => {}
             }
-            for w in self.workers.iter_mut() {
-                if let Some(status) = w.exited() {
-                    println!(
-                        "{} exited ({status}); restarting it (log {})",
-                        w.name,
-                        w.log().display()
-                    );
-                    w.restart()?;
-                }
-            }
-            for p in self.services.iter_mut().chain([&mut self.nats]) {
-                if let Some(status) = p.exited() {
-                    bail!("{} exited ({status}); see {}", p.name, p.log().display());
-                }
+            let now = Instant::now();
+            for child in self.children() {
+                child.keep_alive(now)?;
             }
         }
     }
 
-    /// Stop the services (gateway, dashboard) and the workers, so each
+    /// Every child, nats-server included.
+    fn children(&mut self) -> impl Iterator<Item = &mut Proc> {
+        std::iter::once(&mut self.nats)
+            .chain(self.workers.iter_mut())
+            .chain(self.fronts.iter_mut())
+    }
+
+    /// Stop the fronts (gateway, dashboard) and the workers, so each
     /// finishes its batch; nats-server last, so it flushes JetStream after them.
     pub async fn stop(&mut self) {
         println!("stopping ...");
-        for s in self.services.iter_mut() {
+        for s in self.fronts.iter_mut() {
             s.stop(GRACE).await;
         }
         futures::future::join_all(self.workers.iter_mut().map(|w| w.stop(GRACE))).await;

@@ -1,5 +1,10 @@
 //! One shutdown signal for every binary: Ctrl-C or SIGTERM.
 
+/// Exit status of a worker's injected crash (`CRASH_RATE`): a supervisor
+/// restarts it like any exit, but does not count a crash someone asked for
+/// towards its crash-loop limit.
+pub const INJECTED_CRASH_EXIT_CODE: i32 = 70;
+
 use tokio_util::sync::CancellationToken;
 
 /// Resolve on Ctrl-C or SIGTERM (what `docker stop` and the launcher send).

@@ -137,9 +137,6 @@ impl Unanswered {
     }
 }
 
-/// Exit status of an injected crash (what a supervisor sees).
-pub const CRASH_EXIT_CODE: i32 = 70;
-
 fn injected(kind: &'static str) {
     crate::metrics::fault(kind);
 }
@@ -190,7 +187,7 @@ impl FaultyModel {
             Fate::Crash => {
                 injected("crash");
                 Err(Unanswered {
-                    exit_code: Some(CRASH_EXIT_CODE),
+                    exit_code: Some(jetinfer_shared::shutdown::INJECTED_CRASH_EXIT_CODE),
                     ..Unanswered::fault("crash", "injected crash")
                 })
             }
