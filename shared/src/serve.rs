@@ -9,6 +9,11 @@
 //! - At most `MAX_CONNECTIONS` are served at once. Past that a connection is
 //!   answered a canned 503 `overloaded` without waiting for it and closed, so
 //!   the accept loop never stalls and the descriptors stay under the limit.
+//!
+//! Metrics (on the server's `/metrics`): `jetinfer_http_connections_open`,
+//! `jetinfer_http_connections_shed_total` (refused over the cap) and
+//! `jetinfer_http_connections_idle_closed_total`, so an operator sees a
+//! connection flood as such.
 
 pub mod activity;
 
@@ -142,6 +147,7 @@ pub async fn serve(
             shed(stream);
             continue;
         };
+        metrics::gauge!("jetinfer_http_connections_open").increment(1.0);
         let progress = Progress::new();
         let io = TokioIo::new(Watched::new(stream, progress.clone()));
         let conn = graceful.watch(http.serve_connection(io, TowerToHyperService::new(app.clone())));
@@ -150,8 +156,12 @@ pub async fn serve(
                 served = conn => if let Err(e) = served {
                     tracing::debug!(error = %e, "connection ended with an error");
                 },
-                () = progress.stalled(idle) => tracing::debug!("idle connection closed"),
+                () = progress.stalled(idle) => {
+                    metrics::counter!("jetinfer_http_connections_idle_closed_total").increment(1);
+                    tracing::debug!("idle connection closed");
+                }
             }
+            metrics::gauge!("jetinfer_http_connections_open").decrement(1.0);
             drop(slot);
         });
     }
@@ -177,6 +187,7 @@ async fn accept_failed(e: std::io::Error) {
 /// already arrived (so closing does not reset the answer away), write the
 /// canned 503 if the socket takes it, close.
 fn shed(stream: TcpStream) {
+    metrics::counter!("jetinfer_http_connections_shed_total").increment(1);
     let mut sink = [0u8; 4096];
     while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
     let _ = stream.try_write(&OVERLOADED);

@@ -9,6 +9,15 @@ fn the_cap_leaves_room_for_everything_else() {
     assert_eq!(fit_cap(4096, 10), 1);
 }
 
+/// `jetinfer_http_connections_shed_total` as `/metrics` shows it (0 before
+/// the first). Other tests in this process may shed too: compare, never equate.
+fn shed_count() -> u64 {
+    crate::metrics::render()
+        .lines()
+        .find_map(|l| l.strip_prefix("jetinfer_http_connections_shed_total "))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0))
+}
+
 /// Start [`serve`] on a free port with one connection slot and a one-second
 /// header timeout; returns its address and the token that stops it.
 async fn start() -> (std::net::SocketAddr, CancellationToken) {
@@ -27,6 +36,7 @@ async fn start() -> (std::net::SocketAddr, CancellationToken) {
 
 #[tokio::test]
 async fn half_sent_heads_are_cut_off_and_the_overflow_is_told_why() {
+    let shed_before = shed_count();
     let (addr, stop) = start().await;
     let mut slow = TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
@@ -43,6 +53,7 @@ async fn half_sent_heads_are_cut_off_and_the_overflow_is_told_why() {
     over.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.ends_with(r#"retry later"}"#), "{answer}");
+    assert!(shed_count() > shed_before, "the shed connection is counted");
 
     let started = Instant::now();
     let mut rest = Vec::new();
