@@ -63,7 +63,11 @@ pub async fn run(
         feed::previews::spawn(args.nats.clone(), stack.clone(), stop.clone());
     }
     tracing::info!(%listen, keys = access.enabled(), show_inputs = args.show_inputs, "dashboard ready");
-    let state = Arc::new(server::AppState { stack, client });
+    let state = Arc::new(server::AppState {
+        stack,
+        client,
+        stop: stop.clone(),
+    });
     let app = access::protect(server::app(state), access);
     jetinfer_shared::serve::serve(listener, app, args.serve, stop).await?;
     Ok(())

@@ -14,6 +14,7 @@ use jetinfer_shared::clock::now_ms;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Shared by the handlers.
 pub struct AppState {
@@ -21,6 +22,10 @@ pub struct AppState {
     pub stack: Arc<Mutex<StackState>>,
     /// For the NATS connection state.
     pub client: async_nats::Client,
+    /// The dashboard's stop: it ends every live stream, which would otherwise
+    /// run as long as its page is open and hold the graceful shutdown (and
+    /// `docker compose stop`) until it is killed.
+    pub stop: CancellationToken,
 }
 
 impl AppState {
@@ -102,15 +107,16 @@ async fn snapshot(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     Json(state.snapshot())
 }
 
-/// One snapshot per second, for as long as the page is open and, when a
-/// login opened it, its session lasts: a logout or an expiry ends the stream,
-/// and the browser's reconnect then meets the door.
+/// One snapshot per second, for as long as the page is open, the dashboard
+/// runs and, when a login opened it, its session lasts: a logout or an expiry
+/// ends the stream, and the browser's reconnect then meets the door.
 async fn stream(
     State(state): State<Arc<AppState>>,
     session: Option<Extension<Session>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let ticks = tokio_stream_interval(Duration::from_secs(1))
-        .take_while(move |()| futures::future::ready(session.as_ref().is_none_or(|s| s.is_live())));
+        .take_while(move |()| futures::future::ready(session.as_ref().is_none_or(|s| s.is_live())))
+        .take_until(state.stop.clone().cancelled_owned());
     let events = ticks.map(move |()| {
         let event = Event::default()
             .event("snapshot")

@@ -208,3 +208,25 @@ async fn protected_mode_refuses_an_open_dashboard_on_the_network() {
     open(&["--allow-anonymous"]).await.expect("risk accepted");
     open(&["--keys", KEY]).await.expect("a key is required");
 }
+
+/// `docker compose stop` waits 15 s, then kills: an open page's live stream
+/// must not hold the dashboard's stop.
+#[tokio::test]
+async fn an_open_live_stream_ends_when_the_dashboard_stops() {
+    let nats = NatsServer::start();
+    let dashboard = Dashboard::start(args(&nats, Role::Dashboard, &[])).await;
+    let mut live = get(format!("{}/api/stream", dashboard.url), None, None).await;
+    assert_eq!(live.status(), StatusCode::OK);
+    live.chunk()
+        .await
+        .expect("the stream is open")
+        .expect("a first event");
+    tokio::time::timeout(WAIT, dashboard.stop())
+        .await
+        .expect("the dashboard stops while a page streams");
+    let rest = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(_)) = live.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream ended with the dashboard");
+}

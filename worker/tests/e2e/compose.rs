@@ -1,12 +1,24 @@
 //! docker-compose.yml must only use flags and env vars our binaries really have,
-//! and run every one of them.
+//! run every one of them, and keep the promises its comments make: passwords
+//! only in files the `init` service creates (one per role, read by that role's
+//! user), nats-server on our nats.conf, healthchecks on the real ports, host
+//! ports on 127.0.0.1, a Dockerfile the classic builder can build. Docker is not
+//! needed: `./jetinfer compose-test` runs the file for real.
 
 use clap::CommandFactory;
 use jetinfer_dashboard::config::DashboardArgs;
 use jetinfer_gateway::config::GatewayArgs;
 use jetinfer_worker::config::WorkerArgs;
-use serde_yaml::Value;
-use std::collections::BTreeSet;
+use serde_yaml::{Mapping, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+/// Where the compose file mounts the `secrets` volume.
+const SECRETS: &str = "/run/secrets/jetinfer";
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{ROOT}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
 
 /// Long flags and env var names a binary accepts.
 fn options(cmd: clap::Command) -> (BTreeSet<String>, BTreeSet<String>) {
@@ -33,28 +45,107 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+fn compose() -> Mapping {
+    let text = read("docker-compose.yml");
+    let mut doc: Value = serde_yaml::from_str(&text).expect("valid YAML");
+    // A merge that brings in a mapping with its own `<<` (x-worker merges
+    // x-jetinfer) needs one pass per level.
+    for _ in 0..4 {
+        doc.apply_merge().expect("merge keys resolve");
+    }
+    doc["services"].as_mapping().expect("services").clone()
+}
+
+fn service<'a>(services: &'a Mapping, name: &str) -> &'a Value {
+    services
+        .get(Value::from(name))
+        .unwrap_or_else(|| panic!("service `{name}`"))
+}
+
+/// The services that run one of our binaries, with that binary's name.
+fn binaries(services: &Mapping) -> Vec<(String, String, &Value)> {
+    services
+        .iter()
+        .filter_map(|(name, s)| {
+            let program = strings(&s["command"]).first().cloned()?;
+            ["worker", "gateway", "dashboard"]
+                .contains(&program.as_str())
+                .then(|| (name.as_str().unwrap().to_owned(), program, s))
+        })
+        .collect()
+}
+
+fn env(service: &Value) -> BTreeMap<String, String> {
+    service["environment"]
+        .as_mapping()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => serde_yaml::to_string(other).unwrap().trim().to_owned(),
+                    };
+                    (k.as_str().unwrap().to_owned(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `(source, target, read_only)` of each volume entry in short syntax.
+fn volumes(service: &Value) -> Vec<(String, String, bool)> {
+    strings(&service["volumes"])
+        .iter()
+        .map(|v| {
+            let parts: Vec<&str> = v.split(':').collect();
+            assert!(parts.len() >= 2, "volume `{v}`: source:target[:mode]");
+            (
+                parts[0].to_owned(),
+                parts[1].to_owned(),
+                parts.get(2) == Some(&"ro"),
+            )
+        })
+        .collect()
+}
+
+fn depends_on(service: &Value, on: &str) -> Option<String> {
+    service["depends_on"].get(on).map(|c| {
+        c["condition"]
+            .as_str()
+            .unwrap_or("service_started")
+            .to_owned()
+    })
+}
+
+/// The users nats.conf defines (`{ user: NAME, password: $NATS_<NAME>_PASSWORD ... }`).
+fn nats_conf_roles() -> BTreeSet<String> {
+    let conf = read("nats.conf");
+    let roles: BTreeSet<String> = conf
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split("{ user:").nth(1))
+        .map(|rest| rest.split(',').next().unwrap().trim().to_owned())
+        .collect();
+    for role in &roles {
+        let var = format!("$NATS_{}_PASSWORD", role.to_uppercase());
+        assert!(conf.contains(&var), "nats.conf: {role}'s password is {var}");
+    }
+    roles
+}
+
 #[test]
 fn compose_services_use_only_real_flags_and_env_vars() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker-compose.yml");
-    let text = std::fs::read_to_string(path).expect("docker-compose.yml at the repo root");
-    let mut doc: Value = serde_yaml::from_str(&text).expect("valid YAML");
-    doc.apply_merge().expect("merge keys resolve");
-    let services = doc["services"].as_mapping().expect("services");
-
+    let services = compose();
     let mut seen = BTreeSet::new();
-    for (name, service) in services {
-        let name = name.as_str().unwrap();
-        let command = strings(&service["command"]);
-        let Some(program) = command.first() else {
-            continue;
-        };
+    for (name, program, service) in binaries(&services) {
         let (flags, envs) = match program.as_str() {
             "worker" => options(WorkerArgs::command()),
             "gateway" => options(GatewayArgs::command()),
-            "dashboard" => options(DashboardArgs::command()),
-            _ => continue,
+            _ => options(DashboardArgs::command()),
         };
         seen.insert(program.clone());
+        let command = strings(&service["command"]);
         for arg in command.iter().skip(1).filter(|a| a.starts_with("--")) {
             let flag = arg.split('=').next().unwrap();
             assert!(
@@ -86,9 +177,226 @@ fn compose_services_use_only_real_flags_and_env_vars() {
         .filter(|s| strings(&s["command"]).first().map(String::as_str) == Some("worker"))
         .count();
     assert_eq!(workers, 3, "three workers");
-    let nats = strings(&services[&Value::from("nats")]["command"]);
-    assert!(
-        nats.iter().any(|a| a.ends_with("nats.conf")),
-        "nats runs our nats.conf"
+}
+
+/// No password in the compose file: each service reads its role's password
+/// from the file the init service creates for it, as the user that owns it.
+#[test]
+fn compose_passwords_come_from_the_init_services_files() {
+    let services = compose();
+    let roles = nats_conf_roles();
+    assert_eq!(
+        roles,
+        BTreeSet::from(["admin", "dashboard", "gateway", "worker"].map(String::from)),
+        "the roles docker/init-secrets.sh creates passwords for"
     );
+    let init_script = read("docker/init-secrets.sh");
+    let dockerfile = read("Dockerfile");
+    for role in &roles {
+        let script_roles = init_script
+            .lines()
+            .find(|l| l.trim_start().starts_with("for role in"))
+            .expect("init-secrets.sh: `for role in ...`");
+        assert!(
+            script_roles
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|w| w == role),
+            "docker/init-secrets.sh creates no password for nats.conf's `{role}`"
+        );
+    }
+
+    for (name, service) in &services {
+        let name = name.as_str().unwrap();
+        for (key, value) in env(service) {
+            assert!(
+                !key.contains("PASSWORD") || key.ends_with("_FILE"),
+                "{name}: `{key}` would put a password in the compose file; use {key}_FILE"
+            );
+            assert!(
+                !value.contains("PASSWORD"),
+                "{name}: `{key}` takes a password from the environment"
+            );
+        }
+    }
+
+    for (name, _, service) in binaries(&services) {
+        let env = env(service);
+        let role = env
+            .get("NATS_USER")
+            .unwrap_or_else(|| panic!("{name}: NATS_USER"));
+        assert!(
+            roles.contains(role),
+            "{name}: `{role}` is not a nats.conf user"
+        );
+        assert_eq!(
+            env.get("NATS_PASSWORD_FILE").map(String::as_str),
+            Some(format!("{SECRETS}/{role}.password").as_str()),
+            "{name}: reads its role's password file"
+        );
+        let user = format!("jetinfer-{role}");
+        assert_eq!(
+            service["user"].as_str(),
+            Some(user.as_str()),
+            "{name}: runs as the user that owns {role}.password"
+        );
+        assert!(
+            dockerfile.contains(&format!("--shell /usr/sbin/nologin {user}")),
+            "Dockerfile: creates the user `{user}`"
+        );
+        assert!(
+            volumes(service).contains(&("secrets".into(), SECRETS.into(), true)),
+            "{name}: mounts the secrets volume read-only at {SECRETS}"
+        );
+        for (key, value) in &env {
+            if key.ends_with("_FILE") {
+                assert!(
+                    value.starts_with(&format!("{SECRETS}/")),
+                    "{name}: `{key}` points into the secrets volume"
+                );
+            }
+        }
+        assert_eq!(
+            depends_on(service, "nats").as_deref(),
+            Some("service_healthy"),
+            "{name}: starts once nats is healthy"
+        );
+    }
+
+    let init = service(&services, "init");
+    assert_eq!(
+        init["image"],
+        service(&services, "gateway")["image"],
+        "init: the jetinfer image"
+    );
+    assert_eq!(
+        init["user"].as_str(),
+        Some("root"),
+        "init: chowns the password files"
+    );
+    assert_eq!(
+        init["restart"].as_str(),
+        Some("no"),
+        "init: runs once per `up`"
+    );
+    let entrypoint = strings(&init["entrypoint"]).join(" ");
+    let mounts = volumes(init);
+    assert!(
+        mounts.contains(&("secrets".into(), SECRETS.into(), false)),
+        "init: writes the secrets volume"
+    );
+    for (source, what) in [
+        ("./docker/init-secrets.sh", "its script"),
+        ("./nats.conf", "nats.conf"),
+    ] {
+        let (_, target, _) = mounts
+            .iter()
+            .find(|(s, _, _)| s == source)
+            .unwrap_or_else(|| panic!("init: mounts {what} ({source})"));
+        if source.ends_with(".sh") {
+            assert!(entrypoint.contains(target.as_str()), "init: runs {target}");
+        } else {
+            assert!(
+                init_script.contains(&format!("NATS_CONF:-{target}")),
+                "init-secrets.sh reads nats.conf where compose mounts it ({target})"
+            );
+        }
+    }
+
+    let nats = service(&services, "nats");
+    let command = strings(&nats["command"]);
+    let conf = command
+        .windows(2)
+        .find(|w| w[0] == "-c" || w[0] == "--config")
+        .map(|w| w[1].clone())
+        .expect("nats: -c CONFIG");
+    assert_eq!(
+        conf,
+        format!("{SECRETS}/nats.conf"),
+        "nats runs the config init-secrets.sh generates from our nats.conf"
+    );
+    assert!(init_script.contains(r#"include "nats-passwords.conf""#));
+    assert!(
+        init_script.contains(r#"cat "$conf""#),
+        "the generated config is our nats.conf"
+    );
+    assert_eq!(
+        depends_on(nats, "init").as_deref(),
+        Some("service_completed_successfully"),
+        "nats: starts once the passwords exist"
+    );
+    assert!(
+        volumes(nats).contains(&("secrets".into(), SECRETS.into(), true)),
+        "nats: reads the secrets volume"
+    );
+}
+
+/// Healthchecks probe the port the service really listens on; host ports are
+/// published on 127.0.0.1; stopping is bounded; the Dockerfile needs no BuildKit.
+#[test]
+fn compose_healthchecks_ports_and_dockerfile() {
+    let services = compose();
+    for (name, program, service) in binaries(&services) {
+        let env = env(service);
+        let test = strings(&service["healthcheck"]["test"]).join(" ");
+        let listen = match program.as_str() {
+            "worker" => env
+                .get("METRICS_LISTEN")
+                .cloned()
+                .unwrap_or("0.0.0.0:9100".into()),
+            "gateway" => env["GATEWAY_LISTEN"].clone(),
+            _ => env["DASHBOARD_LISTEN"].clone(),
+        };
+        let port = listen.rsplit(':').next().unwrap();
+        assert!(
+            test.contains(&format!("http://localhost:{port}/healthz")),
+            "{name}: healthcheck `{test}` probes /healthz on {listen}"
+        );
+        assert!(
+            service["stop_grace_period"].as_str().is_some(),
+            "{name}: stop_grace_period"
+        );
+    }
+    assert!(
+        strings(&service(&services, "nats")["healthcheck"]["test"])
+            .join(" ")
+            .contains("/healthz?js-enabled-only=true"),
+        "nats: healthy once JetStream is"
+    );
+    assert_eq!(
+        depends_on(service(&services, "dashboard"), "nats").as_deref(),
+        Some("service_healthy")
+    );
+    for (name, service) in &services {
+        for port in strings(&service["ports"]) {
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{}: `{port}` is published on every interface; bind it to 127.0.0.1",
+                name.as_str().unwrap()
+            );
+        }
+    }
+
+    let dockerfile = read("Dockerfile");
+    for line in dockerfile.lines() {
+        assert!(
+            !line.trim_start().starts_with("# syntax=") && !line.contains("--mount="),
+            "Dockerfile: `{line}` needs BuildKit; Docker 20.10's classic builder must build it"
+        );
+    }
+    assert!(
+        dockerfile.contains("cargo chef cook"),
+        "dependency layer cached by cargo-chef"
+    );
+    assert!(
+        dockerfile.contains("ENV MODEL_DIR=/models/all-MiniLM-L6-v2"),
+        "the image carries the model"
+    );
+    for (_, _, service) in binaries(&services) {
+        if let Some(dir) = env(service).get("MODEL_DIR") {
+            assert_eq!(
+                dir, "/models/all-MiniLM-L6-v2",
+                "MODEL_DIR is the image's model"
+            );
+        }
+    }
 }

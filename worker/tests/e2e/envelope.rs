@@ -56,6 +56,7 @@ async fn every_error_is_the_json_envelope_on_the_gateway_and_the_dashboard() {
     let pages = Arc::new(server::AppState {
         stack: Arc::new(Mutex::new(StackState::new(10, Duration::from_secs(5)))),
         client: stack.nats.client().await,
+        stop: tokio_util::sync::CancellationToken::new(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dashboard_url = format!("http://{}", listener.local_addr().unwrap());
