@@ -91,11 +91,27 @@ async fn hidden_inputs_read_no_task_subject_even_where_nats_allows_it() {
 async fn shown_inputs_preview_pending_and_finished_requests_where_nats_allows_it() {
     let nats = NatsServer::start();
     let dashboard = Dashboard::start(args(&nats, Role::Admin, &["--show-inputs"])).await;
-    let s = after_traffic(&nats, &dashboard).await;
+    // The previews ride their own connection, which may subscribe after the
+    // first traffic: send until a pending and a finished request both show
+    // their text.
+    let admin = nats.client().await;
+    let http = http();
+    let s = wait_for(
+        "a pending and a finished request previewed",
+        WAIT,
+        || async {
+            traffic(&admin).await;
+            let s = snapshot(&http, &dashboard.url).await?;
+            let previewed = s["pending"]
+                .as_array()?
+                .iter()
+                .any(|p| p["input"] == CANARY);
+            let finished = s["recent"].as_array()?.iter().any(|r| r["input"] == CANARY);
+            (previewed && finished).then_some(s)
+        },
+    )
+    .await;
     assert_eq!(s["inputs"], "shown");
-    assert_eq!(s["recent"][0]["input"], CANARY);
-    let pending = s["pending"].as_array().unwrap();
-    assert!(pending.iter().any(|p| p["input"] == CANARY), "{s}");
     dashboard.stop().await;
 }
 
