@@ -24,7 +24,7 @@ pub fn bin_dir() -> PathBuf {
         assert!(
             dir.join(bin).is_file(),
             "{} is missing: run `cargo build --bins` first (`cargo test -p jetinfer-launcher` \
-             builds only the launcher; `cargo test --workspace` builds every binary)",
+             builds only the launcher; `./jetinfer test` builds every binary first)",
             dir.join(bin).display()
         );
     }
