@@ -3,6 +3,7 @@
 //! them: in constant time.
 
 use crate::config::Secret;
+use axum::http::{header, HeaderMap};
 
 /// Keys that open a server; empty means it is open.
 #[derive(Debug, Default)]
@@ -31,6 +32,15 @@ impl Keys {
         self.0.iter().fold(false, |found, key| {
             found | constant_time_eq(key.expose().as_bytes(), guess.as_bytes())
         })
+    }
+
+    /// Does the request carry `Authorization: Bearer <a key>`?
+    pub fn accepts_bearer(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|token| self.accepts(token.trim()))
     }
 }
 

@@ -4,7 +4,6 @@
 
 use super::error::ApiError;
 use axum::extract::{Request, State};
-use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jetinfer_shared::keys::Keys;
@@ -15,17 +14,9 @@ pub async fn require_key(State(keys): State<Arc<Keys>>, request: Request, next: 
     if !keys.enabled() {
         return next.run(request).await;
     }
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match token {
-        Some(token) if keys.accepts(token) => next.run(request).await,
-        _ => {
-            crate::report::unauthorized();
-            ApiError::Unauthorized.into_response()
-        }
+    if keys.accepts_bearer(request.headers()) {
+        return next.run(request).await;
     }
+    crate::report::unauthorized();
+    ApiError::Unauthorized.into_response()
 }

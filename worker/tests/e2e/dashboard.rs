@@ -124,16 +124,21 @@ async fn text(page: &Client, css: &str) -> Option<String> {
     page.find(Locator::Css(css)).await.ok()?.text().await.ok()
 }
 
-/// Type `key` into the login form and send it.
-async fn log_in(page: &Client, key: &str) {
-    let field = page.wait().for_element(Locator::Css("#key")).await.unwrap();
-    field.send_keys(key).await.unwrap();
-    page.find(Locator::Css("#login button"))
+/// Click the element `css` selects.
+async fn click(page: &Client, css: &str) {
+    page.find(Locator::Css(css))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
+}
+
+/// Type `key` into the login form and send it.
+async fn log_in(page: &Client, key: &str) {
+    let field = page.wait().for_element(Locator::Css("#key")).await.unwrap();
+    field.send_keys(key).await.unwrap();
+    click(page, "#login button").await;
 }
 
 fn number(s: &str) -> Option<u64> {
@@ -251,12 +256,7 @@ async fn the_dashboard_shows_the_live_stack_in_a_real_browser() {
         .await;
 
         // Logging out ends the session: the form is back.
-        page.find(Locator::Css(".logout button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&page, ".logout button").await;
         wait_for("the login form after logout", WAIT, || async {
             (count(&page, "#login").await == 1).then_some(())
         })
