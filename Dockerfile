@@ -1,4 +1,5 @@
-# One image for the jetinfer binaries: `worker`, `gateway`, `dashboard` (and
+# One image for the jetinfer binaries: `worker`, `gateway`, `dashboard`, `launcher`
+# (compose's init service runs `launcher secrets`) (and
 # `loadgen`), with the all-MiniLM-L6-v2 model in /models (MODEL_DIR).
 #
 # Builds with the classic builder (Docker 20.10 without BuildKit) as well as
@@ -35,7 +36,7 @@ RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --bins \
  && mkdir -p /out \
- && cp target/release/worker target/release/gateway target/release/dashboard target/release/loadgen /out/
+ && cp target/release/worker target/release/gateway target/release/dashboard target/release/loadgen target/release/launcher /out/
 
 # --- runtime ---------------------------------------------------------------------
 FROM debian:bookworm-slim

@@ -28,6 +28,9 @@ pub struct Queued {
     pub priority: Priority,
     /// Unix ms after which its client no longer waits.
     pub deadline_ms: u64,
+    /// Revision of its `Idempotency-Key` claim (sent with a key only): the
+    /// publisher records the batch's stream sequence there, expecting it.
+    pub claim_revision: Option<u64>,
 }
 
 /// Requests of one task and priority that leave the batcher together.

@@ -60,6 +60,13 @@ pub struct GatewayArgs {
     pub batch: BatchArgs,
     #[command(flatten)]
     pub limits: Limits,
+    /// How long a request sent with an `Idempotency-Key` header is remembered,
+    /// in seconds: within it, a retry with the same key gets the same answer
+    /// (or waits for it) instead of running the model again. Applies when
+    /// this gateway creates the `INFER_IDEMPOTENCY` bucket; an existing
+    /// bucket keeps its own max age.
+    #[arg(long, env = "IDEMPOTENCY_TTL_S", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idempotency_ttl_s: u64,
     /// API keys clients must send as `Authorization: Bearer <key>`, comma
     /// separated. Unset or empty: the API is open. `/healthz`, `/readyz`,
     /// `/metrics` and `/openapi.json` never need a key.
@@ -124,5 +131,25 @@ impl GatewayArgs {
         self.gateway_id
             .clone()
             .unwrap_or_else(|| jetinfer_shared::config::random_id("gw"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_ttl_defaults_to_ten_minutes_and_is_never_zero() {
+        let parse = |flags: &[&str]| {
+            GatewayArgs::try_parse_from(std::iter::once("gateway").chain(flags.iter().copied()))
+        };
+        assert_eq!(parse(&[]).unwrap().idempotency_ttl_s, 600);
+        assert_eq!(
+            parse(&["--idempotency-ttl-s", "1"])
+                .unwrap()
+                .idempotency_ttl_s,
+            1
+        );
+        assert!(parse(&["--idempotency-ttl-s", "0"]).is_err());
     }
 }

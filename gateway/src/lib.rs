@@ -9,6 +9,8 @@
 //! - [`publish`]: the sink: batch → MessagePack → `infer.task.<task>.<priority>`.
 //! - [`results`]: `infer.result.<gateway-id>` → waiting requests.
 //! - [`waiters`]: the request-id → waiter map that guarantees one answer each.
+//! - [`idempotency`]: `Idempotency-Key` claims and stored answers in the
+//!   `INFER_IDEMPOTENCY` bucket (safe retries); its decisions in `rules`.
 //! - [`stored_batches`]: batches JetStream stored and nobody reported on yet, by
 //!   stream sequence, for advisories.
 //! - [`advisories`]: JetStream's max-deliveries/terminated advisories → immediate errors.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod counters;
 pub mod events;
 pub mod http;
+pub mod idempotency;
 pub mod metrics;
 pub mod publish;
 pub mod report;
@@ -83,8 +86,14 @@ pub async fn run(
     jetinfer_shared::metrics::handle();
     let client = args.nats.connect(&gateway_id).await?;
     let js = async_nats::jetstream::new(client.clone());
-    topology::ensure_streams(&js, &args.topology).await?;
+    let tasks = topology::ensure_streams(&js, &args.topology).await?;
     topology::ensure_workers_bucket(&js, &args.topology).await?;
+    let keyed = topology::ensure_idempotency_bucket(
+        &js,
+        std::time::Duration::from_secs(args.idempotency_ttl_s),
+    )
+    .await?;
+    let idempotency = idempotency::Idempotency::new(keyed, tasks, gateway_id.clone());
 
     let reply_subject = subjects::result_subject(&gateway_id);
     let results = results::subscribe(&js, &gateway_id).await?;
@@ -118,6 +127,7 @@ pub async fn run(
         reply_subject,
         waiters: waiters.clone(),
         stored,
+        idempotency: idempotency.clone(),
     });
     tokio::spawn(events::publish_counters(
         client.clone(),
@@ -137,6 +147,7 @@ pub async fn run(
         nats: client,
         js,
         admission: http::admission::Admission::new(args.limits.max_in_flight),
+        idempotency,
     });
     tracing::info!(gateway_id = %gateway_id, listen = %listener.local_addr()?, "gateway ready");
     // A request waiting for its answer moves no bytes: the idle timeout must

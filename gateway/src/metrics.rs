@@ -30,6 +30,14 @@ pub fn client_gone() {
     metrics::counter!("jetinfer_gateway_client_gone_total").increment(1);
 }
 
+/// A request with an `Idempotency-Key` was decided: `new` (claimed the key),
+/// `replayed` (its answer was stored), `waited` (its earlier request was
+/// still computing, and it got that answer), `reused` (another body: 422) or
+/// `takeover` (the earlier request would never be answered, so it runs).
+pub fn idempotent(outcome: &'static str) {
+    metrics::counter!("jetinfer_gateway_idempotent_total", "outcome" => outcome).increment(1);
+}
+
 /// A batch of `size` requests was published (or failed to be).
 pub fn batch_published(task: Task, size: usize, stored: bool) {
     let outcome = if stored { "stored" } else { "refused" };

@@ -4,9 +4,12 @@
 //! `Nats-Msg-Id` = batch id (JetStream drops a re-published duplicate) and
 //! headers a person can read with the nats CLI. If JetStream does not
 //! acknowledge it (stream full, no JetStream, timeout) every request in it is
-//! answered at once with the reason: nothing hangs on a lost publish.
+//! answered at once with the reason: nothing hangs on a lost publish. Once
+//! stored, the batch's sequence is recorded in the claim of each request sent
+//! with an `Idempotency-Key`, so a retry can tell it is still queued.
 
 use crate::batcher::{Batch, BatchSink};
+use crate::idempotency::Idempotency;
 use crate::stored_batches::StoredBatches;
 use crate::waiters::{Reply, Waiters};
 use async_nats::header::NATS_MESSAGE_ID;
@@ -28,6 +31,8 @@ pub struct Publisher {
     pub waiters: Waiters,
     /// Stored batches by stream sequence, for advisories.
     pub stored: StoredBatches,
+    /// Where keyed requests' claims learn their batch's sequence.
+    pub idempotency: Idempotency,
 }
 
 /// Each batch is published on its own task, so the batcher never waits for JetStream.
@@ -42,6 +47,14 @@ impl Publisher {
     /// Publish one batch and wait for JetStream to store it.
     pub async fn publish(&self, flushed: Batch) {
         let task = flushed.task;
+        let claims: Vec<_> = flushed
+            .items
+            .iter()
+            .filter_map(|q| {
+                let tag = q.item.idempotency.clone()?;
+                Some((q.item.request_id, tag, q.claim_revision?))
+            })
+            .collect();
         let batch = TaskBatch {
             batch_id: Uuid::new_v4(),
             task,
@@ -63,6 +76,9 @@ impl Publisher {
                 self.stored
                     .published(seq, batch.batch_id, ids, batch.deadline_ms);
                 tracing::debug!(batch_id = %batch.batch_id, task = %task, requests = batch.items.len(), seq, "batch queued");
+                if !claims.is_empty() {
+                    self.idempotency.published(claims, seq).await;
+                }
             }
             Err(reason) => {
                 tracing::warn!(batch_id = %batch.batch_id, task = %task, requests = batch.items.len(),

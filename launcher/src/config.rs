@@ -2,6 +2,7 @@
 
 use crate::exposure::{local, ListenArgs};
 use crate::restart::RestartPolicy;
+use crate::secrets::{SecretsArgs, SecretsCommand};
 use anyhow::Context;
 use clap::Parser;
 use std::net::SocketAddr;
@@ -9,25 +10,46 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Run nats-server, the workers, the gateway and the dashboard locally until
-/// Ctrl-C, restarting any of them that dies.
+/// Ctrl-C, restarting any of them that dies; or (`launcher secrets`) only
+/// prepare the NATS identities.
 #[derive(Debug, Parser)]
-#[command(name = "launcher", version, about)]
+#[command(
+    name = "launcher",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// `secrets`: the secrets step alone.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Without a command: start the stack.
+    #[command(flatten)]
+    pub up: LauncherArgs,
+}
+
+/// What the launcher does besides starting the stack.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Create the NATS identities (one per process: admin, gateway,
+    /// dashboard, worker-1 … worker-N), the nats-server config made from
+    /// them and, with --tls, the certificates; keep what exists unless --rotate.
+    Secrets(SecretsCommand),
+}
+
+/// The stack's command line.
+#[derive(Debug, clap::Args)]
 pub struct LauncherArgs {
-    /// Number of workers.
-    #[arg(long, env = "WORKERS", default_value_t = 3)]
-    pub workers: usize,
+    /// The state folder, the number of workers (each gets its own NATS
+    /// identity), the nats-server config, TLS.
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
     /// Compute threads per worker; default: cores ÷ workers, at least 1.
     #[arg(long, env = "THREADS")]
     pub threads: Option<usize>,
-    /// Folder for JetStream data and logs.
-    #[arg(long, env = "STATE_DIR", default_value = ".state")]
-    pub state_dir: PathBuf,
     /// nats-server program.
     #[arg(long, env = "NATS_SERVER_BIN", default_value = "nats-server")]
     pub nats_server_bin: PathBuf,
-    /// nats-server config file.
-    #[arg(long, env = "NATS_CONF", default_value = "nats.conf")]
-    pub nats_conf: PathBuf,
     /// NATS client port.
     #[arg(long, env = "NATS_PORT", default_value_t = 4222)]
     pub nats_port: u16,
@@ -72,14 +94,26 @@ impl LauncherArgs {
     /// Folder of every child's log file, inside the state folder so one
     /// `rm -r .state` resets a stack completely.
     pub fn logs(&self) -> PathBuf {
-        self.state_dir.join("logs")
+        self.secrets.dir.join("logs")
+    }
+
+    /// The state folder (identities, logs, JetStream store).
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.secrets.dir
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.secrets.workers
     }
 
     /// How every child reaches nats-server: on this machine, through
-    /// loopback when the server listens on every interface.
+    /// loopback when the server listens on every interface (`tls://` under
+    /// `--tls`, so a client that cannot do TLS fails at once, clearly).
     pub fn nats_url(&self) -> String {
         let at = SocketAddr::new(local(self.listen.host()), self.nats_port);
-        format!("nats://{at}")
+        let scheme = if self.secrets.tls { "tls" } else { "nats" };
+        format!("{scheme}://{at}")
     }
 
     /// The restart policy of every child.
@@ -94,7 +128,9 @@ impl LauncherArgs {
     /// or an even share of the cores, so workers do not fight over them.
     pub fn cores_and_threads(&self) -> (usize, usize) {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = self.threads.unwrap_or((cores / self.workers.max(1)).max(1));
+        let threads = self
+            .threads
+            .unwrap_or((cores / self.workers().max(1)).max(1));
         (cores, threads)
     }
 }

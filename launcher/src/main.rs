@@ -11,7 +11,8 @@
 //! # Layout
 //! - [`config`]: the command line (`LauncherArgs`) and what is derived from it.
 //! - [`exposure`]: the listen addresses, and the keys required beyond loopback.
-//! - [`secrets`]: the NATS role passwords, generated once into the state folder.
+//! - [`secrets`]: the secrets step: one NATS identity per process, the
+//!   nats-server config made from them, TLS certificates (`launcher secrets`).
 //! - [`stack`]: the children, started in order, supervised, stopped in reverse.
 //! - [`restart`]: the restart policy every child shares, and crash loops.
 //! - [`wait`]: readiness: nats-server reachable, every worker's heartbeat.
@@ -27,7 +28,7 @@ mod wait;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use config::LauncherArgs;
+use config::{Cli, Command, LauncherArgs};
 use secrets::Secrets;
 use stack::{Plan, Stack};
 use std::net::SocketAddr;
@@ -35,7 +36,15 @@ use std::path::{Path, PathBuf};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = LauncherArgs::parse();
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Secrets(command)) => secrets::run(command),
+        None => up(cli.up).await,
+    }
+}
+
+/// The whole stack, until Ctrl-C.
+async fn up(args: LauncherArgs) -> anyhow::Result<()> {
     args.listen.check()?;
     let bin_dir = args.bin_dir()?;
     let logs = args.logs();
@@ -43,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let nats_url = args.nats_url();
     let (cores, threads) = args.cores_and_threads();
 
-    let secrets = Secrets::load_or_create(&args.state_dir)?;
+    let secrets = Secrets::prepare(&args.secrets, false)?;
     let model_dir = match &args.model_dir {
         Some(dir) => dir.clone(),
         None => fetch_model(&bin_dir).await?,
@@ -59,8 +68,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let mut stack = Stack::start_nats(&plan)?;
-    let client = wait::nats(&plan.nats_url, secrets.password("admin"), &mut stack.nats).await?;
-    let admin_env = secrets.write_admin_env(&args.state_dir, &plan.nats_url)?;
+    let client = wait::nats(&plan.nats_url, &secrets, &mut stack.nats).await?;
     println!(
         "nats-server  {}  (monitoring http://{}, log {})",
         plan.nats_url,
@@ -71,12 +79,12 @@ async fn main() -> anyhow::Result<()> {
 
     println!(
         "starting {} workers ({threads} compute threads each, {cores} cores) ...",
-        args.workers
+        args.workers()
     );
     let ready = stack
         .supervise(async {
             tokio::select! {
-                r = wait::workers(&client, args.workers) => r,
+                r = wait::workers(&client, args.workers()) => r,
                 _ = jetinfer_shared::shutdown::signal() => Err(anyhow::anyhow!("interrupted")),
             }
         })
@@ -90,13 +98,13 @@ async fn main() -> anyhow::Result<()> {
         stack.stop().await;
         return Err(e);
     }
-    print_ready(&plan, &admin_env);
+    print_ready(&plan);
 
     let outcome = stack.supervise(jetinfer_shared::shutdown::signal()).await;
     stack.stop().await;
     println!(
         "stopped; JetStream data kept in {}",
-        args.state_dir.join("nats").display()
+        args.state_dir().join("nats").display()
     );
     outcome
 }
@@ -119,21 +127,30 @@ async fn fetch_model(bin_dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Tell the user where everything is and how to try it.
-fn print_ready(plan: &Plan, admin_env: &Path) {
+fn print_ready(plan: &Plan) {
     let args = plan.args;
     let gateway = url(args.listen.gateway());
     println!();
-    println!("jetinfer is up: {} workers ready", args.workers);
+    println!("jetinfer is up: {} workers ready", args.workers());
     println!("  gateway   {gateway}   (POST /infer, GET /status, GET /healthz)");
     println!("  dashboard {}", url(args.listen.dashboard()));
+    let tls = match plan.secrets.tls_ca() {
+        Some(ca) => format!(", TLS: CA {}", ca.display()),
+        None => String::new(),
+    };
     println!(
-        "  nats      {}   (passwords in {})",
+        "  nats      {}   (one identity per process in {}/{tls})",
         plan.nats_url,
-        plan.secrets.file.display()
+        args.state_dir().join("identities").display(),
     );
+    let ca = match plan.secrets.tls_ca() {
+        Some(ca) => format!(" --tlsca {}", ca.display()),
+        None => String::new(),
+    };
     println!(
-        "  nats CLI  set -a; . {}; set +a; nats stream ls",
-        admin_env.display()
+        "  nats CLI  set -a; . {}; set +a; nats -s {}{ca} stream ls",
+        plan.secrets.identity_file("admin").display(),
+        plan.nats_url
     );
     println!("  logs      {}/", plan.logs.display());
     let at = gateway.trim_start_matches("http://");

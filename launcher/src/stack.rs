@@ -37,9 +37,9 @@ pub struct Plan<'a> {
 }
 
 impl Plan<'_> {
-    /// nats-server with our `nats.conf`, its store in the state folder (the
-    /// same on every restart, so JetStream data survives one), and the role
-    /// passwords in its environment (the config reads them from there). `-a`
+    /// nats-server with our `nats.conf` and the generated `access.conf` beside
+    /// it (identities, permissions, TLS), its store in the state folder (the
+    /// same on every restart, so JetStream data survives one). `-a`
     /// binds the client port to the listen host, and the monitoring port
     /// follows it: nats-server binds monitoring to the client host unless
     /// told otherwise.
@@ -49,9 +49,9 @@ impl Plan<'_> {
             program: args.nats_server_bin.clone(),
             args: vec![
                 "-c".into(),
-                args.nats_conf.display().to_string(),
+                self.secrets.nats_conf().display().to_string(),
                 "-sd".into(),
-                args.state_dir.join("nats").display().to_string(),
+                args.state_dir().join("nats").display().to_string(),
                 "-a".into(),
                 args.listen.host().to_string(),
                 "-p".into(),
@@ -59,24 +59,24 @@ impl Plan<'_> {
                 "-m".into(),
                 args.nats_monitor_port.to_string(),
             ],
-            env: self.secrets.server_env(),
+            env: vec![],
             log: self.logs.join("nats.log"),
         }
     }
 
-    /// One of our binaries, logged in to NATS as the role of the same name,
+    /// One of our binaries, logged in to NATS as its own identity `name`,
     /// configured by `env` on top of that, logging to `<name>.log`.
     fn service(&self, binary: &str, name: &str, env: Vec<(String, String)>) -> Spec {
         Spec {
             program: self.bin_dir.join(binary),
             args: vec![],
-            env: [self.secrets.client_env(binary, &self.nats_url), env].concat(),
+            env: [self.secrets.client_env(name, &self.nats_url), env].concat(),
             log: self.logs.join(format!("{name}.log")),
         }
     }
 
-    /// Worker `i` (from 1): its id, the shared model, and a metrics port of
-    /// its own on the listen host.
+    /// Worker `i` (from 1): its id (its identity's name), the shared model,
+    /// and a metrics port of its own on the listen host.
     fn worker(&self, i: usize) -> anyhow::Result<(String, Spec)> {
         let id = format!("worker-{i}");
         let port = u16::try_from(self.args.worker_metrics_port as usize + i - 1)
@@ -118,7 +118,7 @@ impl Stack {
     /// Start the workers, then the gateway, then the dashboard.
     pub fn start_services(&mut self, plan: &Plan) -> anyhow::Result<()> {
         let policy = plan.args.restart_policy();
-        for i in 1..=plan.args.workers {
+        for i in 1..=plan.args.workers() {
             let (id, spec) = plan.worker(i)?;
             self.workers.push(Proc::start(&id, spec, policy)?);
         }

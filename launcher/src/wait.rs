@@ -2,6 +2,7 @@
 //! a heartbeat from every worker (which means its model is loaded and it pulls).
 
 use crate::child::Proc;
+use crate::secrets::Secrets;
 use anyhow::bail;
 use jetinfer_shared::heartbeats;
 use std::time::{Duration, Instant};
@@ -10,15 +11,21 @@ use std::time::{Duration, Instant};
 /// once, pointing at its log, if the process has already exited.
 pub async fn nats(
     url: &str,
-    admin_password: &str,
+    secrets: &Secrets,
     nats: &mut Proc,
 ) -> anyhow::Result<async_nats::Client> {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let admin = secrets.identity("admin")?;
     loop {
-        let options = async_nats::ConnectOptions::with_user_and_password(
-            "admin".into(),
-            admin_password.into(),
+        let mut options = async_nats::ConnectOptions::with_user_and_password(
+            admin.name.clone(),
+            admin.password.expose().to_owned(),
         );
+        if let Some(ca) = secrets.tls_ca() {
+            options = options
+                .add_root_certificates(ca.to_owned())
+                .require_tls(true);
+        }
         if let Ok(client) = options.connect(url).await {
             return Ok(client);
         }

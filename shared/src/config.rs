@@ -36,8 +36,9 @@ pub struct NatsArgs {
     /// NATS server URL(s), comma separated.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
-    /// NATS user: the service's role in `nats.conf` (gateway, worker,
-    /// dashboard or admin). Unset: connect without credentials.
+    /// NATS user: the service's own identity (gateway, dashboard, admin, or a
+    /// worker's name such as worker-1; see docs/SECURITY.md). Unset: connect
+    /// without credentials.
     #[arg(long, env = "NATS_USER")]
     pub nats_user: Option<String>,
     /// Password of `NATS_USER`. Prefer the environment to the flag: flags show in `ps`.
@@ -49,6 +50,17 @@ pub struct NatsArgs {
     /// sits in an environment.
     #[arg(long, env = "NATS_PASSWORD_FILE", conflicts_with = "nats_password")]
     pub nats_password_file: Option<PathBuf>,
+    /// An identity file (`NATS_USER=...` and `NATS_PASSWORD=...` lines, as the
+    /// secrets step writes `<name>.env`) instead of the three options above:
+    /// for compose's secrets volume, so no password sits in an environment.
+    #[arg(long, env = "NATS_IDENTITY_FILE", conflicts_with_all = ["nats_user", "nats_password", "nats_password_file"])]
+    pub nats_identity_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the NATS server with; set, the
+    /// connection must be TLS (`./jetinfer up --tls` writes
+    /// `.state/tls/ca.pem`). Unset: plain TCP, or TLS verified against the
+    /// system's roots when the server requires it.
+    #[arg(long, env = "NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
 }
 
 /// A default instance id, `<prefix>-<8 hex digits>`: unique enough to tell
@@ -84,6 +96,12 @@ pub enum ConnectError {
         "NATS_USER and one of NATS_PASSWORD / NATS_PASSWORD_FILE go together: set both or neither"
     )]
     HalfCredentials,
+    /// `NATS_IDENTITY_FILE` could not be used.
+    #[error("NATS_IDENTITY_FILE: {0}")]
+    IdentityFile(#[from] crate::identity::IdentityError),
+    /// `NATS_TLS_CA` names no file.
+    #[error("NATS_TLS_CA {}: no such file (the CA certificate the server's certificate is checked against)", .0.display())]
+    TlsCa(PathBuf),
 }
 
 impl NatsArgs {
@@ -114,17 +132,39 @@ impl NatsArgs {
     /// not take services down). For a caller that needs its own event callback.
     pub fn options(&self) -> Result<async_nats::ConnectOptions, ConnectError> {
         let mut options = async_nats::ConnectOptions::new();
-        match (&self.nats_user, self.password()?) {
-            (Some(user), Some(password)) => {
-                options = options.user_and_password(user.clone(), password.expose().to_owned());
+        if let Some(file) = &self.nats_identity_file {
+            let identity = crate::identity::env_file::read(file)?;
+            options =
+                options.user_and_password(identity.name, identity.password.expose().to_owned());
+        } else {
+            match (&self.nats_user, self.password()?) {
+                (Some(user), Some(password)) => {
+                    options = options.user_and_password(user.clone(), password.expose().to_owned());
+                }
+                (None, None) => {}
+                _ => return Err(ConnectError::HalfCredentials),
             }
-            (None, None) => {}
-            _ => return Err(ConnectError::HalfCredentials),
+        }
+        if let Some(ca) = &self.nats_tls_ca {
+            if !ca.is_file() {
+                return Err(ConnectError::TlsCa(ca.clone()));
+            }
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
         }
         Ok(options
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5)))
+    }
+
+    /// The NATS user this service logs in as: `NATS_USER`, or the name in
+    /// `NATS_IDENTITY_FILE`. A worker's id must be its login's name: the
+    /// server lets it write only its own heartbeat and events.
+    pub fn user_name(&self) -> Result<Option<String>, ConnectError> {
+        match &self.nats_identity_file {
+            Some(file) => Ok(Some(crate::identity::env_file::read(file)?.name)),
+            None => Ok(self.nats_user.clone()),
+        }
     }
 
     /// Connect to `NATS_URL` with `options` (from [`NatsArgs::options`]).

@@ -13,6 +13,8 @@
 //! - [`heartbeats`]: which workers are alive now, read from the heartbeat bucket.
 //! - [`corpus`]: benchmark input texts (1024 built-in sentences, or a JSON file).
 //! - [`config`]: command-line/env options every service shares (NATS connection).
+//! - [`identity`]: each process's own NATS login, the permissions of each role,
+//!   the nats-server `access.conf` made from them, worker identity pools, TLS.
 //! - [`keys`]: API and dashboard keys, compared in constant time.
 //! - [`exposure`]: protected mode: off loopback only with keys.
 //! - [`telemetry`]: tracing setup with a switchable JSON output.
@@ -27,6 +29,7 @@ pub mod config;
 pub mod corpus;
 pub mod exposure;
 pub mod heartbeats;
+pub mod identity;
 pub mod keys;
 pub mod metrics;
 pub mod protocol;

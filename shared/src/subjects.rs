@@ -21,6 +21,10 @@ pub const WORKERS_BUCKET: &str = "INFER_WORKERS";
 pub const WORKERS_BUCKET_STREAM: &str = "KV_INFER_WORKERS";
 /// What precedes a worker id in the subjects of the heartbeat bucket's stream.
 pub const WORKERS_KEY_PREFIX: &str = "$KV.INFER_WORKERS.";
+/// KV bucket of requests sent with an `Idempotency-Key`, keyed by
+/// `protocol::kv_key`: the claim while one computes, then its answer. The
+/// gateway creates it; workers only open it (their role cannot create it).
+pub const IDEMPOTENCY_BUCKET: &str = "INFER_IDEMPOTENCY";
 
 /// Advisory JetStream publishes when a task batch reached its MaxDeliver.
 pub const MAX_DELIVERIES_ADVISORY: &str =

@@ -177,20 +177,40 @@ pub async fn ensure_workers_bucket(
     js: &jetstream::Context,
     args: &TopologyArgs,
 ) -> Result<kv::Store, TopologyError> {
-    if let Ok(store) = js.get_key_value(subjects::WORKERS_BUCKET).await {
+    ensure_bucket(js, subjects::WORKERS_BUCKET, args.heartbeat_ttl()).await
+}
+
+/// Create (or open) the `Idempotency-Key` bucket; a key (its claim, then its
+/// answer) expires `ttl` after its last write. Only the gateway calls this:
+/// workers open the bucket, their role may not create it.
+pub async fn ensure_idempotency_bucket(
+    js: &jetstream::Context,
+    ttl: Duration,
+) -> Result<kv::Store, TopologyError> {
+    ensure_bucket(js, subjects::IDEMPOTENCY_BUCKET, ttl).await
+}
+
+/// Open `bucket`, or create it with history 1 and `max_age`; an existing
+/// bucket is kept as it is.
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    max_age: Duration,
+) -> Result<kv::Store, TopologyError> {
+    if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
     js.create_key_value(kv::Config {
-        bucket: subjects::WORKERS_BUCKET.to_owned(),
+        bucket: bucket.to_owned(),
         history: 1,
-        max_age: args.heartbeat_ttl(),
+        max_age,
         // File-backed like everything else: a nats-server restart must not
-        // make live workers invisible until they re-create the bucket.
+        // lose live workers' heartbeats or the answers retries are owed.
         storage: stream::StorageType::File,
         ..Default::default()
     })
     .await
-    .map_err(failed(subjects::WORKERS_BUCKET))
+    .map_err(failed(bucket))
 }
 
 #[cfg(test)]

@@ -13,20 +13,23 @@
 //!
 //! - `paths.rs`: where things are: [`repo_nats_conf`], [`nats_server_bin`],
 //!   [`schemathesis_bin`], [`model_dir`].
-//! - `nats_server.rs`: [`NatsServer`], one server per test, and the [`Role`]s
-//!   that log in to it.
+//! - `nats_server.rs`: [`NatsServer`], one server per test, with the
+//!   identities that log in to it (made on first use).
 //! - `worker_process.rs`: [`WorkerProcess`], a real worker binary to kill.
+//! - `gateway_process.rs`: [`GatewayProcess`], a real gateway binary to kill.
 //! - `wait.rs`: [`wait_for`], polling state within a time bound.
 //! - `cut_proxy.rs`: [`CutProxy`], a TCP proxy whose connections a test can cut.
 
 mod cut_proxy;
+mod gateway_process;
 mod nats_server;
 mod paths;
 mod wait;
 mod worker_process;
 
 pub use cut_proxy::CutProxy;
-pub use nats_server::{NatsServer, Role};
+pub use gateway_process::GatewayProcess;
+pub use nats_server::NatsServer;
 pub use paths::{model_dir, nats_server_bin, repo_nats_conf, schemathesis_bin};
 pub use wait::wait_for;
 pub use worker_process::WorkerProcess;

@@ -1,88 +1,141 @@
-//! A real nats-server per test, and the roles that log in to it.
+//! A real nats-server per test, and the identities that log in to it.
+//!
+//! Each server gets fresh identities (admin, gateway, dashboard) and writes
+//! its own `access.conf` beside a copy of our `nats.conf`, exactly as the
+//! secrets step does for a real stack. A worker identity is made the first
+//! time a test names it (`nats.env("w1")`): the server reloads its config
+//! (SIGHUP) and the test goes on once the log says it did.
 
 use crate::paths::{nats_server_bin, repo_nats_conf};
+use jetinfer_shared::identity::{access, tls::TlsFiles, Identity, Role};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A user of our `nats.conf`: each service logs in as its role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Operators (nats CLI) and test checks: may do anything.
-    Admin,
-    /// Publishes tasks, reads its results.
-    Gateway,
-    /// Pulls, acks, publishes results, events and heartbeats.
-    Worker,
-    /// Reads only.
-    Dashboard,
-}
-
-impl Role {
-    /// Every role, for permission matrices.
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Gateway, Role::Worker, Role::Dashboard];
-
-    /// The user name in `nats.conf`.
-    pub fn user(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Gateway => "gateway",
-            Role::Worker => "worker",
-            Role::Dashboard => "dashboard",
-        }
-    }
-
-    /// The environment variable `nats.conf` reads this role's password from.
-    pub fn password_var(self) -> String {
-        format!("NATS_{}_PASSWORD", self.user().to_uppercase())
-    }
-}
+/// What a reloaded server logs once the new config is in force.
+const RELOADED: &str = "Reloaded server configuration";
 
 /// A nats-server child process with JetStream on, owned by one test.
 pub struct NatsServer {
-    child: std::sync::Mutex<Option<Child>>,
+    child: Mutex<Option<Child>>,
     port: std::sync::atomic::AtomicU16,
     dir: tempfile::TempDir,
-    /// The configuration it runs: our `nats.conf`, or a copy with overrides.
+    /// The configuration it runs: a copy of our `nats.conf`, with overrides.
     conf: std::path::PathBuf,
-    /// Fresh passwords per server, in `Role::ALL` order.
-    passwords: [String; 4],
+    /// Every identity the server knows, in the order they were made.
+    identities: Mutex<Vec<Identity>>,
+    /// Server certificate and CA, when clients must use TLS.
+    tls: Option<TlsFiles>,
 }
 
 impl NatsServer {
-    /// Start a server with our `nats.conf` on a free port, with a fresh
-    /// random password per role.
+    /// Start a server with our `nats.conf` on a free port, with fresh
+    /// identities.
     pub fn start() -> Self {
-        Self::start_with_conf("")
+        Self::start_with_conf("", false)
     }
 
     /// Start a server whose `max_payload` is `bytes` instead of our 8 MiB, to
     /// test message-size limits cheaply.
     pub fn start_with_max_payload(bytes: usize) -> Self {
-        Self::start_with_conf(&format!("max_payload: {bytes}\n"))
+        Self::start_with_conf(&format!("max_payload: {bytes}\n"), false)
+    }
+
+    /// Start a server that accepts TLS connections only, with a certificate
+    /// from a fresh private CA (as `./jetinfer up --tls` makes one); every
+    /// [`NatsServer::env`] then carries `NATS_TLS_CA`.
+    pub fn start_tls() -> Self {
+        Self::start_with_conf("", true)
     }
 
     /// Our `nats.conf` followed by `overrides` (the last value of a key wins).
-    fn start_with_conf(overrides: &str) -> Self {
+    fn start_with_conf(overrides: &str, tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for nats-server");
-        let conf = match overrides {
-            "" => repo_nats_conf(),
-            _ => {
-                let ours = std::fs::read_to_string(repo_nats_conf()).expect("read nats.conf");
-                let path = dir.path().join("nats.conf");
-                std::fs::write(&path, format!("{ours}\n{overrides}")).expect("write nats.conf");
-                path
-            }
-        };
+        let ours = std::fs::read_to_string(repo_nats_conf()).expect("read nats.conf");
+        let conf = dir.path().join("nats.conf");
+        // No monitoring port; said in the config too, not only by `-m 0`:
+        // a reload re-reads the file and refuses a monitoring port that changed.
+        std::fs::write(&conf, format!("{ours}\nhttp_port: 0\n{overrides}"))
+            .expect("write nats.conf");
+        let tls = tls.then(|| {
+            let files = TlsFiles::in_dir(&dir.path().join("tls"));
+            files
+                .create(&["localhost", "127.0.0.1"])
+                .expect("TLS certificates");
+            files
+        });
+        let identities = ["admin", "gateway", "dashboard"]
+            .map(|name| Identity::generate(name).expect("identity"))
+            .to_vec();
         let server = Self {
-            child: std::sync::Mutex::new(None),
+            child: Mutex::new(None),
             port: std::sync::atomic::AtomicU16::new(0),
             dir,
             conf,
-            passwords: Role::ALL.map(|_| uuid::Uuid::new_v4().simple().to_string()),
+            identities: Mutex::new(identities),
+            tls,
         };
+        server.write_access();
         server.spawn("-1");
         server
+    }
+
+    /// Write `access.conf` from the identities known now.
+    fn write_access(&self) {
+        let identities = self.identities.lock().unwrap_or_else(|e| e.into_inner());
+        let tls = self.tls.as_ref().map(|f| access::ServerTls {
+            cert: &f.cert,
+            key: &f.key,
+        });
+        let text = access::render(&identities, tls);
+        std::fs::write(self.dir.path().join(access::FILE_NAME), text).expect("write access.conf");
+    }
+
+    /// The identity called `name`, made (and the server reloaded) on first use.
+    /// Names other than admin, gateway and dashboard are workers'.
+    pub fn identity(&self, name: &str) -> Identity {
+        let mut identities = self.identities.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = identities.iter().find(|i| i.name == name) {
+            return found.clone();
+        }
+        let made = Identity::generate(name).expect("a valid identity name");
+        assert_eq!(made.role(), Role::Worker);
+        identities.push(made.clone());
+        drop(identities);
+        self.write_access();
+        self.reload();
+        made
+    }
+
+    /// SIGHUP, then wait until the server logged one more reload than before.
+    /// A server that is not running (killed by the test) reads the new
+    /// `access.conf` when it starts again.
+    fn reload(&self) {
+        let before = self.log().matches(RELOADED).count();
+        let pid = self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.id());
+        let Some(pid) = pid else {
+            return;
+        };
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP {pid} failed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log().matches(RELOADED).count() == before {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not reload: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Start the child on `port` (`-1`: a free one) and record the port it got.
@@ -98,7 +151,6 @@ impl NatsServer {
             .arg(self.dir.path().join("store"))
             .arg("--ports_file_dir")
             .arg(&ports_dir)
-            .envs(Role::ALL.map(|r| (r.password_var(), self.password(r))))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -164,43 +216,57 @@ impl NatsServer {
         std::net::SocketAddr::from(([127, 0, 0, 1], port))
     }
 
-    /// The password of `role` on this server.
-    pub fn password(&self, role: Role) -> String {
-        let i = Role::ALL.iter().position(|r| *r == role).expect("a role");
-        self.passwords[i].clone()
+    /// The password of identity `name` on this server.
+    pub fn password(&self, name: &str) -> String {
+        self.identity(name).password.expose().to_owned()
     }
 
     /// URL and credentials as the environment a service reads (`NATS_URL`,
-    /// `NATS_USER`, `NATS_PASSWORD`).
-    pub fn env(&self, role: Role) -> [(&'static str, String); 3] {
-        [
+    /// `NATS_USER`, `NATS_PASSWORD`, and `NATS_TLS_CA` on a TLS server) for
+    /// identity `name`.
+    pub fn env(&self, name: &str) -> Vec<(&'static str, String)> {
+        let mut env = vec![
             ("NATS_URL", self.url()),
-            ("NATS_USER", role.user().to_owned()),
-            ("NATS_PASSWORD", self.password(role)),
-        ]
+            ("NATS_USER", name.to_owned()),
+            ("NATS_PASSWORD", self.password(name)),
+        ];
+        if let Some(tls) = &self.tls {
+            env.push(("NATS_TLS_CA", tls.ca.display().to_string()));
+        }
+        env
     }
 
     /// The same as command-line flags, for parsing a service's config in-process.
-    pub fn flags(&self, role: Role) -> Vec<String> {
-        self.env(role)
+    pub fn flags(&self, name: &str) -> Vec<String> {
+        self.env(name)
             .into_iter()
             .flat_map(|(var, value)| [format!("--{}", var.to_lowercase().replace('_', "-")), value])
             .collect()
     }
 
-    /// A client logged in as `role`; refused credentials are an error.
+    /// Login options of identity `name` (with the CA on a TLS server).
+    pub fn options(&self, name: &str) -> async_nats::ConnectOptions {
+        let options =
+            async_nats::ConnectOptions::with_user_and_password(name.into(), self.password(name));
+        match &self.tls {
+            Some(tls) => options
+                .add_root_certificates(tls.ca.clone())
+                .require_tls(true),
+            None => options,
+        }
+    }
+
+    /// A client logged in as identity `name`; refused credentials are an error.
     pub async fn connect_as(
         &self,
-        role: Role,
+        name: &str,
     ) -> Result<async_nats::Client, async_nats::ConnectError> {
-        async_nats::ConnectOptions::with_user_and_password(role.user().into(), self.password(role))
-            .connect(self.url())
-            .await
+        self.options(name).connect(self.url()).await
     }
 
     /// An admin client for checks made by the test itself.
     pub async fn client(&self) -> async_nats::Client {
-        self.connect_as(Role::Admin)
+        self.connect_as("admin")
             .await
             .expect("connect to test nats-server as admin")
     }

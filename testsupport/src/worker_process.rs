@@ -1,6 +1,6 @@
 //! A real worker process, for tests that crash and kill workers.
 
-use crate::nats_server::{NatsServer, Role};
+use crate::nats_server::NatsServer;
 use crate::paths::model_dir;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -26,7 +26,7 @@ impl WorkerProcess {
         let log = dir.path().join("worker.log");
         let file = std::fs::File::create(&log).expect("worker log");
         let child = Command::new(bin)
-            .envs(nats.env(Role::Worker))
+            .envs(nats.env(id))
             .env("WORKER_ID", id)
             .env("MODEL_DIR", model_dir())
             .env("THREADS", "1")

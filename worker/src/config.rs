@@ -26,9 +26,17 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub faults: FaultArgs,
     /// Unique id of this worker: heartbeat key, event subject and log field.
-    /// Defaults to `worker-<random>`.
+    /// Must be the name of its NATS identity (the server lets a worker write
+    /// only its own heartbeat and events). Defaults to that name, or to
+    /// `worker-<random>` on a server without logins.
     #[arg(long, env = "WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Folder of worker identities (`worker-<n>.env`) to claim a free one
+    /// from, instead of NATS_USER/NATS_PASSWORD: identical replicas (`docker
+    /// compose up --scale worker=5`) each log in as their own worker. The
+    /// claim is a file lock, released when the process exits.
+    #[arg(long, env = "NATS_IDENTITY_POOL", conflicts_with_all = ["nats_user", "nats_password", "nats_password_file", "nats_identity_file"])]
+    pub nats_identity_pool: Option<PathBuf>,
     /// Hugging Face model folder (config.json, tokenizer.json, model.safetensors).
     /// When unset, the model is downloaded by `--model-id`.
     #[arg(long, env = "MODEL_DIR", global = true)]
@@ -53,6 +61,13 @@ pub struct WorkerArgs {
     /// or `candle` (candle-transformers' `BertModel`, the benchmark baseline).
     #[arg(long, env = "BACKEND", value_enum, default_value = "fast")]
     pub backend: crate::backend::Kind,
+    /// Micro-kernels of the fast backend's GEMM: `auto` (the best this CPU
+    /// has: AVX-512F, else AVX2+FMA, else portable), or force `avx512`,
+    /// `avx2` or `portable` to test and benchmark one path anywhere. Forcing
+    /// one the CPU lacks stops the worker at startup. Also for `worker bench`.
+    #[arg(long, env = "KERNELS", value_enum, default_value = "auto", global = true,
+          value_parser = available_kernels)]
+    pub kernels: crate::backend::gemm::Kernels,
     /// Worker-side dynamic batching (opt-in): when JetStream reports more
     /// batches of a task queued, take up to 8 at once and compute them in
     /// forward passes of at most this many (estimated) tokens, then answer and
@@ -87,11 +102,9 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
-impl WorkerArgs {
-    /// The worker id, generated once if none was configured.
-    pub fn resolved_id(&self) -> String {
-        self.worker_id
-            .clone()
-            .unwrap_or_else(|| jetinfer_shared::config::random_id("worker"))
-    }
+/// `--kernels`: a known name whose kernels this CPU runs, so a forced ISA
+/// it lacks is a clear error before anything starts.
+fn available_kernels(name: &str) -> Result<crate::backend::gemm::Kernels, String> {
+    let kernels = <crate::backend::gemm::Kernels as clap::ValueEnum>::from_str(name, true)?;
+    kernels.resolve().map(|_| kernels)
 }

@@ -8,6 +8,7 @@
 //! - [`consume`]: the life of a batch: pull, admit, pass, publish + ack, report.
 //! - [`faults`]: crash / delay / hang / lost-result injection, as wrappers
 //!   around the model and the result publisher.
+//! - [`identity`]: the worker id is its NATS login's name (or a claimed pool identity).
 //! - [`heartbeat`]: liveness record in the `INFER_WORKERS` bucket.
 //! - [`health`]: `GET /healthz`: connected and heartbeating.
 //! - [`events`]: `infer.event.<worker>.<kind>` notifications.
@@ -25,6 +26,7 @@ pub mod events;
 pub mod faults;
 pub mod health;
 pub mod heartbeat;
+pub mod identity;
 pub mod metrics;
 pub mod service;
 
@@ -58,6 +60,9 @@ pub enum WorkerError {
     /// Streams, consumers or buckets could not be set up.
     #[error(transparent)]
     Topology(#[from] TopologyError),
+    /// The worker id and the NATS login disagree, or no identity is free.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityMismatch),
     /// The metrics address could not be bound.
     #[error("cannot listen for /metrics on {addr}: {source}")]
     Metrics {
@@ -70,8 +75,9 @@ pub enum WorkerError {
 
 /// Load the model and serve batches until `stop` fires; then finish the batch
 /// in hand, remove the heartbeat and return.
-pub async fn run(args: WorkerArgs, stop: CancellationToken) -> Result<(), WorkerError> {
-    let worker_id = args.resolved_id();
+pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), WorkerError> {
+    let identity = identity::resolve(&mut args)?;
+    let worker_id = identity.id.clone();
     jetinfer_shared::metrics::handle();
     let model = source::resolve(args.model_dir.clone(), &args.model_id)?;
     tracing::info!(worker_id = %worker_id, model_dir = %model.dir.display(), threads = args.threads, "loading model");

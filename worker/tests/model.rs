@@ -2,6 +2,8 @@
 //! with and the candle `BertModel` baseline): real numbers, batched or alone.
 
 use jetinfer_testsupport::model_dir;
+use jetinfer_worker::backend::fast::FastBert;
+use jetinfer_worker::backend::gemm::Kernels;
 use jetinfer_worker::backend::{self, Embedder, Kind};
 
 const EXAMPLE: &str = "This is an example sentence";
@@ -79,26 +81,66 @@ fn similar_sentences_score_higher() {
     }
 }
 
-/// The fast backend changes the arithmetic's order, never the answer: every
-/// text of a mixed-length batch matches the baseline, batched or alone.
+/// Every kernel path this CPU runs (AVX-512F, AVX2+FMA, portable).
+fn paths() -> Vec<Kernels> {
+    [Kernels::Avx512, Kernels::Avx2, Kernels::Portable]
+        .into_iter()
+        .filter(|k| k.resolve().is_ok())
+        .collect()
+}
+
+/// The fast backend changes the arithmetic's order, never the answer: on
+/// every kernel path, every text of batches of 1, 3, 17 and 33 texts of
+/// uneven lengths (partial micro-tiles in every layer), and of one long
+/// mixed batch, matches the baseline.
 #[test]
-fn fast_backend_agrees_with_the_baseline() {
-    let fast = load(Kind::Fast);
+fn every_kernel_path_agrees_with_the_baseline() {
     let baseline = load(Kind::Candle);
     let mut texts = jetinfer_shared::corpus::builtin();
-    texts.truncate(96);
-    texts.push("short".into());
-    texts.push("x".repeat(3000)); // truncated at 256 tokens
+    texts.truncate(54);
+    texts[5] = "short".into();
+    texts[20] = "x".repeat(3000); // truncated at 256 tokens
+    texts[40] = format!("{} {}", texts[40], texts[41]);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let got = fast.embed(&refs).unwrap();
     let want = baseline.embed(&refs).unwrap();
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        let c = cosine(g, w);
-        assert!(c >= 0.9999, "text {i}: cosine {c}");
+    for kernels in paths() {
+        let fast = FastBert::load(&model_dir(), "all-MiniLM-L6-v2".into(), kernels).unwrap();
+        // Consecutive windows: 1 + 3 + 17 + 33 = all 54 texts.
+        let mut start = 0;
+        for size in [1, 3, 17, 33] {
+            let got = fast.embed(&refs[start..start + size]).unwrap();
+            for (i, g) in got.iter().enumerate() {
+                let c = cosine(g, &want[start + i]);
+                assert!(
+                    c >= 0.9999,
+                    "{kernels:?}, batch {size}, text {}: cosine {c}",
+                    start + i
+                );
+            }
+            start += size;
+        }
+        let got = fast.embed(&refs).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let c = cosine(g, w);
+            assert!(
+                c >= 0.9999,
+                "{kernels:?}, all {} texts, text {i}: cosine {c}",
+                refs.len()
+            );
+        }
     }
-    for i in [0, 50, 96, 97] {
-        let alone = fast.embed(&refs[i..=i]).unwrap().remove(0);
-        assert!(cosine(&alone, &want[i]) >= 0.9999, "text {i} alone");
+}
+
+#[test]
+fn forcing_kernels_the_cpu_lacks_is_a_clear_error() {
+    assert!(paths().contains(&Kernels::Portable));
+    for kernels in [Kernels::Avx512, Kernels::Avx2] {
+        if kernels.resolve().is_err() {
+            let err = FastBert::load(&model_dir(), "x".into(), kernels)
+                .err()
+                .expect("must fail");
+            assert!(err.to_string().contains("this CPU lacks"), "{err}");
+        }
     }
 }
 

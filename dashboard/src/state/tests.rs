@@ -51,6 +51,7 @@ fn embed_batch(ids: &[Uuid], deadline_ms: u64) -> TaskBatch {
                 input: TaskInput::Embed {
                     text: "hello".into(),
                 },
+                idempotency: None,
             })
             .collect(),
     }

@@ -1,7 +1,7 @@
 //! Keys, the login form, sessions, bearer keys, and protected mode.
 
 use crate::harness::{args, http, snapshot, Dashboard, WAIT};
-use jetinfer_testsupport::{NatsServer, Role};
+use jetinfer_testsupport::NatsServer;
 use reqwest::header::{
     AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE, WWW_AUTHENTICATE,
 };
@@ -55,7 +55,7 @@ async fn login(url: &str, key: &str) -> Response {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_keys_only_a_login_or_a_bearer_key_opens_the_dashboard() {
     let nats = NatsServer::start();
-    let dashboard = Dashboard::start(args(&nats, Role::Dashboard, &["--keys", KEY])).await;
+    let dashboard = Dashboard::start(args(&nats, "dashboard", &["--keys", KEY])).await;
     let url = dashboard.url.clone();
 
     // Nobody: the form instead of the page, 401s from the data.
@@ -155,8 +155,7 @@ async fn with_keys_only_a_login_or_a_bearer_key_opens_the_dashboard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateways_keys_open_the_dashboard_when_it_has_none_of_its_own() {
     let nats = NatsServer::start();
-    let dashboard =
-        Dashboard::start(args(&nats, Role::Dashboard, &["--api-keys", "gw-1,gw-2"])).await;
+    let dashboard = Dashboard::start(args(&nats, "dashboard", &["--api-keys", "gw-1,gw-2"])).await;
     let r = get(
         format!("{}/api/snapshot", dashboard.url),
         None,
@@ -174,7 +173,7 @@ async fn the_gateways_keys_open_the_dashboard_when_it_has_none_of_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_keys_a_loopback_dashboard_is_open_as_before() {
     let nats = NatsServer::start();
-    let dashboard = Dashboard::start(args(&nats, Role::Dashboard, &[])).await;
+    let dashboard = Dashboard::start(args(&nats, "dashboard", &[])).await;
     let url = &dashboard.url;
     let r = get(format!("{url}/"), None, None).await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -192,8 +191,7 @@ async fn protected_mode_refuses_an_open_dashboard_on_the_network() {
     let open = |extra: &'static [&'static str]| async move {
         let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
         let stop = tokio_util::sync::CancellationToken::new();
-        let run =
-            jetinfer_dashboard::run(args(nats, Role::Dashboard, extra), listener, stop.clone());
+        let run = jetinfer_dashboard::run(args(nats, "dashboard", extra), listener, stop.clone());
         let run = tokio::spawn(run);
         // Refused at once, or serving until stopped.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -214,7 +212,7 @@ async fn protected_mode_refuses_an_open_dashboard_on_the_network() {
 #[tokio::test]
 async fn an_open_live_stream_ends_when_the_dashboard_stops() {
     let nats = NatsServer::start();
-    let dashboard = Dashboard::start(args(&nats, Role::Dashboard, &[])).await;
+    let dashboard = Dashboard::start(args(&nats, "dashboard", &[])).await;
     let mut live = get(format!("{}/api/stream", dashboard.url), None, None).await;
     assert_eq!(live.status(), StatusCode::OK);
     live.chunk()

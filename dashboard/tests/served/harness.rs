@@ -2,7 +2,7 @@
 
 use jetinfer_dashboard::config::DashboardArgs;
 use jetinfer_dashboard::DashboardError;
-use jetinfer_testsupport::{NatsServer, Role};
+use jetinfer_testsupport::NatsServer;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 /// How long a test waits for state to show.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// The dashboard's command line: `role`'s login on `nats`, then `flags`.
-pub fn args(nats: &NatsServer, role: Role, flags: &[&str]) -> DashboardArgs {
-    let login = nats.flags(role);
+/// The dashboard's command line: identity `login`'s credentials on `nats`, then `flags`.
+pub fn args(nats: &NatsServer, login: &str, flags: &[&str]) -> DashboardArgs {
+    let login = nats.flags(login);
     let argv = std::iter::once("dashboard")
         .chain(login.iter().map(String::as_str))
         .chain(flags.iter().copied());

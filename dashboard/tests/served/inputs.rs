@@ -7,7 +7,7 @@ use jetinfer_shared::protocol::{
     self, BatchItem, Priority, RequestRecord, Task, TaskBatch, TaskInput,
 };
 use jetinfer_shared::{clock::now_ms, subjects};
-use jetinfer_testsupport::{wait_for, NatsServer, Role};
+use jetinfer_testsupport::{wait_for, NatsServer};
 use uuid::Uuid;
 
 const CANARY: &str = "canary-4f1d-private-text";
@@ -27,6 +27,7 @@ async fn traffic(admin: &async_nats::Client) {
             input: TaskInput::Echo {
                 text: CANARY.into(),
             },
+            idempotency: None,
         }],
     };
     let subject = subjects::task_subject(Task::Echo, Priority::Normal);
@@ -76,7 +77,7 @@ async fn after_traffic(nats: &NatsServer, dashboard: &Dashboard) -> serde_json::
 async fn hidden_inputs_read_no_task_subject_even_where_nats_allows_it() {
     let nats = NatsServer::start();
     // As admin, NATS would deliver the task subjects: the dashboard must not ask.
-    let dashboard = Dashboard::start(args(&nats, Role::Admin, &[])).await;
+    let dashboard = Dashboard::start(args(&nats, "admin", &[])).await;
     let s = after_traffic(&nats, &dashboard).await;
     assert_eq!(s["inputs"], "hidden");
     assert_eq!(s["pending_total"], 0, "no task subscription: {s}");
@@ -90,7 +91,7 @@ async fn hidden_inputs_read_no_task_subject_even_where_nats_allows_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shown_inputs_preview_pending_and_finished_requests_where_nats_allows_it() {
     let nats = NatsServer::start();
-    let dashboard = Dashboard::start(args(&nats, Role::Admin, &["--show-inputs"])).await;
+    let dashboard = Dashboard::start(args(&nats, "admin", &["--show-inputs"])).await;
     // The previews ride their own connection, which may subscribe after the
     // first traffic: send until a pending and a finished request both show
     // their text.
@@ -118,7 +119,7 @@ async fn shown_inputs_preview_pending_and_finished_requests_where_nats_allows_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_inputs_under_our_nats_conf_is_refused_and_said_so() {
     let nats = NatsServer::start();
-    let dashboard = Dashboard::start(args(&nats, Role::Dashboard, &["--show-inputs"])).await;
+    let dashboard = Dashboard::start(args(&nats, "dashboard", &["--show-inputs"])).await;
     let http = http();
     wait_for("the page to say previews were refused", WAIT, || async {
         let s = snapshot(&http, &dashboard.url).await?;

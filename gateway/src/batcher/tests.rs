@@ -97,9 +97,11 @@ impl Harness {
             item: BatchItem {
                 request_id: Uuid::from_u128(n),
                 input,
+                idempotency: None,
             },
             priority,
             deadline_ms: 0,
+            claim_revision: None,
         };
         let batcher = self.batcher.as_ref().expect("not shut down");
         batcher.submit(queued).await
@@ -209,6 +211,7 @@ fn embed_x_bytes() -> usize {
     let item = BatchItem {
         request_id: Uuid::from_u128(1),
         input: TaskInput::Embed { text: "x".into() },
+        idempotency: None,
     };
     protocol::encode(&item).expect("encodes").len()
 }

@@ -73,6 +73,13 @@ pub enum ApiError {
     /// A text or list exceeds a documented limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The `Idempotency-Key` header is not 1 to 255 visible ASCII characters.
+    #[error("the Idempotency-Key header must be 1 to 255 visible ASCII characters (no spaces)")]
+    InvalidIdempotencyKey,
+    /// The `Idempotency-Key` was sent before with another body; the key
+    /// stands for that request until `IDEMPOTENCY_TTL_S` after it.
+    #[error("this Idempotency-Key was already used with another request body; use a new key for a new request")]
+    IdempotencyKeyReused,
     /// A query parameter is malformed.
     #[error("{0}")]
     InvalidQuery(String),
@@ -157,6 +164,14 @@ impl ApiError {
                 Some(*request_id),
             ),
             ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query", None),
+            ApiError::InvalidIdempotencyKey => {
+                (StatusCode::BAD_REQUEST, "invalid_idempotency_key", None)
+            }
+            ApiError::IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                None,
+            ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)

@@ -1,21 +1,28 @@
-//! `POST /infer`: read, admit, submit, await the one reply, respond. Each
-//! step is a function below; `infer` strings them together and reports the
-//! outcome once, through [`crate::report`].
+//! `POST /infer`: read, admit, (with an `Idempotency-Key`: claim the key or
+//! replay its answer), submit, await the one reply, respond. Each step is a
+//! function below; `infer` strings them together and reports the outcome
+//! once, through [`crate::report`].
 
 use super::error::{ApiError, ErrorBody};
+use super::keyed::{self, Tenant};
 use super::request::InferRequest;
 use super::validate;
 use super::AppState;
 use crate::batcher::{Queued, SubmitError};
+use crate::idempotency::rules::{self, Settle};
+use crate::idempotency::{Begin, Claim, KeyError};
 use crate::report::Finished;
 use crate::waiters::{Reply, Waiters};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::Json;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use jetinfer_shared::clock::now_ms;
-use jetinfer_shared::protocol::{BatchItem, ItemOutcome, Priority, Task, TaskInput, TaskOutput};
+use jetinfer_shared::protocol::{
+    body_hash, kv_key, BatchItem, ItemOutcome, Priority, StoredAnswer, Task, TaskInput, TaskOutput,
+};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,16 +69,27 @@ struct Answer {
 }
 
 /// Run one task on one input; the answer comes back on this connection.
+///
+/// With an `Idempotency-Key`, the same key (per API key) within
+/// `IDEMPOTENCY_TTL_S` gets the same answer and the model runs once: a retry
+/// gets the stored answer with `Idempotent-Replayed: true`, or waits for the
+/// first request's answer while it computes (504 after its own timeout: retry
+/// again), whichever gateway it reaches.
 #[utoipa::path(post, path = "/infer", tag = "inference",
     request_body(content = InferRequest, content_type = "application/json"),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
+            description = "Makes retries safe: a retry with the same key and body within IDEMPOTENCY_TTL_S (600 s) gets the first answer (waiting for it if it is still computing) and the model runs once. 1 to 255 visible ASCII characters; keys of different API keys never collide."),
+    ),
     security((), ("api_key" = [])),
     responses(
-        (status = 200, body = InferResponse, description = "the output"),
-        (status = 400, body = ErrorBody, description = "the body is not JSON or not an object"),
+        (status = 200, body = InferResponse, description = "the output",
+            headers(("Idempotent-Replayed" = String, description = "`true` when this answer was stored earlier under the request's Idempotency-Key (any stored answer, errors included, carries it)"))),
+        (status = 400, body = ErrorBody, description = "the body is not JSON or not an object, or the Idempotency-Key header is not 1 to 255 visible ASCII characters (`invalid_idempotency_key`)"),
         (status = 401, body = ErrorBody, description = "API keys are set and none or a wrong one was sent"),
         (status = 413, body = ErrorBody, description = "the body exceeds MAX_BODY_BYTES"),
         (status = 415, body = ErrorBody, description = "Content-Type is not application/json"),
-        (status = 422, body = ErrorBody, description = "a field is missing, unknown, of the wrong type, empty or over a limit"),
+        (status = 422, body = ErrorBody, description = "a field is missing, unknown, of the wrong type, empty or over a limit; or the Idempotency-Key was used with another body (`idempotency_key_reused`)"),
         (status = 429, body = ErrorBody, description = "MAX_IN_FLIGHT requests are already waiting; see Retry-After"),
         (status = 500, body = ErrorBody, description = "the model failed on this input"),
         (status = 503, body = ErrorBody, description = "the work queue is full or unreachable, or every retry failed; see Retry-After"),
@@ -79,11 +97,16 @@ struct Answer {
     ))]
 pub async fn infer(
     State(state): State<Arc<AppState>>,
+    tenant: Option<Extension<Tenant>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<InferResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let request = read(&state, &headers, body).inspect_err(|e| state.report.rejected(e))?;
+    let timeout_ms = state.limits.request_timeout_ms;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    let (key, request) = keyed::idempotency_key(&headers)
+        .and_then(|key| Ok((key, read(&state, &headers, body)?)))
+        .inspect_err(|e| state.report.rejected(e))?;
     // Shed before queueing: a request over the limit costs nothing downstream.
     let _slot = state
         .admission
@@ -93,9 +116,36 @@ pub async fn infer(
     let input = request.into_input();
     let task = input.task();
     let text = input.texts()[0].to_owned();
-    let (waiting, answer) = submit(&state, input, priority).await?;
-    let reply = await_reply(answer, waiting.id, state.limits.request_timeout_ms).await;
+    let request_id = Uuid::new_v4();
+    let claim = match key {
+        None => None,
+        Some(key) => {
+            let tenant = tenant.as_ref().map_or("", |Extension(t)| t.0.as_str());
+            let keyed = (kv_key(tenant, key), body_hash(&input, priority));
+            match begin(&state, keyed, request_id, deadline).await? {
+                Begin::Run(claim) => Some(claim),
+                Begin::Replay { request_id, answer } => {
+                    return Ok(replay(request_id, task, answer))
+                }
+            }
+        }
+    };
+    let submitted = submit(&state, request_id, input, priority, claim.as_ref()).await;
+    let (waiting, answer) = match submitted {
+        Ok(submitted) => submitted,
+        Err(e) => {
+            if let Some(claim) = &claim {
+                state.idempotency.release(claim).await;
+            }
+            return Err(e);
+        }
+    };
+    let reply = await_reply(answer, waiting.id, timeout_ms, deadline).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let (Some(claim), Ok(reply)) = (&claim, &reply) {
+        // Before the client hears it: every retry gets this very answer.
+        settle(&state, claim, reply, latency_ms).await;
+    }
     let answer = respond(reply, waiting.id, task, latency_ms);
     state
         .report
@@ -109,7 +159,60 @@ pub async fn infer(
             outcome: answer.result.as_ref().map(|r| &r.output),
         })
         .await;
-    answer.result.map(Json)
+    answer.result.map(|r| Json(r).into_response())
+}
+
+/// Claim the request's key (`(kv key, body hash)`) for `request_id`, or learn
+/// the answer stored under it; a refusal is reported and shaped here.
+async fn begin(
+    state: &AppState,
+    (key, body_hash): (String, String),
+    request_id: Uuid,
+    deadline: tokio::time::Instant,
+) -> Result<Begin, ApiError> {
+    let timeout_ms = state.limits.request_timeout_ms;
+    state
+        .idempotency
+        .begin(key, body_hash, request_id, deadline)
+        .await
+        .map_err(|e| key_error(e, timeout_ms, request_id))
+        .inspect_err(|e| state.report.rejected(e))
+}
+
+/// Leave under the key what the reply of its request means for a retry.
+async fn settle(state: &AppState, claim: &Claim, reply: &Reply, latency_ms: f64) {
+    match rules::settle(reply, latency_ms) {
+        Settle::Store(answer) => state.idempotency.finish(claim, answer).await,
+        Settle::Release => state.idempotency.release(claim).await,
+        Settle::Keep => {}
+    }
+}
+
+/// What a keyed request that gets neither a claim nor an answer is told.
+fn key_error(e: KeyError, timeout_ms: u64, request_id: Uuid) -> ApiError {
+    match e {
+        KeyError::Reused => ApiError::IdempotencyKeyReused,
+        // The request under the key holds the id the client will see answered.
+        KeyError::StillComputing { request_id } => ApiError::Timeout {
+            timeout_ms,
+            request_id,
+        },
+        KeyError::Unavailable(message) => ApiError::Unavailable {
+            message,
+            request_id,
+        },
+    }
+}
+
+/// The answer stored under the key, shaped as the first one was, marked as a replay.
+fn replay(request_id: Uuid, task: Task, stored: StoredAnswer) -> Response {
+    let (reply, latency_ms) = rules::replayed(stored);
+    let answer = respond(Ok(reply), request_id, task, latency_ms);
+    tracing::info!(request_id = %request_id, task = %task, "answer replayed for its Idempotency-Key");
+    keyed::replayed(match answer.result {
+        Ok(output) => Json(output).into_response(),
+        Err(error) => error.into_response(),
+    })
 }
 
 /// Check the content type and body size, then validate the body.
@@ -134,24 +237,31 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Register a waiter for a new request id, then queue the request. The waiter
-/// exists before the request can be published, so no result can beat it; the
-/// guard forgets it when the handler ends unanswered.
+/// Register a waiter for `request_id`, then queue the request (with its
+/// key's claim, if any). The waiter exists before the request can be
+/// published, so no result can beat it; the guard forgets it when the handler
+/// ends unanswered.
 async fn submit<'a>(
     state: &'a AppState,
+    request_id: Uuid,
     input: TaskInput,
     priority: Priority,
+    claim: Option<&Claim>,
 ) -> Result<(Waiting<'a>, oneshot::Receiver<Reply>), ApiError> {
-    let request_id = Uuid::new_v4();
     let answer = state.waiters.register(request_id);
     let waiting = Waiting {
         waiters: &state.waiters,
         id: request_id,
     };
     let queued = Queued {
-        item: BatchItem { request_id, input },
+        item: BatchItem {
+            request_id,
+            input,
+            idempotency: claim.map(|c| c.tag.clone()),
+        },
         priority,
         deadline_ms: now_ms() + state.limits.request_timeout_ms,
+        claim_revision: claim.map(|c| c.revision),
     };
     state.batcher.submit(queued).await.map_err(|e| match e {
         SubmitError::Stopped => ApiError::ShuttingDown,
@@ -162,13 +272,15 @@ async fn submit<'a>(
     Ok((waiting, answer))
 }
 
-/// The one reply, or why none will come.
+/// The one reply before `deadline` (`timeout_ms` after the request came), or
+/// why none will come.
 async fn await_reply(
     answer: oneshot::Receiver<Reply>,
     request_id: Uuid,
     timeout_ms: u64,
+    deadline: tokio::time::Instant,
 ) -> Result<Reply, ApiError> {
-    match tokio::time::timeout(Duration::from_millis(timeout_ms), answer).await {
+    match tokio::time::timeout_at(deadline, answer).await {
         Ok(Ok(reply)) => Ok(reply),
         Ok(Err(_)) => Err(ApiError::ShuttingDown),
         Err(_) => Err(ApiError::Timeout {

@@ -9,6 +9,7 @@
 //! - [`request`]: the body of `POST /infer`, one type per task shape, described in the OpenAPI document.
 //! - [`validate`]: JSON body → [`request::InferRequest`], with the documented limits.
 //! - [`infer`]: `POST /infer`, step by step: read, admit, submit, await the reply, respond.
+//! - [`keyed`]: the HTTP side of `Idempotency-Key`: the header, who sent it, the replay.
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers and their types.
 //! - [`status`]: `GET /status`, `/healthz`, `/readyz`, `/recent_requests`, `/metrics`.
 
@@ -16,6 +17,7 @@ pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod infer;
+pub mod keyed;
 pub mod openapi;
 pub mod request;
 pub mod status;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub js: async_nats::jetstream::Context,
     /// The `MAX_IN_FLIGHT` slots.
     pub admission: admission::Admission,
+    /// Claims and stored answers of requests sent with an `Idempotency-Key`.
+    pub idempotency: crate::idempotency::Idempotency,
 }
 
 /// Every route with its key check and body limit, for `run` to serve.

@@ -114,6 +114,27 @@ mod tests {
         }
     }
 
+    /// The `Idempotency-Key` header is described as the handler checks it,
+    /// and so is the replay mark.
+    #[test]
+    fn the_idempotency_headers_are_described() {
+        use crate::http::keyed::{KEY_PATTERN, MAX_KEY_LEN};
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let infer = &doc["paths"]["/infer"]["post"];
+        let params = infer["parameters"].as_array().expect("parameters");
+        let key = params
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .expect("the Idempotency-Key header is described");
+        assert_eq!(key["in"], "header");
+        assert_eq!(key["required"], false);
+        assert_eq!(key["schema"]["pattern"], KEY_PATTERN);
+        assert_eq!(key["schema"]["maxLength"], MAX_KEY_LEN);
+        assert_eq!(KEY_PATTERN, format!("^[!-~]{{1,{MAX_KEY_LEN}}}$"));
+        let replayed = &infer["responses"]["200"]["headers"]["Idempotent-Replayed"];
+        assert!(replayed.is_object(), "{}", infer["responses"]["200"]);
+    }
+
     /// The served request schema and the handler's validation agree, limits included.
     #[test]
     fn described_shapes_are_the_accepted_ones() {

@@ -199,17 +199,22 @@ impl Launcher {
         format!("http://127.0.0.1:{}", self.ports.gateway)
     }
 
-    /// An admin client of the stack's nats-server, with the password the
-    /// launcher wrote for operators; `None` while the server is unreachable.
+    /// An admin client of the stack's nats-server, with the identity the
+    /// launcher wrote for operators (and its CA under `--tls`); `None` while
+    /// the server is unreachable.
     pub async fn admin(&self) -> Option<async_nats::Client> {
-        let env = std::fs::read_to_string(self.state.path().join("admin.env")).ok()?;
-        let var = |name: &str| {
-            env.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}=")))
-                .map(str::to_owned)
-        };
-        async_nats::ConnectOptions::with_user_and_password(var("NATS_USER")?, var("NATS_PASSWORD")?)
-            .connect(var("NATS_URL")?)
+        let file = self.state.path().join("identities/admin.env");
+        let admin = jetinfer_shared::identity::env_file::read(&file).ok()?;
+        let mut options = async_nats::ConnectOptions::with_user_and_password(
+            admin.name,
+            admin.password.expose().to_owned(),
+        );
+        let ca = self.state.path().join("tls/ca.pem");
+        if ca.is_file() {
+            options = options.add_root_certificates(ca).require_tls(true);
+        }
+        options
+            .connect(format!("nats://127.0.0.1:{}", self.ports.nats))
             .await
             .ok()
     }

@@ -72,7 +72,7 @@ fn assert_refused(out: &std::process::Output, state: &std::path::Path) {
         "the refusal names API_KEYS=… and ALLOW_ANONYMOUS=true:\n{stderr}"
     );
     assert!(
-        !state.join("secrets.env").exists(),
+        !state.join("identities").exists(),
         "refused before doing anything"
     );
 }
@@ -101,7 +101,7 @@ async fn api_keys_or_allow_anonymous_let_a_public_stack_start() {
             "with {env:?} the launcher starts the stack:\n{stderr}"
         );
         assert!(
-            state.path().join("secrets.env").exists(),
+            state.path().join("identities/admin.env").exists(),
             "{env:?}: {stderr}"
         );
     }

@@ -2,6 +2,7 @@
 //! the task stream, and the [`ResultBatch`] a worker publishes back on the
 //! batch's reply subject. Both travel as MessagePack ([`super::encode`]).
 
+use super::idempotency::IdempotencyTag;
 use super::task::{Priority, Task, TaskInput, TaskOutput};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -13,6 +14,11 @@ pub struct BatchItem {
     pub request_id: Uuid,
     /// What to compute.
     pub input: TaskInput,
+    /// Present when the client sent an `Idempotency-Key`: the worker stores
+    /// the answer under it before publishing the result. Absent on the wire
+    /// otherwise, and absent in batches from older gateways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<IdempotencyTag>,
 }
 
 /// The unit of work on the task stream: requests of one task and priority.
@@ -141,6 +147,11 @@ mod tests {
                     query: "q".into(),
                     candidates: vec!["a".into(), "b".into()],
                 },
+                idempotency: Some(crate::protocol::IdempotencyTag {
+                    key: "k".into(),
+                    body_hash: "h".into(),
+                    accepted_ms: 1,
+                }),
             }],
         });
     }

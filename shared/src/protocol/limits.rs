@@ -112,7 +112,11 @@ mod tests {
             priority: Priority::Normal,
             reply_subject: "r".into(),
             deadline_ms: 0,
-            items: vec![BatchItem { request_id, input }],
+            items: vec![BatchItem {
+                request_id,
+                input,
+                idempotency: None,
+            }],
         };
         let fine = batch(TaskInput::Embed { text: "ok".into() });
         assert_eq!(fine.check_limits(), Ok(()));

@@ -13,6 +13,8 @@
 //! - `batch`: the hot-path messages — [`TaskBatch`] out, [`ResultBatch`] back.
 //! - `limits`: the batch size a worker agrees to compute ([`TaskBatch::check_limits`]).
 //! - `codec`: MessagePack [`encode`]/[`decode`] and their [`WireError`].
+//! - `idempotency`: safe retries — the [`IdempotencyTag`] a keyed item carries,
+//!   the [`IdempotencyEntry`] a key holds in its bucket, [`kv_key`], [`body_hash`].
 //! - `records`: JSON observability records — [`Heartbeat`], [`WorkerEvent`],
 //!   [`RequestRecord`], [`GatewayStats`].
 //! - `preview`: one-line summaries of texts and outputs ([`preview()`]), and
@@ -20,6 +22,7 @@
 
 mod batch;
 mod codec;
+mod idempotency;
 mod limits;
 mod preview;
 mod records;
@@ -27,6 +30,9 @@ mod task;
 
 pub use batch::{BatchItem, ItemOutcome, ItemResult, ResultBatch, TaskBatch};
 pub use codec::{decode, encode, WireError};
+pub use idempotency::{
+    body_hash, kv_key, IdempotencyEntry, IdempotencyTag, KeyState, StoredAnswer,
+};
 pub use limits::{
     item_budget, LimitError, ENVELOPE_BYTES, MAX_BATCH_ITEMS, MAX_ITEM_TEXTS, MAX_TEXT_BYTES,
 };

@@ -11,57 +11,23 @@
 //!   equal length sit next to each other; each group's attention is one
 //!   batched matmul over `(texts, heads, len, head_dim)` with no mask.
 //! - **Fused QKV.** One `(hidden, 3·hidden)` projection instead of three.
-//! - **Fused kernels** ([`super::kernels`]): bias + GELU, bias + residual +
-//!   layer norm, and for small passes an AVX-512 matmul on packed f16 weights;
+//! - **Packed GEMM** ([`super::gemm`]) for every dense layer at every pass
+//!   size: weights packed once at load for the micro-kernels of this CPU
+//!   (AVX-512F, AVX2+FMA or portable, [`Kernels`]), with bias + GELU and
+//!   bias + residual + layer norm fused into its output ([`super::kernels`]);
 //!   candle's fused layer-norm and softmax elsewhere.
 //! - Mean pooling per group (exact, there is no padding) and L2 normalisation.
 
 use super::files::ModelFiles;
-use super::kernels::{
-    pack_weight, small_matmul_supported, BiasGelu, BiasResidualNorm, SmallMatmul, BLOCK,
-};
+use super::gemm::{Isa, Kernels};
+use super::kernels::{Activation, LayerNorm, Linear, Project, ProjectNorm};
 use super::{BackendError, Embedder};
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 use candle_nn::VarBuilder;
 use std::path::Path;
 use tokenizers::Tokenizer;
 
-/// A projection's weight, `(out, in)`: f32 for gemm, and a packed f16 copy
-/// for [`SmallMatmul`] when the CPU runs it.
-struct Weight {
-    full: Tensor,
-    half: Option<Tensor>,
-}
-
-impl Weight {
-    fn new(full: Tensor) -> candle_core::Result<Self> {
-        let (n, k) = full.dims2()?;
-        let half = if small_matmul_supported() && n % BLOCK == 0 {
-            let packed = pack_weight(&full.flatten_all()?.to_vec1()?, n, k);
-            Some(Tensor::from_vec(
-                packed,
-                (n / BLOCK, k, BLOCK),
-                full.device(),
-            )?)
-        } else {
-            None
-        };
-        Ok(Self { full, half })
-    }
-
-    /// `x · Wᵀ`, with the kernel that suits the token count.
-    fn project(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match &self.half {
-            Some(half) if x.dim(0)? <= SMALL_BATCH_TOKENS => x.apply_op2_no_bwd(half, &SmallMatmul),
-            _ => x.matmul(&self.full.t()?),
-        }
-    }
-}
-
-/// Batches with at most this many tokens use [`SmallMatmul`]; larger ones gemm.
-const SMALL_BATCH_TOKENS: usize = 96;
-
-/// A dense layer, weight `(out, in)` as stored.
+/// A dense layer's tensors, `(out, in)` weight as stored.
 struct Dense {
     weight: Tensor,
     bias: Tensor,
@@ -82,6 +48,10 @@ impl Dense {
             weight: Tensor::cat(&weights, 0)?,
             bias: Tensor::cat(&biases, 0)?,
         })
+    }
+
+    fn pack(&self, isa: Isa) -> candle_core::Result<Linear> {
+        Linear::new(isa, &self.weight, &self.bias)
     }
 }
 
@@ -107,38 +77,25 @@ impl Norm {
 }
 
 struct Layer {
-    qkv: Weight,
-    qkv_bias: Tensor,
-    /// Attention output projection; its bias, the residual and the norm are fused.
-    attention_out: Weight,
-    attention_end: BiasResidualNorm,
-    /// Feed-forward up-projection; its bias and GELU are fused.
-    up: Weight,
-    up_act: BiasGelu,
-    /// Feed-forward down-projection; its bias, the residual and the norm are fused.
-    down: Weight,
-    output_end: BiasResidualNorm,
+    qkv: Linear,
+    /// Attention output projection, then the residual and the norm.
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    /// Feed-forward up-projection, then GELU.
+    up: Linear,
+    /// Feed-forward down-projection, then the residual and the norm.
+    down: Linear,
+    output_norm: LayerNorm,
 }
 
-/// A projection whose bias is applied by a fused kernel, and that kernel's vectors.
-fn fused_end(
-    vb: VarBuilder,
-    inputs: usize,
-    outputs: usize,
-    norm: VarBuilder,
-    eps: f64,
-) -> candle_core::Result<(Weight, BiasResidualNorm)> {
-    let dense = Dense::load(vb, inputs, outputs)?;
-    let norm = Norm::load(norm, outputs, eps)?;
-    Ok((
-        Weight::new(dense.weight)?,
-        BiasResidualNorm {
-            bias: dense.bias.to_vec1()?,
-            gamma: norm.gamma.to_vec1()?,
-            beta: norm.beta.to_vec1()?,
-            eps: norm.eps,
-        },
-    ))
+/// A norm's vectors, for the fused kernels.
+fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> candle_core::Result<LayerNorm> {
+    let norm = Norm::load(vb, size, eps)?;
+    Ok(LayerNorm {
+        gamma: norm.gamma.to_vec1()?,
+        beta: norm.beta.to_vec1()?,
+        eps: norm.eps,
+    })
 }
 
 /// Consecutive texts of one token length, in the packed matrix.
@@ -163,11 +120,14 @@ pub struct FastBert {
     heads: usize,
     hidden: usize,
     device: Device,
+    isa: Isa,
 }
 
 impl FastBert {
-    /// Load a Hugging Face BERT folder ([`ModelFiles`]).
-    pub fn load(dir: &Path, name: String) -> Result<Self, BackendError> {
+    /// Load a Hugging Face BERT folder ([`ModelFiles`]), packing its weights
+    /// for `kernels` (an error where this CPU cannot run them).
+    pub fn load(dir: &Path, name: String, kernels: Kernels) -> Result<Self, BackendError> {
+        let isa = kernels.resolve().map_err(BackendError::Kernels)?;
         let ModelFiles {
             config,
             tokenizer,
@@ -186,36 +146,17 @@ impl FastBert {
             .map(|i| {
                 let l = vb.pp(format!("encoder.layer.{i}"));
                 let attn = l.pp("attention");
-                let qkv = ["query", "key", "value"]
+                let [q, k, v] = ["query", "key", "value"]
                     .map(|p| Dense::load(attn.pp("self").pp(p), hidden, hidden));
-                let [q, k, v] = qkv;
-                let (attention_out, attention_end) = fused_end(
-                    attn.pp("output.dense"),
-                    hidden,
-                    hidden,
-                    attn.pp("output.LayerNorm"),
-                    eps,
-                )?;
-                let up = Dense::load(l.pp("intermediate.dense"), hidden, config.intermediate_size)?;
-                let (down, output_end) = fused_end(
-                    l.pp("output.dense"),
-                    config.intermediate_size,
-                    hidden,
-                    l.pp("output.LayerNorm"),
-                    eps,
-                )?;
-                let qkv = Dense::concat(&[q?, k?, v?])?;
+                let ffn = config.intermediate_size;
                 Ok(Layer {
-                    qkv: Weight::new(qkv.weight)?,
-                    qkv_bias: qkv.bias,
-                    attention_out,
-                    attention_end,
-                    up_act: BiasGelu {
-                        bias: up.bias.to_vec1()?,
-                    },
-                    up: Weight::new(up.weight)?,
-                    down,
-                    output_end,
+                    qkv: Dense::concat(&[q?, k?, v?])?.pack(isa)?,
+                    attention_out: Dense::load(attn.pp("output.dense"), hidden, hidden)?
+                        .pack(isa)?,
+                    attention_norm: layer_norm(attn.pp("output.LayerNorm"), hidden, eps)?,
+                    up: Dense::load(l.pp("intermediate.dense"), hidden, ffn)?.pack(isa)?,
+                    down: Dense::load(l.pp("output.dense"), ffn, hidden)?.pack(isa)?,
+                    output_norm: layer_norm(l.pp("output.LayerNorm"), hidden, eps)?,
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -236,7 +177,13 @@ impl FastBert {
             heads: config.num_attention_heads,
             hidden,
             device: vb.device().clone(),
+            isa,
         })
+    }
+
+    /// The micro-kernels this model runs (`worker bench` reports them).
+    pub fn isa(&self) -> Isa {
+        self.isa
     }
 
     /// Self-attention of one length group: `(texts·len, 3·hidden)` → `(texts·len, hidden)`.
@@ -259,21 +206,32 @@ impl FastBert {
     }
 
     fn layer(&self, layer: &Layer, x: &Tensor, groups: &[Group]) -> candle_core::Result<Tensor> {
-        let qkv = layer.qkv.project(x)?.broadcast_add(&layer.qkv_bias)?;
+        let qkv = x.apply_op1_no_bwd(&Project {
+            linear: &layer.qkv,
+            activation: Activation::Identity,
+        })?;
         let context: Vec<Tensor> = groups
             .iter()
             .map(|g| self.attend(&qkv, g))
             .collect::<candle_core::Result<_>>()?;
-        let context = Tensor::cat(&context, 0)?;
-        let x = layer
-            .attention_out
-            .project(&context)?
-            .apply_op2_no_bwd(x, &layer.attention_end)?;
-        let up = layer.up.project(&x)?.apply_op1_no_bwd(&layer.up_act)?;
-        layer
-            .down
-            .project(&up)?
-            .apply_op2_no_bwd(&x, &layer.output_end)
+        let x = Tensor::cat(&context, 0)?.apply_op2_no_bwd(
+            x,
+            &ProjectNorm {
+                linear: &layer.attention_out,
+                norm: &layer.attention_norm,
+            },
+        )?;
+        let up = x.apply_op1_no_bwd(&Project {
+            linear: &layer.up,
+            activation: Activation::Gelu,
+        })?;
+        up.apply_op2_no_bwd(
+            &x,
+            &ProjectNorm {
+                linear: &layer.down,
+                norm: &layer.output_norm,
+            },
+        )
     }
 }
 

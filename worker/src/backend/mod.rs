@@ -8,7 +8,9 @@
 //! - [`fast`]: the serving backend, a padding-free BERT encoder for CPU batches.
 //! - [`bert`]: the baseline, candle-transformers' `BertModel` (padded batches).
 //! - [`files`]: reading a model folder (config, tokenizer, weights).
-//! - [`kernels`]: fused CPU kernels (bias + GELU, bias + residual + layer norm).
+//! - [`gemm`]: the packed, cache-blocked GEMM and its per-ISA micro-kernels.
+//! - [`kernels`]: the dense layers as candle ops, bias + GELU and bias +
+//!   residual + layer norm fused into the GEMM's output.
 //! - [`source`]: where the model folder comes from (a local dir or the hub).
 //! - [`thread`]: the dedicated compute thread and its async handle.
 //! - `toy` (tests only): a deterministic embedder for consume-path unit tests.
@@ -16,6 +18,7 @@
 pub mod bert;
 pub mod fast;
 pub mod files;
+pub mod gemm;
 pub mod kernels;
 pub mod source;
 pub mod thread;
@@ -47,6 +50,9 @@ pub enum BackendError {
     /// The forward pass failed.
     #[error("model: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The configured kernels (`--kernels` / `KERNELS`) cannot run here.
+    #[error("kernels: {0}")]
+    Kernels(String),
     /// The compute thread pool could not be started.
     #[error("cannot start compute pool: {0}")]
     Pool(#[from] rayon::ThreadPoolBuildError),
@@ -82,14 +88,30 @@ pub enum Kind {
     Candle,
 }
 
-/// Load the model folder `dir` with the `kind` backend.
+/// Load the model folder `dir` with the `kind` backend, the fast one on the
+/// kernels named by `KERNELS` (default `auto`: the best this CPU runs).
 pub fn load(
     kind: Kind,
     dir: &std::path::Path,
     name: String,
 ) -> Result<Box<dyn Embedder>, BackendError> {
+    load_with(
+        kind,
+        gemm::Kernels::from_env().map_err(BackendError::Kernels)?,
+        dir,
+        name,
+    )
+}
+
+/// [`load`] on the given kernels (`--kernels`); the candle baseline ignores them.
+pub fn load_with(
+    kind: Kind,
+    kernels: gemm::Kernels,
+    dir: &std::path::Path,
+    name: String,
+) -> Result<Box<dyn Embedder>, BackendError> {
     Ok(match kind {
-        Kind::Fast => Box::new(fast::FastBert::load(dir, name)?),
+        Kind::Fast => Box::new(fast::FastBert::load(dir, name, kernels)?),
         Kind::Candle => Box::new(bert::BertEmbedder::load(dir, name)?),
     })
 }

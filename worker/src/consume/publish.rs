@@ -5,33 +5,105 @@
 //! make the server close this worker's connection): a batch's results are
 //! split over as many messages as they need, and one request whose answer
 //! alone cannot fit gets [`ItemOutcome::TooLarge`] instead, at once.
+//!
+//! A request sent with an `Idempotency-Key` has its answer stored in the
+//! `INFER_IDEMPOTENCY` bucket first, so the answer survives the gateway that
+//! took the request and any gateway can give it to the client's retry. That
+//! store is best effort: the result is published whether it worked or not.
 
-use async_nats::jetstream;
-use jetinfer_shared::protocol::{self, ItemOutcome, ItemResult, ResultBatch, TaskBatch};
+use async_nats::jetstream::{self, kv};
+use jetinfer_shared::clock::now_ms;
+use jetinfer_shared::protocol::{
+    self, IdempotencyEntry, ItemOutcome, ItemResult, KeyState, ResultBatch, StoredAnswer, TaskBatch,
+};
 use jetinfer_shared::subjects;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
 
 /// Publishes results with a JetStream ack.
 #[derive(Clone)]
 pub struct ResultPublisher {
     js: jetstream::Context,
     worker_id: String,
+    /// The `Idempotency-Key` bucket, opened at the first keyed request (the
+    /// gateway creates it; this role may only open it).
+    answers: Arc<OnceCell<kv::Store>>,
 }
 
 impl ResultPublisher {
     /// Results of `worker_id` (sent in the `Jetinfer-Worker` header) through `js`.
     pub fn new(js: jetstream::Context, worker_id: String) -> Self {
-        Self { js, worker_id }
+        Self {
+            js,
+            worker_id,
+            answers: Arc::default(),
+        }
     }
 
     /// Publish `result` to `batch`'s reply subject, in as many messages as it
     /// takes, and wait until JetStream stored every one. An answer too large to
-    /// travel alone is replaced in `result` by [`ItemOutcome::TooLarge`].
+    /// travel alone is replaced in `result` by [`ItemOutcome::TooLarge`]. The
+    /// answers of keyed requests are stored under their keys before that.
     pub async fn publish(&self, batch: &TaskBatch, result: &mut ResultBatch) -> Result<(), String> {
         let limit = protocol::item_budget(self.js.client().server_info().max_payload);
-        for part in split(result, limit)? {
+        let parts = split(result, limit)?;
+        self.remember(batch, result).await;
+        for part in parts {
             self.publish_part(batch, &part).await?;
         }
         Ok(())
+    }
+
+    /// Store the answer of every keyed request of `batch` under its key. A
+    /// failure is logged and the result still goes out: the waiting client
+    /// gets its answer, only a retry after its gateway died computes again.
+    async fn remember(&self, batch: &TaskBatch, result: &ResultBatch) {
+        let keyed: Vec<_> = batch
+            .items
+            .iter()
+            .zip(&result.items)
+            .filter_map(|(item, answer)| Some((item.idempotency.as_ref()?, answer)))
+            .collect();
+        if keyed.is_empty() {
+            return;
+        }
+        let opened = self
+            .answers
+            .get_or_try_init(|| self.js.get_key_value(subjects::IDEMPOTENCY_BUCKET))
+            .await;
+        let store = match opened {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::warn!(batch_id = %batch.batch_id, requests = keyed.len(), error = %e,
+                    "cannot open the idempotency bucket; answers not stored under their keys");
+                return;
+            }
+        };
+        let puts = keyed.into_iter().map(|(tag, answer)| async move {
+            let entry = IdempotencyEntry {
+                body_hash: tag.body_hash.clone(),
+                request_id: answer.request_id,
+                state: KeyState::Done(StoredAnswer::Computed {
+                    worker_id: self.worker_id.clone(),
+                    model: result.model.clone(),
+                    attempt: result.attempt,
+                    outcome: answer.outcome.clone(),
+                    latency_ms: now_ms().saturating_sub(tag.accepted_ms) as f64,
+                }),
+            };
+            let stored = match protocol::encode(&entry) {
+                Ok(value) => store
+                    .put(&tag.key, value.into())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(error) = stored {
+                tracing::warn!(request_id = %answer.request_id, batch_id = %batch.batch_id,
+                    error = %error, "answer not stored under its Idempotency-Key");
+            }
+        });
+        futures::future::join_all(puts).await;
     }
 
     async fn publish_part(&self, batch: &TaskBatch, part: &ResultBatch) -> Result<(), String> {

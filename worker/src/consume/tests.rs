@@ -20,7 +20,7 @@ use jetinfer_shared::protocol::{
 };
 use jetinfer_shared::subjects;
 use jetinfer_shared::topology::{self, TopologyArgs};
-use jetinfer_testsupport::{wait_for, NatsServer, Role};
+use jetinfer_testsupport::{wait_for, NatsServer};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +53,7 @@ struct Rig {
 impl Rig {
     async fn new(faults: FaultArgs, max_batch_tokens: usize) -> Self {
         let nats = NatsServer::start();
-        let worker = nats.connect_as(Role::Worker).await.expect("worker login");
+        let worker = nats.connect_as("w1").await.expect("worker login");
         let admin = nats.client().await;
         let js = jetstream::new(worker.clone());
         let topo = Topology::parse_from(["t", "--ack-wait-ms", "300", "--backoff-ms", "none"]).args;
@@ -176,6 +176,7 @@ fn batch(texts: &[&str], deadline_ms: u64) -> TaskBatch {
                 input: TaskInput::Embed {
                     text: (*t).to_owned(),
                 },
+                idempotency: None,
             })
             .collect(),
     }

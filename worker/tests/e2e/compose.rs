@@ -1,7 +1,8 @@
 //! docker-compose.yml must only use flags and env vars our binaries really have,
 //! run every one of them, and keep the promises its comments make: passwords
-//! only in files the `init` service creates (one per role, read by that role's
-//! user), nats-server on our nats.conf, healthchecks on the real ports, host
+//! only in identity files the `init` service creates (one per process, read by
+//! that service's user; workers claim theirs from a pool), nats-server on our
+//! nats.conf, healthchecks on the real ports, host
 //! ports on 127.0.0.1, a Dockerfile the classic builder can build. Docker is not
 //! needed: `./jetinfer compose-test` runs the file for real.
 
@@ -118,22 +119,6 @@ fn depends_on(service: &Value, on: &str) -> Option<String> {
     })
 }
 
-/// The users nats.conf defines (`{ user: NAME, password: $NATS_<NAME>_PASSWORD ... }`).
-fn nats_conf_roles() -> BTreeSet<String> {
-    let conf = read("nats.conf");
-    let roles: BTreeSet<String> = conf
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split("{ user:").nth(1))
-        .map(|rest| rest.split(',').next().unwrap().trim().to_owned())
-        .collect();
-    for role in &roles {
-        let var = format!("$NATS_{}_PASSWORD", role.to_uppercase());
-        assert!(conf.contains(&var), "nats.conf: {role}'s password is {var}");
-    }
-    roles
-}
-
 #[test]
 fn compose_services_use_only_real_flags_and_env_vars() {
     let services = compose();
@@ -172,72 +157,55 @@ fn compose_services_use_only_real_flags_and_env_vars() {
     }
     let binaries = ["dashboard", "gateway", "worker"].map(String::from);
     assert_eq!(seen, BTreeSet::from(binaries));
-    let workers = services
+    let workers: Vec<&Value> = services
         .values()
         .filter(|s| strings(&s["command"]).first().map(String::as_str) == Some("worker"))
-        .count();
-    assert_eq!(workers, 3, "three workers");
+        .collect();
+    assert_eq!(workers.len(), 1, "one worker service, scaled");
+    assert_eq!(workers[0]["scale"].as_u64(), Some(3), "three workers");
 }
 
-/// No password in the compose file: each service reads its role's password
-/// from the file the init service creates for it, as the user that owns it.
+/// No password in the compose file: each service reads its own identity from
+/// the file the init service creates for it, as the user that owns it, and
+/// every worker replica claims a worker identity of its own from the pool.
 #[test]
-fn compose_passwords_come_from_the_init_services_files() {
+fn compose_identities_come_from_the_init_service() {
     let services = compose();
-    let roles = nats_conf_roles();
-    assert_eq!(
-        roles,
-        BTreeSet::from(["admin", "dashboard", "gateway", "worker"].map(String::from)),
-        "the roles docker/init-secrets.sh creates passwords for"
-    );
-    let init_script = read("docker/init-secrets.sh");
     let dockerfile = read("Dockerfile");
-    for role in &roles {
-        let script_roles = init_script
-            .lines()
-            .find(|l| l.trim_start().starts_with("for role in"))
-            .expect("init-secrets.sh: `for role in ...`");
-        assert!(
-            script_roles
-                .split(|c: char| !c.is_ascii_alphanumeric())
-                .any(|w| w == role),
-            "docker/init-secrets.sh creates no password for nats.conf's `{role}`"
-        );
-    }
-
+    let identities = format!("{SECRETS}/identities");
     for (name, service) in &services {
         let name = name.as_str().unwrap();
         for (key, value) in env(service) {
             assert!(
-                !key.contains("PASSWORD") || key.ends_with("_FILE"),
-                "{name}: `{key}` would put a password in the compose file; use {key}_FILE"
-            );
-            assert!(
-                !value.contains("PASSWORD"),
-                "{name}: `{key}` takes a password from the environment"
+                !key.contains("PASSWORD") && !value.contains("PASSWORD"),
+                "{name}: `{key}` would put a password in the compose file or the environment"
             );
         }
     }
 
-    for (name, _, service) in binaries(&services) {
+    for (name, program, service) in binaries(&services) {
         let env = env(service);
-        let role = env
-            .get("NATS_USER")
-            .unwrap_or_else(|| panic!("{name}: NATS_USER"));
+        match program.as_str() {
+            "worker" => assert_eq!(
+                env.get("NATS_IDENTITY_POOL"),
+                Some(&identities),
+                "{name}: claims a worker identity from the pool"
+            ),
+            _ => assert_eq!(
+                env.get("NATS_IDENTITY_FILE"),
+                Some(&format!("{identities}/{program}.env")),
+                "{name}: reads its own identity file"
+            ),
+        }
         assert!(
-            roles.contains(role),
-            "{name}: `{role}` is not a nats.conf user"
+            !env.contains_key("WORKER_ID"),
+            "{name}: the id is the identity's name"
         );
-        assert_eq!(
-            env.get("NATS_PASSWORD_FILE").map(String::as_str),
-            Some(format!("{SECRETS}/{role}.password").as_str()),
-            "{name}: reads its role's password file"
-        );
-        let user = format!("jetinfer-{role}");
+        let user = format!("jetinfer-{program}");
         assert_eq!(
             service["user"].as_str(),
             Some(user.as_str()),
-            "{name}: runs as the user that owns {role}.password"
+            "{name}: runs as the user that owns its identity file"
         );
         assert!(
             dockerfile.contains(&format!("--shell /usr/sbin/nologin {user}")),
@@ -247,14 +215,6 @@ fn compose_passwords_come_from_the_init_services_files() {
             volumes(service).contains(&("secrets".into(), SECRETS.into(), true)),
             "{name}: mounts the secrets volume read-only at {SECRETS}"
         );
-        for (key, value) in &env {
-            if key.ends_with("_FILE") {
-                assert!(
-                    value.starts_with(&format!("{SECRETS}/")),
-                    "{name}: `{key}` points into the secrets volume"
-                );
-            }
-        }
         assert_eq!(
             depends_on(service, "nats").as_deref(),
             Some("service_healthy"),
@@ -262,6 +222,8 @@ fn compose_passwords_come_from_the_init_services_files() {
         );
     }
 
+    // init: the launcher's secrets step, on the volume, giving each file to
+    // its service's user (launcher/tests/up/compose_init.rs runs it for real).
     let init = service(&services, "init");
     assert_eq!(
         init["image"],
@@ -271,36 +233,38 @@ fn compose_passwords_come_from_the_init_services_files() {
     assert_eq!(
         init["user"].as_str(),
         Some("root"),
-        "init: chowns the password files"
+        "init: chowns the identity files"
     );
     assert_eq!(
         init["restart"].as_str(),
         Some("no"),
         "init: runs once per `up`"
     );
-    let entrypoint = strings(&init["entrypoint"]).join(" ");
+    assert_eq!(strings(&init["entrypoint"]), ["launcher", "secrets"]);
+    assert!(
+        dockerfile.contains("target/release/launcher"),
+        "Dockerfile: the image carries the launcher"
+    );
+    let init_env = env(init);
+    assert_eq!(init_env.get("STATE_DIR").map(String::as_str), Some(SECRETS));
+    assert_eq!(
+        init_env.get("SECRETS_OWNERS").map(String::as_str),
+        Some("true")
+    );
     let mounts = volumes(init);
     assert!(
         mounts.contains(&("secrets".into(), SECRETS.into(), false)),
         "init: writes the secrets volume"
     );
-    for (source, what) in [
-        ("./docker/init-secrets.sh", "its script"),
-        ("./nats.conf", "nats.conf"),
-    ] {
-        let (_, target, _) = mounts
-            .iter()
-            .find(|(s, _, _)| s == source)
-            .unwrap_or_else(|| panic!("init: mounts {what} ({source})"));
-        if source.ends_with(".sh") {
-            assert!(entrypoint.contains(target.as_str()), "init: runs {target}");
-        } else {
-            assert!(
-                init_script.contains(&format!("NATS_CONF:-{target}")),
-                "init-secrets.sh reads nats.conf where compose mounts it ({target})"
-            );
-        }
-    }
+    let (_, conf_target, _) = mounts
+        .iter()
+        .find(|(s, _, _)| s == "./nats.conf")
+        .expect("init: mounts our nats.conf");
+    assert_eq!(
+        init_env.get("NATS_CONF"),
+        Some(conf_target),
+        "init reads nats.conf where it is mounted"
+    );
 
     let nats = service(&services, "nats");
     let command = strings(&nats["command"]);
@@ -311,18 +275,13 @@ fn compose_passwords_come_from_the_init_services_files() {
         .expect("nats: -c CONFIG");
     assert_eq!(
         conf,
-        format!("{SECRETS}/nats.conf"),
-        "nats runs the config init-secrets.sh generates from our nats.conf"
-    );
-    assert!(init_script.contains(r#"include "nats-passwords.conf""#));
-    assert!(
-        init_script.contains(r#"cat "$conf""#),
-        "the generated config is our nats.conf"
+        format!("{SECRETS}/nats-server/nats.conf"),
+        "nats runs our nats.conf beside the access.conf init generates"
     );
     assert_eq!(
         depends_on(nats, "init").as_deref(),
         Some("service_completed_successfully"),
-        "nats: starts once the passwords exist"
+        "nats: starts once the identities exist"
     );
     assert!(
         volumes(nats).contains(&("secrets".into(), SECRETS.into(), true)),

@@ -8,7 +8,7 @@ use crate::stack::{free_port, Stack, WORKER};
 use fantoccini::{Client, ClientBuilder, Locator};
 use jetinfer_dashboard::config::DashboardArgs;
 use jetinfer_dashboard::DashboardError;
-use jetinfer_testsupport::{wait_for, Role, WorkerProcess};
+use jetinfer_testsupport::{wait_for, WorkerProcess};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -32,7 +32,7 @@ impl Dashboard {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
-        let login = stack.nats.flags(Role::Dashboard);
+        let login = stack.nats.flags("dashboard");
         let argv = std::iter::once("dashboard")
             .chain(login.iter().map(String::as_str))
             .chain(flags.iter().copied());

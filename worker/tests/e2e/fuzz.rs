@@ -10,14 +10,32 @@ use std::time::Duration;
 
 const KEY: &str = "fuzz-key";
 
+/// schemathesis hook: a schema-valid `Idempotency-Key` gets a unique suffix.
+/// Each generated request is a request of its own; without this, generated
+/// keys repeat ("0") across bodies and are rightly refused with 422
+/// `idempotency_key_reused`, which the single-request schema cannot say.
+const HOOKS: &str = r#"
+import re, uuid
+import schemathesis
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    key = (case.headers or {}).get("Idempotency-Key")
+    if isinstance(key, str) and re.fullmatch(r"[!-~]{1,255}", key):
+        case.headers["Idempotency-Key"] = f"{key[:222]}-{uuid.uuid4().hex}"
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn schemathesis_finds_no_spec_violation_and_no_server_error() {
     tokio::time::timeout(Duration::from_secs(540), async {
         let stack = Stack::start(2, &["--api-keys", KEY]).await;
         let spec = format!("{}/openapi.json", stack.url);
         let dir = tempfile::tempdir().unwrap(); // schemathesis writes its caches here
+        std::fs::write(dir.path().join("unique_keys.py"), HOOKS).unwrap();
         let out = tokio::process::Command::new(schemathesis_bin())
             .current_dir(dir.path())
+            .env("SCHEMATHESIS_HOOKS", "unique_keys")
+            .env("PYTHONPATH", dir.path())
             .args([
                 "run",
                 &spec,

@@ -5,7 +5,7 @@
 use futures::StreamExt;
 use jetinfer_shared::protocol::{Priority, Task};
 use jetinfer_shared::topology::{self, TopologyArgs};
-use jetinfer_testsupport::{nats_server_bin, repo_nats_conf, NatsServer, Role};
+use jetinfer_testsupport::{nats_server_bin, repo_nats_conf, NatsServer};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -23,53 +23,64 @@ enum Op {
 }
 
 use Op::*;
-use Role::*;
+
+/// The identities that try: the three single ones and one worker, `worker-1`,
+/// who must not speak for `worker-2`.
+const ADMIN: &str = "admin";
+const GATEWAY: &str = "gateway";
+const DASHBOARD: &str = "dashboard";
+const WORKER: &str = "worker-1";
+const ALL: [&str; 4] = [ADMIN, GATEWAY, WORKER, DASHBOARD];
 
 /// The matrix: (role, action, allowed). Reads as the permission table in the README.
-const MATRIX: &[(Role, Op, bool)] = &[
+const MATRIX: &[(&str, Op, bool)] = &[
     // Publishing a task: only the gateway (and admin).
-    (Gateway, Publish("infer.task.embed.normal"), true),
-    (Worker, Publish("infer.task.embed.normal"), false),
-    (Dashboard, Publish("infer.task.embed.normal"), false),
-    (Admin, Publish("infer.task.embed.normal"), true),
+    (GATEWAY, Publish("infer.task.embed.normal"), true),
+    (WORKER, Publish("infer.task.embed.normal"), false),
+    (DASHBOARD, Publish("infer.task.embed.normal"), false),
+    (ADMIN, Publish("infer.task.embed.normal"), true),
     // Results: only workers produce them; a gateway reads them from the
     // result stream (an ordered consumer), never from the bare subject.
-    (Worker, Publish("infer.result.gw-1"), true),
-    (Gateway, Publish("infer.result.gw-1"), false),
-    (Dashboard, Publish("infer.result.gw-1"), false),
-    (Gateway, Subscribe("infer.result.gw-1"), false),
+    (WORKER, Publish("infer.result.gw-1"), true),
+    (GATEWAY, Publish("infer.result.gw-1"), false),
+    (DASHBOARD, Publish("infer.result.gw-1"), false),
+    (GATEWAY, Subscribe("infer.result.gw-1"), false),
     (
-        Gateway,
+        GATEWAY,
         Api("$JS.API.CONSUMER.INFO.INFER_RESULTS.results-gw-1", ""),
         true,
     ),
     (
-        Worker,
+        WORKER,
         Api("$JS.API.CONSUMER.INFO.INFER_RESULTS.results-gw-1", ""),
         false,
     ),
-    (Gateway, Subscribe("$KV.INFER_WORKERS.>"), false),
-    (Worker, Subscribe("infer.result.gw-1"), false),
+    (GATEWAY, Subscribe("$KV.INFER_WORKERS.>"), false),
+    (WORKER, Subscribe("infer.result.gw-1"), false),
     // Results carry answers (and candidate texts): only their gateway reads them.
-    (Dashboard, Subscribe("infer.result.>"), false),
+    (DASHBOARD, Subscribe("infer.result.>"), false),
     // Task batches carry request text: nobody snoops on them (a worker pulls).
-    (Dashboard, Subscribe("infer.task.>"), false),
-    (Worker, Subscribe("infer.task.>"), false),
-    (Gateway, Subscribe("infer.task.>"), false),
+    (DASHBOARD, Subscribe("infer.task.>"), false),
+    (WORKER, Subscribe("infer.task.>"), false),
+    (GATEWAY, Subscribe("infer.task.>"), false),
     // Events: workers their batch events, gateways their request events.
-    (Worker, Publish("infer.event.w1.completed"), true),
-    (Worker, Publish("infer.event.gw-1.request"), false),
-    (Gateway, Publish("infer.event.gw-1.request"), true),
-    (Gateway, Publish("infer.event.w1.completed"), false),
-    (Dashboard, Publish("infer.event.w1.completed"), false),
-    (Dashboard, Subscribe("infer.event.>"), true),
+    (WORKER, Publish("infer.event.worker-1.completed"), true),
+    (WORKER, Publish("infer.event.gw-1.request"), false),
+    (GATEWAY, Publish("infer.event.gw-1.request"), true),
+    (GATEWAY, Publish("infer.event.worker-1.completed"), false),
+    (DASHBOARD, Publish("infer.event.worker-1.completed"), false),
+    (DASHBOARD, Subscribe("infer.event.>"), true),
     // Heartbeats: only workers write them.
-    (Worker, Publish("$KV.INFER_WORKERS.w1"), true),
-    (Gateway, Publish("$KV.INFER_WORKERS.w1"), false),
-    (Dashboard, Publish("$KV.INFER_WORKERS.w1"), false),
+    (WORKER, Publish("$KV.INFER_WORKERS.worker-1"), true),
+    (GATEWAY, Publish("$KV.INFER_WORKERS.worker-1"), false),
+    (DASHBOARD, Publish("$KV.INFER_WORKERS.worker-1"), false),
+    // A worker speaks only for itself: not another's heartbeat or events.
+    (WORKER, Publish("$KV.INFER_WORKERS.worker-2"), false),
+    (WORKER, Publish("infer.event.worker-2.completed"), false),
+    (WORKER, Publish("infer.event.worker-2.started"), false),
     // Pulling and acking work: only workers.
     (
-        Worker,
+        WORKER,
         Api(
             "$JS.API.CONSUMER.MSG.NEXT.INFER_TASKS.work-embed-normal",
             r#"{"batch":1,"no_wait":true}"#,
@@ -77,7 +88,7 @@ const MATRIX: &[(Role, Op, bool)] = &[
         true,
     ),
     (
-        Dashboard,
+        DASHBOARD,
         Api(
             "$JS.API.CONSUMER.MSG.NEXT.INFER_TASKS.work-embed-normal",
             r#"{"batch":1,"no_wait":true}"#,
@@ -85,7 +96,7 @@ const MATRIX: &[(Role, Op, bool)] = &[
         false,
     ),
     (
-        Gateway,
+        GATEWAY,
         Api(
             "$JS.API.CONSUMER.MSG.NEXT.INFER_TASKS.work-embed-normal",
             r#"{"batch":1,"no_wait":true}"#,
@@ -93,71 +104,71 @@ const MATRIX: &[(Role, Op, bool)] = &[
         false,
     ),
     (
-        Worker,
+        WORKER,
         Publish("$JS.ACK.INFER_TASKS.work-embed-normal.1.1.1.1.0"),
         true,
     ),
     (
-        Dashboard,
+        DASHBOARD,
         Publish("$JS.ACK.INFER_TASKS.work-embed-normal.1.1.1.1.0"),
         false,
     ),
     (
-        Gateway,
+        GATEWAY,
         Publish("$JS.ACK.INFER_TASKS.work-embed-normal.1.1.1.1.0"),
         false,
     ),
     // Reading queue depth: everyone.
-    (Dashboard, Api("$JS.API.STREAM.INFO.INFER_TASKS", ""), true),
+    (DASHBOARD, Api("$JS.API.STREAM.INFO.INFER_TASKS", ""), true),
     (
-        Gateway,
+        GATEWAY,
         Api("$JS.API.CONSUMER.INFO.INFER_TASKS.work-embed-normal", ""),
         true,
     ),
-    (Worker, Api("$JS.API.STREAM.INFO.INFER_TASKS", ""), true),
-    (Admin, Api("$JS.API.STREAM.INFO.INFER_TASKS", ""), true),
+    (WORKER, Api("$JS.API.STREAM.INFO.INFER_TASKS", ""), true),
+    (ADMIN, Api("$JS.API.STREAM.INFO.INFER_TASKS", ""), true),
     // Destroying or reshaping the queue: nobody but admin.
     (
-        Dashboard,
+        DASHBOARD,
         Api("$JS.API.STREAM.DELETE.INFER_TASKS", ""),
         false,
     ),
     (
-        Dashboard,
+        DASHBOARD,
         Api("$JS.API.STREAM.PURGE.INFER_TASKS", ""),
         false,
     ),
     (
-        Dashboard,
+        DASHBOARD,
         Api("$JS.API.CONSUMER.DELETE.INFER_TASKS.work-embed-normal", ""),
         false,
     ),
     (
-        Dashboard,
+        DASHBOARD,
         Api("$JS.API.STREAM.MSG.DELETE.INFER_TASKS", r#"{"seq":1}"#),
         false,
     ),
-    (Worker, Api("$JS.API.STREAM.DELETE.INFER_TASKS", ""), false),
-    (Worker, Api("$JS.API.STREAM.PURGE.INFER_TASKS", ""), false),
+    (WORKER, Api("$JS.API.STREAM.DELETE.INFER_TASKS", ""), false),
+    (WORKER, Api("$JS.API.STREAM.PURGE.INFER_TASKS", ""), false),
     (
-        Worker,
+        WORKER,
         Api("$JS.API.STREAM.UPDATE.INFER_TASKS", "{}"),
         false,
     ),
     (
-        Worker,
+        WORKER,
         Api("$JS.API.CONSUMER.DELETE.INFER_TASKS.work-embed-normal", ""),
         false,
     ),
-    (Gateway, Api("$JS.API.STREAM.DELETE.INFER_TASKS", ""), false),
-    (Gateway, Api("$JS.API.STREAM.PURGE.INFER_TASKS", ""), false),
+    (GATEWAY, Api("$JS.API.STREAM.DELETE.INFER_TASKS", ""), false),
+    (GATEWAY, Api("$JS.API.STREAM.PURGE.INFER_TASKS", ""), false),
     (
-        Gateway,
+        GATEWAY,
         Api("$JS.API.CONSUMER.DELETE.INFER_TASKS.work-embed-normal", ""),
         false,
     ),
     (
-        Gateway,
+        GATEWAY,
         Api("$JS.API.STREAM.DELETE.KV_INFER_WORKERS", ""),
         false,
     ),
@@ -170,23 +181,21 @@ struct Probe {
 }
 
 impl Probe {
-    async fn connect(nats: &NatsServer, role: Role) -> Probe {
+    async fn connect(nats: &NatsServer, login: &str) -> Probe {
         let (tx, violations) = mpsc::unbounded_channel();
-        let client = async_nats::ConnectOptions::with_user_and_password(
-            role.user().into(),
-            nats.password(role),
-        )
-        .event_callback(move |event| {
-            let tx = tx.clone();
-            async move {
-                if let async_nats::Event::ServerError(e) = event {
-                    let _ = tx.send(e.to_string());
+        let client = nats
+            .options(login)
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = event {
+                        let _ = tx.send(e.to_string());
+                    }
                 }
-            }
-        })
-        .connect(nats.url())
-        .await
-        .expect("role connects with its password");
+            })
+            .connect(nats.url())
+            .await
+            .expect("role connects with its password");
         Probe { client, violations }
     }
 
@@ -226,8 +235,8 @@ struct TopologyCli {
 
 /// Does `op` by `role` succeed? Allowed publishes and subscriptions are
 /// checked end to end through an admin on the other side.
-async fn attempt(nats: &NatsServer, admin: &async_nats::Client, role: Role, op: Op) -> bool {
-    let mut probe = Probe::connect(nats, role).await;
+async fn attempt(nats: &NatsServer, admin: &async_nats::Client, login: &str, op: Op) -> bool {
+    let mut probe = Probe::connect(nats, login).await;
     match op {
         Publish(subject) => {
             let mut watch = admin.subscribe(subject).await.unwrap();
@@ -283,12 +292,13 @@ async fn each_role_can_do_what_it_must_and_nothing_more() {
     let admin = nats.client().await;
     topology(&admin).await;
     let mut wrong = Vec::new();
-    for &(role, op, allowed) in MATRIX {
-        let got = attempt(&nats, &admin, role, op).await;
+    nats.identity("worker-2");
+    for &(login, op, allowed) in MATRIX {
+        let got = attempt(&nats, &admin, login, op).await;
         if got != allowed {
             wrong.push(format!(
                 "{} {op:?}: expected {}, was {}",
-                role.user(),
+                login,
                 if allowed { "allowed" } else { "refused" },
                 if got { "allowed" } else { "refused" },
             ));
@@ -316,28 +326,45 @@ async fn each_role_can_do_what_it_must_and_nothing_more() {
 #[tokio::test]
 async fn wrong_or_missing_credentials_are_refused() {
     let nats = NatsServer::start();
-    let wrong = async_nats::ConnectOptions::with_user_and_password("worker".into(), "guess".into())
+    let wrong = async_nats::ConnectOptions::with_user_and_password(WORKER.into(), "guess".into())
         .connect(nats.url())
         .await;
     assert!(wrong.is_err(), "a wrong password must be refused");
+    // One worker's password is not another's.
+    nats.identity("worker-2");
+    let borrowed = async_nats::ConnectOptions::with_user_and_password(
+        "worker-2".into(),
+        nats.password(WORKER),
+    )
+    .connect(nats.url())
+    .await;
+    assert!(
+        borrowed.is_err(),
+        "worker-1's password must not open worker-2"
+    );
     let anonymous = async_nats::connect(nats.url()).await;
     assert!(anonymous.is_err(), "no credentials must be refused");
-    // Each role's own password works.
-    for role in Role::ALL {
-        nats.connect_as(role).await.expect("own password accepted");
+    // Each identity's own password works.
+    for login in ALL {
+        nats.connect_as(login).await.expect("own password accepted");
     }
 }
 
+/// Our `nats.conf` alone, without the generated `access.conf` beside it, must
+/// not load: a server started from the repository as it is never runs open.
 #[tokio::test]
-async fn the_server_refuses_to_start_without_its_passwords() {
-    let mut check = std::process::Command::new(nats_server_bin());
-    check.arg("-c").arg(repo_nats_conf()).arg("-t");
-    for role in Role::ALL {
-        check.env_remove(role.password_var());
-    }
-    let out = check.output().expect("nats-server runs");
+async fn the_server_refuses_to_start_without_its_access_file() {
+    let out = std::process::Command::new(nats_server_bin())
+        .arg("-c")
+        .arg(repo_nats_conf())
+        .arg("-t")
+        .output()
+        .expect("nats-server runs");
     let text =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "config must not load: {text}");
-    assert!(text.contains("NATS_"), "names the missing password: {text}");
+    assert!(
+        text.contains("access.conf"),
+        "names the missing file: {text}"
+    );
 }

@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use jetinfer_gateway::config::GatewayArgs;
-use jetinfer_testsupport::{model_dir, wait_for, CutProxy, NatsServer, Role};
+use jetinfer_testsupport::{model_dir, wait_for, CutProxy, NatsServer};
 use jetinfer_worker::config::WorkerArgs;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -21,6 +21,8 @@ pub struct Setup {
     pub cut_link: bool,
     /// nats-server's `max_payload`, instead of the 8 MiB of our `nats.conf`.
     pub max_payload: Option<usize>,
+    /// nats-server accepts TLS only; every service verifies it with the CA.
+    pub tls: bool,
 }
 
 /// A running stack; everything stops when it is dropped.
@@ -42,16 +44,17 @@ impl Stack {
 
     /// As [`Stack::start`], with the non-default parts of `setup`.
     pub async fn start_with(workers: usize, gateway_flags: &[&str], setup: Setup) -> Stack {
-        let nats = match setup.max_payload {
-            Some(bytes) => NatsServer::start_with_max_payload(bytes),
-            None => NatsServer::start(),
+        let nats = match (setup.max_payload, setup.tls) {
+            (Some(bytes), _) => NatsServer::start_with_max_payload(bytes),
+            (None, true) => NatsServer::start_tls(),
+            (None, false) => NatsServer::start(),
         };
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         let model = model_dir();
         for i in 0..workers {
             let mut flags = vec!["worker".to_owned()];
-            flags.extend(nats.flags(Role::Worker));
+            flags.extend(nats.flags(&format!("w{i}")));
             flags.extend([
                 "--worker-id".into(),
                 format!("w{i}"),
@@ -74,7 +77,7 @@ impl Stack {
             true => Some(CutProxy::start(nats.addr()).await),
             false => None,
         };
-        let mut nats_flags = nats.flags(Role::Gateway);
+        let mut nats_flags = nats.flags("gateway");
         if let Some(link) = &gateway_link {
             let at = nats_flags
                 .iter()
