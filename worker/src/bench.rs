@@ -113,14 +113,14 @@ pub fn measure_all(
     Ok(runs.into_iter().map(|(m, _)| m).collect())
 }
 
-/// Both backends, side by side, the fast one on the kernels `KERNELS` names.
+/// Both backends, side by side, the fast one on `kernels` (`--kernels` / `KERNELS`).
 pub fn compare(
     model_dir: &Path,
+    kernels: Kernels,
     texts: &[String],
     batch_sizes: &[usize],
     threads: usize,
 ) -> Result<Vec<Row>, BackendError> {
-    let kernels = Kernels::from_env().map_err(BackendError::Kernels)?;
     let fast = FastBert::load(model_dir, "bench".into(), kernels)?;
     let isa = fast.isa().name();
     let fast = run(&fast, texts, batch_sizes, threads)?;

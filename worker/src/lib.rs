@@ -82,9 +82,12 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
     let model = source::resolve(args.model_dir.clone(), &args.model_id)?;
     tracing::info!(worker_id = %worker_id, model_dir = %model.dir.display(), threads = args.threads, "loading model");
     let kind = args.backend;
-    let embedder = tokio::task::spawn_blocking(move || backend::load(kind, &model.dir, model.name))
-        .await
-        .map_err(|_| BackendError::Stopped)??;
+    let kernels = args.kernels;
+    let embedder = tokio::task::spawn_blocking(move || {
+        backend::load_with(kind, kernels, &model.dir, model.name)
+    })
+    .await
+    .map_err(|_| BackendError::Stopped)??;
     let backend = BackendThread::spawn(embedder, args.threads.max(1))?;
 
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)

@@ -17,8 +17,13 @@ fn main() -> anyhow::Result<()> {
         let model =
             jetinfer_worker::backend::source::resolve(args.model_dir.clone(), &args.model_id)?;
         let texts = jetinfer_shared::corpus::load(bench.corpus.as_deref())?;
-        let rows =
-            jetinfer_worker::bench::compare(&model.dir, &texts, &bench.batch_sizes, args.threads)?;
+        let rows = jetinfer_worker::bench::compare(
+            &model.dir,
+            args.kernels,
+            &texts,
+            &bench.batch_sizes,
+            args.threads,
+        )?;
         if bench.json {
             println!("{}", serde_json::json!({ "results": rows }));
         } else {

@@ -54,7 +54,10 @@ impl Kernels {
 
     /// The instruction set these kernels run with here, or why they cannot.
     pub fn resolve(self) -> Result<Isa, String> {
-        let lacks = |what: &str| format!("--kernels {self:?}: this CPU lacks {what}");
+        let lacks = |what: &str| {
+            let name = format!("{self:?}").to_lowercase();
+            format!("--kernels {name}: this CPU lacks {what}")
+        };
         match self {
             Self::Auto => Ok(Self::Avx512
                 .resolve()
