@@ -17,15 +17,7 @@ pub async fn nats(
     let deadline = Instant::now() + Duration::from_secs(20);
     let admin = secrets.identity("admin")?;
     loop {
-        let mut options = async_nats::ConnectOptions::with_user_and_password(
-            admin.name.clone(),
-            admin.password.expose().to_owned(),
-        );
-        if let Some(ca) = secrets.tls_ca() {
-            options = options
-                .add_root_certificates(ca.to_owned())
-                .require_tls(true);
-        }
+        let options = admin.connect_options(secrets.tls_ca());
         if let Ok(client) = options.connect(url).await {
             return Ok(client);
         }

@@ -1,5 +1,6 @@
 //! Options every service shares, as a flattened clap group.
 
+use crate::identity::{self, Identity};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -98,7 +99,7 @@ pub enum ConnectError {
     HalfCredentials,
     /// `NATS_IDENTITY_FILE` could not be used.
     #[error("NATS_IDENTITY_FILE: {0}")]
-    IdentityFile(#[from] crate::identity::IdentityError),
+    IdentityFile(#[from] identity::IdentityError),
     /// `NATS_TLS_CA` names no file.
     #[error("NATS_TLS_CA {}: no such file (the CA certificate the server's certificate is checked against)", .0.display())]
     TlsCa(PathBuf),
@@ -131,39 +132,35 @@ impl NatsArgs {
     /// server to come up and reconnect forever afterwards (a NATS restart must
     /// not take services down). For a caller that needs its own event callback.
     pub fn options(&self) -> Result<async_nats::ConnectOptions, ConnectError> {
-        let mut options = async_nats::ConnectOptions::new();
-        if let Some(file) = &self.nats_identity_file {
-            let identity = crate::identity::env_file::read(file)?;
-            options =
-                options.user_and_password(identity.name, identity.password.expose().to_owned());
-        } else {
-            match (&self.nats_user, self.password()?) {
-                (Some(user), Some(password)) => {
-                    options = options.user_and_password(user.clone(), password.expose().to_owned());
-                }
-                (None, None) => {}
-                _ => return Err(ConnectError::HalfCredentials),
-            }
+        let ca = self.nats_tls_ca.as_deref();
+        if let Some(ca) = ca.filter(|ca| !ca.is_file()) {
+            return Err(ConnectError::TlsCa(ca.to_owned()));
         }
-        if let Some(ca) = &self.nats_tls_ca {
-            if !ca.is_file() {
-                return Err(ConnectError::TlsCa(ca.clone()));
-            }
-            options = options.add_root_certificates(ca.clone()).require_tls(true);
-        }
+        let options = match self.login()? {
+            Some(identity) => identity.connect_options(ca),
+            None => identity::trusting(async_nats::ConnectOptions::new(), ca),
+        };
         Ok(options
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5)))
     }
 
-    /// The NATS user this service logs in as: `NATS_USER`, or the name in
-    /// `NATS_IDENTITY_FILE`. A worker's id must be its login's name: the
-    /// server lets it write only its own heartbeat and events.
-    pub fn user_name(&self) -> Result<Option<String>, ConnectError> {
-        match &self.nats_identity_file {
-            Some(file) => Ok(Some(crate::identity::env_file::read(file)?.name)),
-            None => Ok(self.nats_user.clone()),
+    /// Who this service logs in as: the identity in `NATS_IDENTITY_FILE`, or
+    /// `NATS_USER` with its password; `None` without credentials. A worker's
+    /// id must be its login's name: the server lets it write only its own
+    /// heartbeat and events.
+    pub fn login(&self) -> Result<Option<Identity>, ConnectError> {
+        if let Some(file) = &self.nats_identity_file {
+            return Ok(Some(identity::env_file::read(file)?));
+        }
+        match (&self.nats_user, self.password()?) {
+            (Some(user), Some(password)) => Ok(Some(Identity {
+                name: user.clone(),
+                password,
+            })),
+            (None, None) => Ok(None),
+            _ => Err(ConnectError::HalfCredentials),
         }
     }
 

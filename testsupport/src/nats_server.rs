@@ -246,14 +246,8 @@ impl NatsServer {
 
     /// Login options of identity `name` (with the CA on a TLS server).
     pub fn options(&self, name: &str) -> async_nats::ConnectOptions {
-        let options =
-            async_nats::ConnectOptions::with_user_and_password(name.into(), self.password(name));
-        match &self.tls {
-            Some(tls) => options
-                .add_root_certificates(tls.ca.clone())
-                .require_tls(true),
-            None => options,
-        }
+        let ca = self.tls.as_ref().map(|tls| tls.ca.as_path());
+        self.identity(name).connect_options(ca)
     }
 
     /// A client logged in as identity `name`; refused credentials are an error.

@@ -53,7 +53,8 @@ pub fn resolve(args: &mut WorkerArgs) -> Result<WorkerIdentity, IdentityMismatch
     };
     let user = args
         .nats
-        .user_name()?
+        .login()?
+        .map(|login| login.name)
         .filter(|u| Role::of(u) == Role::Worker);
     let id = match (&args.worker_id, user) {
         (Some(id), Some(user)) if *id != user => {

@@ -205,14 +205,8 @@ impl Launcher {
     pub async fn admin(&self) -> Option<async_nats::Client> {
         let file = self.state.path().join("identities/admin.env");
         let admin = jetinfer_shared::identity::env_file::read(&file).ok()?;
-        let mut options = async_nats::ConnectOptions::with_user_and_password(
-            admin.name,
-            admin.password.expose().to_owned(),
-        );
         let ca = self.state.path().join("tls/ca.pem");
-        if ca.is_file() {
-            options = options.add_root_certificates(ca).require_tls(true);
-        }
+        let options = admin.connect_options(ca.is_file().then_some(ca.as_path()));
         options
             .connect(format!("nats://127.0.0.1:{}", self.ports.nats))
             .await

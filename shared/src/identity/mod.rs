@@ -22,6 +22,7 @@ pub mod pool;
 pub mod tls;
 
 use crate::config::Secret;
+use std::path::Path;
 
 /// What an identity is for; decides its permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -110,6 +111,30 @@ impl Identity {
     /// Its role, from its name.
     pub fn role(&self) -> Role {
         Role::of(&self.name)
+    }
+
+    /// Log in as this identity; with `tls_ca`, over TLS verified against that
+    /// CA (see [`trusting`]).
+    pub fn connect_options(&self, tls_ca: Option<&Path>) -> async_nats::ConnectOptions {
+        let options = async_nats::ConnectOptions::with_user_and_password(
+            self.name.clone(),
+            self.password.expose().to_owned(),
+        );
+        trusting(options, tls_ca)
+    }
+}
+
+/// `options`, and with `ca` also TLS required and the server verified
+/// against that CA: what `NATS_TLS_CA` means for every client.
+pub fn trusting(
+    options: async_nats::ConnectOptions,
+    ca: Option<&Path>,
+) -> async_nats::ConnectOptions {
+    match ca {
+        Some(ca) => options
+            .add_root_certificates(ca.to_owned())
+            .require_tls(true),
+        None => options,
     }
 }
 
