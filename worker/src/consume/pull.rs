@@ -4,12 +4,20 @@
 //! without any registry).
 //!
 //! An idle worker has one pull request waiting on each of its consumers
-//! (task × priority). The first batch delivered is computed at once; the
-//! other requests are drained (UNSUB, then a PING: whatever the server sent
-//! before it saw the UNSUB still arrives and is kept, nothing is stranded
-//! until its ack wait). Only a batch delivered in that one round trip waits
-//! behind the pass, with progress acks. With dynamic batching on, batches
-//! already queued behind the one pulled are taken along to be computed together.
+//! (task × priority), each on a reply inbox of its own, so an inbox is
+//! answered at most once: a batch, or a status that ends the request. The
+//! first batch delivered is computed at once; the other requests are
+//! withdrawn with a fence: an UNSUB that lets exactly one more message
+//! through, then a JetStream request replying to that inbox, whose answer
+//! comes after every message the server sent there before it saw the UNSUB.
+//! Whatever arrives before the fence
+//! is kept: nothing is stranded until its ack wait. async-nats's own
+//! `Subscriber::drain` does not do this: it forgets the subscription as soon
+//! as its UNSUB is written, and a batch still on the wire was lost until
+//! JetStream redelivered it. Only a batch delivered in that one round trip
+//! waits behind the pass, with progress acks. With dynamic batching on,
+//! batches already queued behind the one pulled are taken along to be
+//! computed together.
 
 use super::Processor;
 use async_nats::jetstream::consumer::pull::BatchError;
@@ -38,6 +46,12 @@ const PULL_GRACE: Duration = Duration::from_secs(1);
 /// too many waiting) before asking that consumer again.
 const REFUSED_PAUSE: Duration = Duration::from_millis(500);
 
+/// Where a withdrawal fence goes: a request JetStream always answers, with an
+/// ordinary message. (A request nobody serves would not do: nats-server writes
+/// its "no responders" straight to the wire, past the count an
+/// `UNSUB <sid> 1` waits for, so the server would keep the inbox open.)
+const FENCE: &str = "$JS.API.INFO";
+
 /// Longest wait for withdrawn pull requests to be confirmed; past it (NATS
 /// unreachable) anything still on its way is left to JetStream's redelivery.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -64,9 +78,12 @@ impl Source {
     }
 }
 
-/// The pull request waiting on one source, and its reply inbox.
+/// The pull request waiting on one source.
 struct Ask {
-    sub: Subscriber,
+    /// The request's own reply inbox; `None` once the request was answered
+    /// (or could not be made).
+    sub: Option<Subscriber>,
+    /// The subject of that inbox, for the withdrawal fence.
     inbox: String,
     /// When to ask (again): past the request's expiry, or after a refusal.
     due: Instant,
@@ -92,31 +109,18 @@ impl Processor {
     /// most `max_batch_tokens`.
     pub async fn serve(self: Arc<Self>, pulling: Pulling, stop: CancellationToken) {
         loop {
-            let mut asks = Vec::with_capacity(pulling.sources.len());
-            for source in &pulling.sources {
-                let inbox = pulling.client.new_inbox();
-                match pulling.client.subscribe(inbox.clone()).await {
-                    Ok(sub) => asks.push(Ask {
-                        sub,
-                        inbox,
-                        due: Instant::now(),
-                    }),
-                    Err(e) => {
-                        tracing::warn!(consumer = %source.name, error = %e, "cannot subscribe for pulls")
-                    }
-                }
-            }
-            if asks.len() < pulling.sources.len() {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(REFUSED_PAUSE) => continue,
-                }
-            }
+            let mut asks: Vec<Ask> = (0..pulling.sources.len())
+                .map(|_| Ask {
+                    sub: None,
+                    inbox: String::new(),
+                    due: Instant::now(),
+                })
+                .collect();
             let (index, first) = tokio::select! {
                 _ = stop.cancelled() => return,
                 first = pulling.first_delivery(&mut asks) => first,
             };
-            let withdrawn = collect_late(withdraw(asks).await, pulling.js.clone());
+            let withdrawn = collect_late(pulling.withdraw(asks).await, pulling.js.clone());
             let mut held = vec![first];
             self.take_queued(&pulling.sources[index], &mut held).await;
             // The first batch computes while the withdrawal is confirmed; a batch
@@ -165,41 +169,63 @@ impl Pulling {
                 }
             }
             let next_due = asks.iter().map(|a| a.due).min().unwrap_or(now);
-            let arrivals = asks
+            let arrivals: Vec<_> = asks
                 .iter_mut()
                 .enumerate()
-                .map(|(i, ask)| Box::pin(async move { (i, ask.sub.next().await) }));
+                .filter_map(|(i, ask)| ask.sub.as_mut().map(|sub| (i, sub)))
+                .map(|(i, sub)| Box::pin(async move { (i, sub.next().await) }))
+                .collect();
+            if arrivals.is_empty() {
+                tokio::time::sleep_until(next_due).await;
+                continue;
+            }
             let Ok(((index, got), _, _)) =
                 tokio::time::timeout_at(next_due, select_all(arrivals)).await
             else {
                 continue; // a request is due again
             };
+            let ask = &mut asks[index];
             let Some(msg) = got else {
                 // The subscription closed under us (client closing): ask again later.
-                asks[index].due = Instant::now() + REFUSED_PAUSE;
+                ask.sub = None;
+                ask.due = Instant::now() + REFUSED_PAUSE;
                 continue;
             };
+            if msg.status == Some(StatusCode::IDLE_HEARTBEAT) {
+                continue; // not an answer: the request still waits
+            }
+            // Any other message ends the request, so its inbox is done with.
+            ask.sub = None;
             match msg.status {
                 None => return (index, self.jetstream_message(msg)),
                 Some(StatusCode::TIMEOUT) | Some(StatusCode::NOT_FOUND) => {
-                    asks[index].due = Instant::now();
+                    ask.due = Instant::now();
                 }
-                Some(StatusCode::IDLE_HEARTBEAT) => {}
                 Some(status) => {
                     tracing::warn!(consumer = %self.sources[index].name, %status, description = ?msg.description, "pull refused; asking again shortly");
-                    asks[index].due = Instant::now() + REFUSED_PAUSE;
+                    ask.due = Instant::now() + REFUSED_PAUSE;
                 }
             }
         }
     }
 
-    /// Send one pull request for a single batch on `source`, replying to `ask`'s inbox.
+    /// Send one pull request for a single batch on `source`, on a fresh reply
+    /// inbox (a request still open on the old one, lost in a reconnect, can
+    /// then only reach an inbox nobody listens to, which the server skips).
     async fn ask(&self, source: &Source, ask: &mut Ask) {
+        ask.sub = None;
+        ask.due = Instant::now() + REFUSED_PAUSE;
+        ask.inbox = self.client.new_inbox();
+        let sub = match self.client.subscribe(ask.inbox.clone()).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                return tracing::warn!(consumer = %source.name, error = %e, "cannot subscribe for pulls")
+            }
+        };
         let request = serde_json::json!({
             "batch": 1,
             "expires": PULL_EXPIRES.as_nanos() as u64,
         });
-        ask.due = Instant::now() + PULL_EXPIRES + PULL_GRACE;
         if let Err(e) = self
             .client
             .publish_with_reply(
@@ -209,9 +235,35 @@ impl Pulling {
             )
             .await
         {
-            tracing::warn!(consumer = %source.name, error = %e, "pull request failed; retrying");
-            ask.due = Instant::now() + REFUSED_PAUSE;
+            return tracing::warn!(consumer = %source.name, error = %e, "pull request failed; retrying");
         }
+        ask.sub = Some(sub);
+        ask.due = Instant::now() + PULL_EXPIRES + PULL_GRACE;
+    }
+
+    /// Withdraw every request still open: on each inbox, an UNSUB that lets
+    /// one more message through, then a fence request replying to it. The
+    /// server handles both in order, so that one message is either a batch it
+    /// sent before it saw the UNSUB or the fence's answer; the subscription
+    /// then ends by itself.
+    async fn withdraw(&self, asks: Vec<Ask>) -> Vec<Subscriber> {
+        let mut open = Vec::new();
+        for ask in asks {
+            let Some(mut sub) = ask.sub else { continue };
+            if let Err(e) = sub.unsubscribe_after(1).await {
+                tracing::debug!(error = %e, "withdrawal failed");
+                continue; // the connection is closing: nothing more arrives
+            }
+            let fence = self
+                .client
+                .publish_with_reply(FENCE, ask.inbox, "".into())
+                .await;
+            if let Err(e) = fence {
+                tracing::debug!(error = %e, "fence failed; the request's expiry ends the inbox");
+            }
+            open.push(sub);
+        }
+        open
     }
 
     /// A delivered batch, ackable through the worker's JetStream context.
@@ -223,26 +275,15 @@ impl Pulling {
     }
 }
 
-/// Withdraw every pull request: UNSUB each inbox, then a PING. The answered
-/// request is done, but a stale one may share its inbox, so it is drained too.
-async fn withdraw(asks: Vec<Ask>) -> Vec<Subscriber> {
-    let mut subs: Vec<Subscriber> = asks.into_iter().map(|a| a.sub).collect();
-    for sub in &mut subs {
-        if let Err(e) = sub.drain().await {
-            tracing::debug!(error = %e, "drain failed");
-        }
-    }
-    subs
-}
-
-/// The batches the server sent before it saw the UNSUBs of [`withdraw`]:
-/// real deliveries, so they must be computed, not dropped. Each drained
-/// subscription ends once the server's PONG confirms the UNSUB.
+/// The batches the server sent before it saw the UNSUBs of
+/// [`Pulling::withdraw`]: real deliveries, so they must be computed, not
+/// dropped. Each withdrawn subscription ends after its one last message.
 async fn collect_late(mut subs: Vec<Subscriber>, js: jetstream::Context) -> Vec<Message> {
     let mut late = Vec::new();
     for sub in &mut subs {
         while let Some(message) = sub.next().await {
-            if message.status.is_none() {
+            // A batch carries its ack subject; a status or the fence's answer does not.
+            if message.status.is_none() && message.reply.is_some() {
                 late.push(Message {
                     message,
                     context: js.clone(),

@@ -20,7 +20,7 @@ use jetinfer_shared::protocol::{
 };
 use jetinfer_shared::subjects;
 use jetinfer_shared::topology::{self, TopologyArgs};
-use jetinfer_testsupport::{wait_for, NatsServer};
+use jetinfer_testsupport::{wait_for, CutProxy, NatsServer};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +39,8 @@ struct Topology {
 struct Rig {
     /// Kept alive for the test.
     _nats: NatsServer,
+    /// The worker's slow link to the server, when the test asked for one.
+    _link: Option<CutProxy>,
     admin: async_nats::Client,
     processor: Arc<Processor>,
     passes: Arc<AtomicUsize>,
@@ -52,11 +54,32 @@ struct Rig {
 
 impl Rig {
     async fn new(faults: FaultArgs, max_batch_tokens: usize) -> Self {
+        Self::build(faults, max_batch_tokens, None, "300").await
+    }
+
+    /// A rig whose worker hears the server `delay` late (ack wait 3 s, so a
+    /// batch that slow link delays is not redelivered for that alone).
+    async fn over_slow_link(delay: Duration) -> Self {
+        Self::build(FaultArgs::default(), 0, Some(delay), "3000").await
+    }
+
+    async fn build(
+        faults: FaultArgs,
+        max_batch_tokens: usize,
+        delay: Option<Duration>,
+        ack_wait_ms: &str,
+    ) -> Self {
         let nats = NatsServer::start();
-        let worker = nats.connect_as("w1").await.expect("worker login");
+        let link = match delay {
+            Some(delay) => Some(CutProxy::delaying(nats.addr(), delay).await),
+            None => None,
+        };
+        let url = link.as_ref().map_or_else(|| nats.url(), CutProxy::url);
+        let worker = nats.options("w1").connect(url).await.expect("worker login");
         let admin = nats.client().await;
         let js = jetstream::new(worker.clone());
-        let topo = Topology::parse_from(["t", "--ack-wait-ms", "300", "--backoff-ms", "none"]).args;
+        let topo =
+            Topology::parse_from(["t", "--ack-wait-ms", ack_wait_ms, "--backoff-ms", "none"]).args;
         let stream = topology::ensure_streams(&js, &topo).await.expect("streams");
         let mut consumers = Vec::new();
         for priority in Priority::ALL {
@@ -94,6 +117,7 @@ impl Rig {
         });
         Self {
             _nats: nats,
+            _link: link,
             admin,
             processor,
             passes,
@@ -144,6 +168,28 @@ impl Rig {
             .expect("consumer");
         let info = consumer.info().await.expect("consumer info");
         (info.num_pending, info.num_ack_pending)
+    }
+
+    /// `high` and `normal` were each answered on their first delivery (none
+    /// stranded until its ack wait), and nothing is left.
+    async fn both_answered_first_time(
+        &self,
+        results: &mut async_nats::Subscriber,
+        high: &TaskBatch,
+        normal: &TaskBatch,
+    ) {
+        let mut answered = [next_result(results).await, next_result(results).await];
+        answered.sort_by_key(|r| r.batch_id != high.batch_id);
+        assert_eq!(
+            answered
+                .iter()
+                .map(|r| (r.batch_id, r.attempt))
+                .collect::<Vec<_>>(),
+            vec![(high.batch_id, 1), (normal.batch_id, 1)],
+            "(batch, attempt) of the high and the normal batch"
+        );
+        self.stream_empty().await;
+        assert_eq!(self.counters.snapshot().redelivered, 0);
     }
 
     async fn stream_empty(&self) {
@@ -381,19 +427,32 @@ async fn batches_delivered_while_pulls_are_withdrawn_are_computed_at_once() {
         .await;
     rig.pull();
 
-    let mut answered = [
-        next_result(&mut results).await,
-        next_result(&mut results).await,
-    ];
-    answered.sort_by_key(|r| r.batch_id != high.batch_id);
-    assert_eq!(
-        answered
-            .iter()
-            .map(|r| (r.batch_id, r.attempt))
-            .collect::<Vec<_>>(),
-        vec![(high.batch_id, 1), (normal.batch_id, 1)],
-        "both computed on their first delivery: none stranded until its ack wait"
-    );
-    rig.stream_empty().await;
-    assert_eq!(rig.counters.snapshot().redelivered, 0);
+    rig.both_answered_first_time(&mut results, &high, &normal)
+        .await;
+}
+
+#[tokio::test]
+async fn a_batch_on_the_wire_while_pulls_are_withdrawn_is_kept() {
+    // The worker hears the server 300 ms late: the high batch leaves the
+    // server after the normal one but before the worker's withdrawal reaches
+    // it, so it is still on the wire when the worker withdraws its requests.
+    let rig = Rig::over_slow_link(Duration::from_millis(300)).await;
+    let mut results = rig.admin.subscribe(REPLY).await.unwrap();
+    let normal = batch(&["normal"], later());
+    let mut high = batch(&["high"], later());
+    high.priority = Priority::High;
+    rig.publish(protocol::encode(&normal).unwrap()).await;
+    rig.pull();
+    wait_for("the normal batch delivered", LIMIT, || async {
+        (rig.consumer_state(Priority::Normal).await.1 == 1).then_some(())
+    })
+    .await;
+    // Well inside the delay, and far enough apart that the worker does not
+    // read both batches at once.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rig.publish_to(Priority::High, protocol::encode(&high).unwrap())
+        .await;
+
+    rig.both_answered_first_time(&mut results, &high, &normal)
+        .await;
 }
