@@ -44,7 +44,10 @@ pub struct LauncherArgs {
     /// identity), the nats-server config, TLS.
     #[command(flatten)]
     pub secrets: SecretsArgs,
-    /// Compute threads per worker; default: cores ÷ workers, at least 1.
+    /// Compute threads per worker; default: every core. When two workers'
+    /// passes at once would need more threads than there are cores, the
+    /// workers take turns (a compute lease in the state folder): a lone
+    /// request runs on every core and busy workers do not fight over them.
     #[arg(long, env = "THREADS")]
     pub threads: Option<usize>,
     /// nats-server program.
@@ -124,13 +127,42 @@ impl LauncherArgs {
         }
     }
 
-    /// The machine's cores and the compute threads each worker gets: `--threads`,
-    /// or an even share of the cores, so workers do not fight over them.
+    /// The machine's cores and the compute threads each worker gets:
+    /// `--threads`, or every core.
     pub fn cores_and_threads(&self) -> (usize, usize) {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = self
-            .threads
-            .unwrap_or((cores / self.workers().max(1)).max(1));
-        (cores, threads)
+        (cores, self.threads.unwrap_or(cores).max(1))
+    }
+
+    /// The workers' compute lease (`COMPUTE_LEASE`), when two of them
+    /// computing at once would need more threads than the machine has cores:
+    /// then they take turns. (With fewer threads each, say `THREADS=1` on 2
+    /// cores, turns would leave cores idle, so each computes when it likes.)
+    pub fn compute_lease(&self) -> Option<PathBuf> {
+        let (cores, threads) = self.cores_and_threads();
+        take_turns(self.workers(), threads, cores).then(|| self.state_dir().join("compute.lease"))
+    }
+}
+
+/// Whether `workers` workers of `threads` compute threads each should take
+/// turns at `cores` cores: when two passes at once would oversubscribe them.
+fn take_turns(workers: usize, threads: usize, cores: usize) -> bool {
+    workers > 1 && 2 * threads > cores
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_turns;
+
+    #[test]
+    fn workers_take_turns_only_when_two_passes_would_oversubscribe_the_cores() {
+        assert!(take_turns(3, 2, 2), "the default: every core each");
+        assert!(take_turns(2, 12, 16));
+        assert!(!take_turns(3, 1, 2), "one thread each on 2 cores: no turns");
+        assert!(!take_turns(4, 4, 16));
+        assert!(
+            !take_turns(1, 16, 16),
+            "a lone worker has no one to wait for"
+        );
     }
 }

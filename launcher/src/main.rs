@@ -65,6 +65,7 @@ async fn up(args: LauncherArgs) -> anyhow::Result<()> {
         nats_url,
         model_dir,
         threads,
+        compute_lease: args.compute_lease(),
     };
 
     let mut stack = Stack::start_nats(&plan)?;
@@ -77,8 +78,13 @@ async fn up(args: LauncherArgs) -> anyhow::Result<()> {
     );
     stack.start_services(&plan)?;
 
+    let turns = if plan.compute_lease.is_some() {
+        ", taking turns"
+    } else {
+        ""
+    };
     println!(
-        "starting {} workers ({threads} compute threads each, {cores} cores) ...",
+        "starting {} workers ({threads} compute threads each{turns}, {cores} cores) ...",
         args.workers()
     );
     let ready = stack

@@ -34,6 +34,8 @@ pub struct Plan<'a> {
     pub model_dir: PathBuf,
     /// Compute threads per worker.
     pub threads: usize,
+    /// The lock file workers take turns with, if they do.
+    pub compute_lease: Option<PathBuf>,
 }
 
 impl Plan<'_> {
@@ -81,7 +83,7 @@ impl Plan<'_> {
         let id = format!("worker-{i}");
         let port = u16::try_from(self.args.worker_metrics_port as usize + i - 1)
             .context("WORKER_METRICS_PORT + WORKERS goes past port 65535")?;
-        let env = vec![
+        let mut env = vec![
             ("WORKER_ID".into(), id.clone()),
             ("MODEL_DIR".into(), self.model_dir.display().to_string()),
             ("THREADS".into(), self.threads.to_string()),
@@ -90,6 +92,9 @@ impl Plan<'_> {
                 SocketAddr::new(self.args.listen.host(), port).to_string(),
             ),
         ];
+        if let Some(lease) = &self.compute_lease {
+            env.push(("COMPUTE_LEASE".into(), lease.display().to_string()));
+        }
         let spec = self.service("worker", &id, env);
         Ok((id, spec))
     }

@@ -68,16 +68,23 @@ pub struct WorkerArgs {
     #[arg(long, env = "KERNELS", value_enum, default_value = "auto", global = true,
           value_parser = available_kernels)]
     pub kernels: crate::backend::gemm::Kernels,
-    /// Worker-side dynamic batching (opt-in): when JetStream reports more
-    /// batches of a task queued, take up to 8 at once and compute them in
-    /// forward passes of at most this many (estimated) tokens, then answer and
-    /// ack each. 0 (default): one batch per pass. 2048 is a good value.
-    #[arg(long, env = "MAX_BATCH_TOKENS", default_value_t = 0)]
+    /// Worker-side dynamic batching: when JetStream reports more batches of
+    /// a task queued behind the one pulled, take up to 8 at once and compute
+    /// them in forward passes of at most this many (estimated) tokens, then
+    /// answer and ack each. 0: one batch per pass. The default won 14 % of
+    /// end-to-end throughput at concurrency 128 (docs/BENCHMARKS.md).
+    #[arg(long, env = "MAX_BATCH_TOKENS", default_value_t = 2048)]
     pub max_batch_tokens: usize,
     /// Compute threads for the forward pass. Keep workers × threads ≈ cores,
     /// so workers on one machine do not fight over them.
     #[arg(long, env = "THREADS", default_value_t = 1, global = true)]
     pub threads: usize,
+    /// A lock file shared by the workers of one machine (the launcher's is
+    /// `.state/compute.lease`): a worker pulls and computes only while it
+    /// holds it, so workers that each use every core (`THREADS` = cores) take
+    /// turns instead of fighting over the cores. Unset: no turns.
+    #[arg(long, env = "COMPUTE_LEASE")]
+    pub compute_lease: Option<std::path::PathBuf>,
     /// Resolve the model (downloading it by `--model-id` if no `--model-dir`),
     /// print its folder and exit: lets the launcher download once for all workers.
     #[arg(long)]

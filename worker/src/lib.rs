@@ -27,6 +27,7 @@ pub mod faults;
 pub mod health;
 pub mod heartbeat;
 pub mod identity;
+pub mod lease;
 pub mod metrics;
 pub mod service;
 
@@ -71,6 +72,14 @@ pub enum WorkerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The compute lease file could not be opened or created.
+    #[error("cannot open the compute lease COMPUTE_LEASE={}: {source}", path.display())]
+    Lease {
+        /// `COMPUTE_LEASE`.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Load the model and serve batches until `stop` fires; then finish the batch
@@ -78,6 +87,17 @@ pub enum WorkerError {
 pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), WorkerError> {
     let identity = identity::resolve(&mut args)?;
     let worker_id = identity.id.clone();
+    let lease = match &args.compute_lease {
+        Some(path) => Some(
+            lease::ComputeLease::open(path, args.topology.min_ack_wait()).map_err(|source| {
+                WorkerError::Lease {
+                    path: path.clone(),
+                    source,
+                }
+            })?,
+        ),
+        None => None,
+    };
     jetinfer_shared::metrics::handle();
     let model = source::resolve(args.model_dir.clone(), &args.model_id)?;
     tracing::info!(worker_id = %worker_id, model_dir = %model.dir.display(), threads = args.threads, "loading model");
@@ -151,6 +171,7 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
         client: client.clone(),
         js: js.clone(),
         sources,
+        lease,
     };
     let serving = tokio::spawn(processor.serve(pulling, stop.clone()));
 

@@ -20,6 +20,7 @@
 //! computed together.
 
 use super::Processor;
+use crate::lease::ComputeLease;
 use async_nats::jetstream::consumer::pull::BatchError;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, Message};
@@ -98,6 +99,9 @@ pub struct Pulling {
     /// The worker's consumers, most urgent first: when two batches are ready
     /// at once, the earlier source's is computed first.
     pub sources: Vec<Source>,
+    /// The machine's compute lease, if its workers take turns: no pull
+    /// request goes out until this worker holds it.
+    pub lease: Option<ComputeLease>,
 }
 
 impl Processor {
@@ -109,6 +113,13 @@ impl Processor {
     /// most `max_batch_tokens`.
     pub async fn serve(self: Arc<Self>, pulling: Pulling, stop: CancellationToken) {
         loop {
+            let _turn = match &pulling.lease {
+                Some(lease) => tokio::select! {
+                    _ = stop.cancelled() => return,
+                    turn = lease.take() => Some(turn),
+                },
+                None => None,
+            };
             let mut asks: Vec<Ask> = (0..pulling.sources.len())
                 .map(|_| Ask {
                     sub: None,

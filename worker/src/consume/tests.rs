@@ -11,6 +11,7 @@ use crate::backend::toy::{toy_embedding, ToyEmbedder};
 use crate::counters::Counters;
 use crate::events::Events;
 use crate::faults::{FaultArgs, Faults, FaultyModel, FaultyResults};
+use crate::lease::{ComputeLease, Turn};
 use async_nats::jetstream;
 use clap::Parser;
 use futures::StreamExt;
@@ -130,6 +131,11 @@ impl Rig {
 
     /// Start pulling (tests publish first when they need a backlog).
     fn pull(&self) {
+        self.pull_taking_turns(None);
+    }
+
+    /// Start pulling, only while holding `lease` when one is given.
+    fn pull_taking_turns(&self, lease: Option<ComputeLease>) {
         let pulling = Pulling {
             client: self.worker.clone(),
             js: jetstream::new(self.worker.clone()),
@@ -138,6 +144,7 @@ impl Rig {
                 .iter()
                 .map(|(name, consumer)| Source::new(name.clone(), consumer.clone()))
                 .collect(),
+            lease,
         };
         tokio::spawn(self.processor.clone().serve(pulling, self.stop.clone()));
     }
@@ -455,4 +462,28 @@ async fn a_batch_on_the_wire_while_pulls_are_withdrawn_is_kept() {
 
     rig.both_answered_first_time(&mut results, &high, &normal)
         .await;
+}
+
+#[tokio::test]
+async fn a_worker_without_the_compute_lease_leaves_batches_in_the_queue() {
+    let rig = Rig::new(FaultArgs::default(), 0).await;
+    let mut results = rig.admin.subscribe(REPLY).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lease = ComputeLease::open(&dir.path().join("compute.lease"), LIMIT).unwrap();
+    // Another worker of this machine holds the lease.
+    let other = lease.take().await;
+    assert!(matches!(other, Turn::Held(_)));
+    rig.pull_taking_turns(Some(lease));
+    let queued = batch(&["waits its turn"], later());
+    rig.publish(protocol::encode(&queued).unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        rig.consumer_state(Priority::Normal).await,
+        (1, 0),
+        "(waiting, delivered) while the lease is held elsewhere: not pulled"
+    );
+    drop(other);
+    let result = next_result(&mut results).await;
+    assert_eq!((result.batch_id, result.attempt), (queued.batch_id, 1));
+    rig.stream_empty().await;
 }
