@@ -7,7 +7,8 @@
 //! it holds an exclusive `flock` on that file, the one file all the
 //! machine's workers open. Meanwhile the others have no pull request out, so
 //! batches queue in JetStream and the next holder takes them at once (and,
-//! with `MAX_BATCH_TOKENS`, together). The lease is never a correctness
+//! with `MAX_BATCH_TOKENS`, together); a holder that gets no work for a
+//! second hands the lease on (`consume::pull`). The lease is never a correctness
 //! matter: the kernel drops the lock when its holder dies however it dies,
 //! and a holder that hangs is waited for at most `patience` (the ack wait:
 //! as long as JetStream waits for a silent worker), after which a worker

@@ -20,7 +20,7 @@
 //! computed together.
 
 use super::Processor;
-use crate::lease::ComputeLease;
+use crate::lease::{ComputeLease, Turn};
 use async_nats::jetstream::consumer::pull::BatchError;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, Message};
@@ -52,6 +52,14 @@ const REFUSED_PAUSE: Duration = Duration::from_millis(500);
 /// its "no responders" straight to the wire, past the count an
 /// `UNSUB <sid> 1` waits for, so the server would keep the inbox open.)
 const FENCE: &str = "$JS.API.INFO";
+
+/// How long a worker holding the compute lease waits for work before it
+/// hands the lease on (well under the patience of the workers waiting for it).
+const IDLE_TURN: Duration = Duration::from_secs(1);
+
+/// Pause after handing the lease on, so a worker waiting for it gets it
+/// before this one asks again.
+const HANDOVER: Duration = Duration::from_millis(10);
 
 /// Longest wait for withdrawn pull requests to be confirmed; past it (NATS
 /// unreachable) anything still on its way is left to JetStream's redelivery.
@@ -113,13 +121,15 @@ impl Processor {
     /// most `max_batch_tokens`.
     pub async fn serve(self: Arc<Self>, pulling: Pulling, stop: CancellationToken) {
         loop {
-            let _turn = match &pulling.lease {
+            let turn = match &pulling.lease {
                 Some(lease) => tokio::select! {
                     _ = stop.cancelled() => return,
                     turn = lease.take() => Some(turn),
                 },
                 None => None,
             };
+            let idle_until =
+                matches!(turn, Some(Turn::Held(_))).then(|| Instant::now() + IDLE_TURN);
             let mut asks: Vec<Ask> = (0..pulling.sources.len())
                 .map(|_| Ask {
                     sub: None,
@@ -127,28 +137,43 @@ impl Processor {
                     due: Instant::now(),
                 })
                 .collect();
-            let (index, first) = tokio::select! {
+            let first = tokio::select! {
                 _ = stop.cancelled() => return,
-                first = pulling.first_delivery(&mut asks) => first,
+                first = pulling.first_delivery(&mut asks, idle_until) => first,
             };
             let withdrawn = collect_late(pulling.withdraw(asks).await, pulling.js.clone());
+            let Some((index, first)) = first else {
+                // A whole turn without work: hand the lease on, so the workers
+                // waiting for it never take an idle holder for a stuck one.
+                self.handle_late(withdrawn, &stop).await;
+                drop(turn);
+                tokio::time::sleep(HANDOVER).await;
+                continue;
+            };
             let mut held = vec![first];
             self.take_queued(&pulling.sources[index], &mut held).await;
             // The first batch computes while the withdrawal is confirmed; a batch
             // that slipped in before the server saw it waits its turn for the slot.
-            tokio::join!(self.handle(held), async {
-                let late = tokio::select! {
-                    late = tokio::time::timeout(DRAIN_LIMIT, withdrawn) => late.unwrap_or_default(),
-                    _ = stop.cancelled() => Vec::new(),
-                };
-                if !late.is_empty() {
-                    tracing::debug!(
-                        batches = late.len(),
-                        "batches delivered while withdrawing pulls"
-                    );
-                    self.handle(late).await;
-                }
-            });
+            tokio::join!(self.handle(held), self.handle_late(withdrawn, &stop));
+        }
+    }
+
+    /// Compute the batches that arrived while pull requests were withdrawn.
+    async fn handle_late(
+        &self,
+        withdrawn: impl std::future::Future<Output = Vec<Message>>,
+        stop: &CancellationToken,
+    ) {
+        let late = tokio::select! {
+            late = tokio::time::timeout(DRAIN_LIMIT, withdrawn) => late.unwrap_or_default(),
+            _ = stop.cancelled() => Vec::new(),
+        };
+        if !late.is_empty() {
+            tracing::debug!(
+                batches = late.len(),
+                "batches delivered while withdrawing pulls"
+            );
+            self.handle(late).await;
         }
     }
 
@@ -170,16 +195,24 @@ impl Processor {
 
 impl Pulling {
     /// Keep one pull request waiting on every source until a batch arrives;
-    /// returns the index of its source and the batch.
-    async fn first_delivery(&self, asks: &mut [Ask]) -> (usize, Message) {
+    /// returns the index of its source and the batch, or `None` if `until`
+    /// came first.
+    async fn first_delivery(
+        &self,
+        asks: &mut [Ask],
+        until: Option<Instant>,
+    ) -> Option<(usize, Message)> {
         loop {
             let now = Instant::now();
+            if until.is_some_and(|until| until <= now) {
+                return None;
+            }
             for (source, ask) in self.sources.iter().zip(asks.iter_mut()) {
                 if ask.due <= now {
                     self.ask(source, ask).await;
                 }
             }
-            let next_due = asks.iter().map(|a| a.due).min().unwrap_or(now);
+            let next_due = asks.iter().map(|a| a.due).chain(until).min().unwrap_or(now);
             let arrivals: Vec<_> = asks
                 .iter_mut()
                 .enumerate()
@@ -208,7 +241,7 @@ impl Pulling {
             // Any other message ends the request, so its inbox is done with.
             ask.sub = None;
             match msg.status {
-                None => return (index, self.jetstream_message(msg)),
+                None => return Some((index, self.jetstream_message(msg))),
                 Some(StatusCode::TIMEOUT) | Some(StatusCode::NOT_FOUND) => {
                     ask.due = Instant::now();
                 }

@@ -167,14 +167,18 @@ impl Rig {
 
     /// (waiting, delivered and unacked) on the `priority` embed consumer.
     async fn consumer_state(&self, priority: Priority) -> (u64, usize) {
+        let info = self.consumer_info(priority).await;
+        (info.num_pending, info.num_ack_pending)
+    }
+
+    async fn consumer_info(&self, priority: Priority) -> jetstream::consumer::Info {
         let js = jetstream::new(self.admin.clone());
         let stream = js.get_stream(subjects::TASK_STREAM).await.expect("stream");
         let mut consumer: jetstream::consumer::PullConsumer = stream
             .get_consumer(&subjects::work_consumer(Task::Embed, priority))
             .await
             .expect("consumer");
-        let info = consumer.info().await.expect("consumer info");
-        (info.num_pending, info.num_ack_pending)
+        consumer.info().await.expect("consumer info").clone()
     }
 
     /// `high` and `normal` were each answered on their first delivery (none
@@ -197,6 +201,11 @@ impl Rig {
         );
         self.stream_empty().await;
         assert_eq!(self.counters.snapshot().redelivered, 0);
+    }
+
+    /// Pull requests waiting on a consumer.
+    async fn waiting_pulls(&self, priority: Priority) -> usize {
+        self.consumer_info(priority).await.num_waiting
     }
 
     async fn stream_empty(&self) {
@@ -486,4 +495,25 @@ async fn a_worker_without_the_compute_lease_leaves_batches_in_the_queue() {
     let result = next_result(&mut results).await;
     assert_eq!((result.batch_id, result.attempt), (queued.batch_id, 1));
     rig.stream_empty().await;
+}
+
+#[tokio::test]
+async fn an_idle_worker_hands_the_compute_lease_on() {
+    let rig = Rig::new(FaultArgs::default(), 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("compute.lease");
+    rig.pull_taking_turns(Some(ComputeLease::open(&path, LIMIT).unwrap()));
+    wait_for(
+        "the worker's pull request (it holds the lease)",
+        LIMIT,
+        || async { (rig.waiting_pulls(Priority::Normal).await > 0).then_some(()) },
+    )
+    .await;
+    // Another worker of the machine gets its turn while nothing comes, long
+    // before its patience would run out.
+    let other = ComputeLease::open(&path, Duration::from_secs(3600)).unwrap();
+    let turn = tokio::time::timeout(LIMIT, other.take())
+        .await
+        .expect("a turn");
+    assert!(matches!(turn, Turn::Held(_)), "handed on, not given up on");
 }
