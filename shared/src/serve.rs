@@ -9,6 +9,8 @@
 //! - At most `MAX_CONNECTIONS` are served at once. Past that a connection is
 //!   answered a canned 503 `overloaded` without waiting for it and closed, so
 //!   the accept loop never stalls and the descriptors stay under the limit.
+//! - hyper (and its ~16 KiB of buffers) starts on a connection's first byte,
+//!   so idle connections cost little more than their sockets.
 //!
 //! Metrics (on the server's `/metrics`): `jetinfer_http_connections_open`,
 //! `jetinfer_http_connections_shed_total` (refused over the cap) and
@@ -21,13 +23,15 @@ use activity::{Progress, Watched};
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use std::io::ErrorKind;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Descriptors kept free of connections: NATS, logs, files, the listener.
@@ -127,10 +131,10 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(args.effective_cap() as usize));
-    let idle = Duration::from_secs(args.idle_timeout_s);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(args.header_timeout_s));
+    let http = Arc::new(http);
     let graceful = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
@@ -148,19 +152,16 @@ pub async fn serve(
             continue;
         };
         metrics::gauge!("jetinfer_http_connections_open").increment(1.0);
-        let progress = Progress::new();
-        let io = TokioIo::new(Watched::new(stream, progress.clone()));
-        let conn = graceful.watch(http.serve_connection(io, TowerToHyperService::new(app.clone())));
+        let conn = Connection {
+            stream,
+            http: http.clone(),
+            app: app.clone(),
+            shutdown: graceful.watcher(),
+            args,
+        };
+        let stop = stop.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                served = conn => if let Err(e) = served {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                },
-                () = progress.stalled(idle) => {
-                    metrics::counter!("jetinfer_http_connections_idle_closed_total").increment(1);
-                    tracing::debug!("idle connection closed");
-                }
-            }
+            conn.run(stop).await;
             metrics::gauge!("jetinfer_http_connections_open").decrement(1.0);
             drop(slot);
         });
@@ -168,6 +169,94 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// One accepted connection and what serving it takes.
+struct Connection {
+    stream: TcpStream,
+    http: Arc<http1::Builder>,
+    app: Router,
+    shutdown: Watcher,
+    args: ServeArgs,
+}
+
+impl Connection {
+    /// Serve the connection until it closes, stalls, misses its first head's
+    /// deadline, or `stop` fires before it sent anything.
+    ///
+    /// hyper allocates about 16 KiB of buffers per connection the moment it
+    /// starts, so it starts only once the first byte is there: until then a
+    /// connection costs its socket and this small future. hyper's header
+    /// clock starts with it, so the first head's deadline (`HEADER_TIMEOUT_S`
+    /// after the accept) is kept here; later heads' by hyper.
+    async fn run(self, stop: CancellationToken) {
+        let Self {
+            stream,
+            http,
+            app,
+            shutdown,
+            args,
+        } = self;
+        let head_due = Instant::now() + Duration::from_secs(args.header_timeout_s);
+        // A peek, not `readable()`: readiness may be reported spuriously, and
+        // a peek that finds nothing goes back to waiting.
+        let mut first = [0u8; 1];
+        tokio::select! {
+            () = stop.cancelled() => return,
+            peeked = tokio::time::timeout_at(head_due, stream.peek(&mut first)) => match peeked {
+                Ok(Ok(n)) if n > 0 => {}
+                // Closed or broken before its first byte.
+                Ok(_) => return,
+                Err(_) => {
+                    tracing::debug!("no request head in time; connection closed");
+                    return;
+                }
+            },
+        }
+        let progress = Progress::new();
+        let heard = Arc::new(AtomicBool::new(false));
+        let io = TokioIo::new(Watched::new(stream, progress.clone()));
+        let service = Heard {
+            inner: TowerToHyperService::new(app),
+            heard: heard.clone(),
+        };
+        // Boxed: inline it would size every waiting connection's task.
+        let served = Box::pin(shutdown.watch(http.serve_connection(io, service)));
+        let first_head = async {
+            tokio::time::sleep_until(head_due).await;
+            if heard.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            served = served => if let Err(e) = served {
+                tracing::debug!(error = %e, "connection ended with an error");
+            },
+            () = progress.stalled(Duration::from_secs(args.idle_timeout_s)) => {
+                metrics::counter!("jetinfer_http_connections_idle_closed_total").increment(1);
+                tracing::debug!("idle connection closed");
+            }
+            () = first_head => tracing::debug!("no request head in time; connection closed"),
+        }
+    }
+}
+
+/// The app as hyper calls it, noting that a request head was read, so the
+/// first head's deadline can be lifted.
+struct Heard<S> {
+    inner: S,
+    heard: Arc<AtomicBool>,
+}
+
+impl<R, S: hyper::service::Service<R>> hyper::service::Service<R> for Heard<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: R) -> Self::Future {
+        self.heard.store(true, Ordering::Relaxed);
+        self.inner.call(request)
+    }
 }
 
 /// A failed accept: a client that gave up is routine; anything else (out of

@@ -117,25 +117,28 @@ pub async fn infer(
     let task = input.task();
     let text = input.texts()[0].to_owned();
     let request_id = Uuid::new_v4();
-    let claim = match key {
+    let keyed = key.map(|key| {
+        let tenant = tenant.as_ref().map_or("", |Extension(t)| t.0.as_str());
+        (kv_key(tenant, key), body_hash(&input, priority))
+    });
+    // The header values are slices of the buffer hyper read the head into
+    // (8 KiB): dropped now, it is not held while the request waits.
+    drop(headers);
+    let claim = match keyed {
         None => None,
-        Some(key) => {
-            let tenant = tenant.as_ref().map_or("", |Extension(t)| t.0.as_str());
-            let keyed = (kv_key(tenant, key), body_hash(&input, priority));
-            match begin(&state, keyed, request_id, deadline).await? {
-                Begin::Run(claim) => Some(claim),
-                Begin::Replay { request_id, answer } => {
-                    return Ok(replay(request_id, task, answer))
-                }
-            }
-        }
+        // Boxed, like the other key steps: the bucket's futures are kilobytes,
+        // and inline they would size every request's handler while it waits.
+        Some(keyed) => match Box::pin(begin(&state, keyed, request_id, deadline)).await? {
+            Begin::Run(claim) => Some(claim),
+            Begin::Replay { request_id, answer } => return Ok(replay(request_id, task, answer)),
+        },
     };
     let submitted = submit(&state, request_id, input, priority, claim.as_ref()).await;
     let (waiting, answer) = match submitted {
         Ok(submitted) => submitted,
         Err(e) => {
             if let Some(claim) = &claim {
-                state.idempotency.release(claim).await;
+                Box::pin(state.idempotency.release(claim)).await;
             }
             return Err(e);
         }
@@ -144,7 +147,7 @@ pub async fn infer(
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     if let (Some(claim), Ok(reply)) = (&claim, &reply) {
         // Before the client hears it: every retry gets this very answer.
-        settle(&state, claim, reply, latency_ms).await;
+        Box::pin(settle(&state, claim, reply, latency_ms)).await;
     }
     let answer = respond(reply, waiting.id, task, latency_ms);
     state

@@ -62,3 +62,32 @@ async fn half_sent_heads_are_cut_off_and_the_overflow_is_told_why() {
     assert!(started.elapsed() < Duration::from_secs(3));
     stop.cancel();
 }
+
+/// hyper starts only at a connection's first byte; the first head's deadline
+/// still counts from the accept, so a late first byte buys no extra time.
+#[tokio::test]
+async fn the_first_head_is_due_a_header_timeout_after_the_accept() {
+    let (addr, stop) = start().await;
+    for wait_first in [None, Some(Duration::from_millis(700))] {
+        let started = Instant::now();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        if let Some(wait) = wait_first {
+            tokio::time::sleep(wait).await;
+            client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        }
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(3), client.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "still open after 3 s ({wait_first:?})");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(1500),
+            "closed after {took:?} ({wait_first:?})"
+        );
+        assert!(
+            rest.is_empty(),
+            "nothing is answered to a head that never came"
+        );
+    }
+    stop.cancel();
+}
