@@ -113,15 +113,23 @@ impl Identity {
         Role::of(&self.name)
     }
 
-    /// Log in as this identity; with `tls_ca`, over TLS verified against that
-    /// CA (see [`trusting`]).
+    /// Log in as this identity, with its own reply inboxes ([`inbox_prefix`]);
+    /// with `tls_ca`, over TLS verified against that CA (see [`trusting`]).
     pub fn connect_options(&self, tls_ca: Option<&Path>) -> async_nats::ConnectOptions {
         let options = async_nats::ConnectOptions::with_user_and_password(
             self.name.clone(),
             self.password.expose().to_owned(),
-        );
+        )
+        .custom_inbox_prefix(inbox_prefix(&self.name));
         trusting(options, tls_ca)
     }
+}
+
+/// The reply inboxes of identity `name`, `_INBOX.<name>`: the server lets
+/// each identity subscribe to its own only, so no one reads the batches
+/// delivered to a worker or the results and API answers sent to the gateway.
+pub fn inbox_prefix(name: &str) -> String {
+    format!("_INBOX.{name}")
 }
 
 /// `options`, and with `ca` also TLS required and the server verified

@@ -43,16 +43,21 @@ const OPEN_TOPOLOGY: &[&str] = &[
 pub fn of(role: Role, name: &str) -> Permissions {
     match role {
         Role::Admin => Permissions::default(),
-        Role::Gateway => gateway(),
+        Role::Gateway => gateway(name),
         Role::Worker => worker(name),
-        Role::Dashboard => dashboard(),
+        Role::Dashboard => dashboard(name),
     }
 }
 
 /// Publishes task batches, reads its results from the result stream, hears
 /// JetStream's give-up advisories, deletes a given-up batch, publishes its
 /// request events, keeps Idempotency-Key claims.
-fn gateway() -> Permissions {
+/// Where identity `name` may receive replies: its own inboxes only.
+fn own_inboxes(name: &str) -> String {
+    format!("{}.>", super::inbox_prefix(name))
+}
+
+fn gateway(name: &str) -> Permissions {
     let own = [
         // list and read heartbeats (ordered consumers, direct gets)
         "$JS.API.CONSUMER.CREATE.KV_INFER_WORKERS",
@@ -88,11 +93,11 @@ fn gateway() -> Permissions {
     Permissions {
         publish_allow: Some([strings(OPEN_TOPOLOGY), strings(&own)].concat()),
         publish_deny: Vec::new(),
-        subscribe_allow: Some(strings(&[
-            "_INBOX.>",
-            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.INFER_TASKS.*",
-            "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.INFER_TASKS.*",
-        ])),
+        subscribe_allow: Some(vec![
+            own_inboxes(name),
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.INFER_TASKS.*".to_owned(),
+            "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.INFER_TASKS.*".to_owned(),
+        ]),
         allow_responses: false,
     }
 }
@@ -113,6 +118,8 @@ fn worker(name: &str) -> Permissions {
         "infer.result.*".to_owned(),
         format!("infer.event.{name}.>"),
         format!("$KV.INFER_WORKERS.{name}"),
+        // The fence that withdraws its pull requests (`consume::pull`).
+        own_inboxes(name),
         // the answer of a request sent with an Idempotency-Key
         "$JS.API.STREAM.INFO.KV_INFER_IDEMPOTENCY".to_owned(),
         "$KV.INFER_IDEMPOTENCY.*".to_owned(),
@@ -124,7 +131,11 @@ fn worker(name: &str) -> Permissions {
             "infer.event.*.request",
             "infer.event.*.stats",
         ]),
-        subscribe_allow: Some(strings(&["_INBOX.>", "$SRV.>", "infer.worker.>"])),
+        subscribe_allow: Some(vec![
+            own_inboxes(name),
+            "$SRV.>".to_owned(),
+            "infer.worker.>".to_owned(),
+        ]),
         allow_responses: true,
     }
 }
@@ -133,7 +144,7 @@ fn worker(name: &str) -> Permissions {
 /// JetStream requests (heartbeat watch, queue depth). It may not read task
 /// batches or results (request text, answers): `DASHBOARD_SHOW_INPUTS` needs
 /// a login that may read `infer.task.>` (admin), on purpose.
-fn dashboard() -> Permissions {
+fn dashboard(name: &str) -> Permissions {
     Permissions {
         publish_allow: Some(strings(&[
             "$JS.API.STREAM.INFO.KV_INFER_WORKERS",
@@ -144,7 +155,7 @@ fn dashboard() -> Permissions {
             "$JS.API.CONSUMER.INFO.INFER_TASKS.*",
         ])),
         publish_deny: Vec::new(),
-        subscribe_allow: Some(strings(&["_INBOX.>", "infer.event.>"])),
+        subscribe_allow: Some(vec![own_inboxes(name), "infer.event.>".to_owned()]),
         allow_responses: false,
     }
 }

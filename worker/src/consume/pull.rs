@@ -8,8 +8,9 @@
 //! answered at most once: a batch, or a status that ends the request. The
 //! first batch delivered is computed at once; the other requests are
 //! withdrawn with a fence: an UNSUB that lets exactly one more message
-//! through, then a JetStream request replying to that inbox, whose answer
-//! comes after every message the server sent there before it saw the UNSUB.
+//! through, then an empty message the worker publishes to that inbox itself,
+//! which the server delivers after every message it sent there before it
+//! saw the UNSUB.
 //! Whatever arrives before the fence
 //! is kept: nothing is stranded until its ack wait. async-nats's own
 //! `Subscriber::drain` does not do this: it forgets the subscription as soon
@@ -46,12 +47,6 @@ const PULL_GRACE: Duration = Duration::from_secs(1);
 /// How long to wait after the server refused a pull (409: consumer deleted,
 /// too many waiting) before asking that consumer again.
 const REFUSED_PAUSE: Duration = Duration::from_millis(500);
-
-/// Where a withdrawal fence goes: a request JetStream always answers, with an
-/// ordinary message. (A request nobody serves would not do: nats-server writes
-/// its "no responders" straight to the wire, past the count an
-/// `UNSUB <sid> 1` waits for, so the server would keep the inbox open.)
-const FENCE: &str = "$JS.API.INFO";
 
 /// How long a worker holding the compute lease waits for work before it
 /// hands the lease on (well under the patience of the workers waiting for it).
@@ -286,10 +281,14 @@ impl Pulling {
     }
 
     /// Withdraw every request still open: on each inbox, an UNSUB that lets
-    /// one more message through, then a fence request replying to it. The
-    /// server handles both in order, so that one message is either a batch it
-    /// sent before it saw the UNSUB or the fence's answer; the subscription
-    /// then ends by itself.
+    /// one more message through, then the fence, an empty message to that
+    /// inbox (the worker may publish to its own inboxes only). The server
+    /// handles both in order, so that one message is either a batch it sent
+    /// before it saw the UNSUB or the fence; the subscription then ends by
+    /// itself. (A `$JS.API.INFO` request replying to the inbox also works but
+    /// cost the JetStream API 7 calls per batch; a request nobody serves does
+    /// not, as nats-server writes its "no responders" past the count an
+    /// `UNSUB <sid> 1` waits for, so the server kept the inbox open.)
     async fn withdraw(&self, asks: Vec<Ask>) -> Vec<Subscriber> {
         let mut open = Vec::new();
         for ask in asks {
@@ -298,10 +297,7 @@ impl Pulling {
                 tracing::debug!(error = %e, "withdrawal failed");
                 continue; // the connection is closing: nothing more arrives
             }
-            let fence = self
-                .client
-                .publish_with_reply(FENCE, ask.inbox, "".into())
-                .await;
+            let fence = self.client.publish(ask.inbox, "".into()).await;
             if let Err(e) = fence {
                 tracing::debug!(error = %e, "fence failed; the request's expiry ends the inbox");
             }
@@ -326,7 +322,7 @@ async fn collect_late(mut subs: Vec<Subscriber>, js: jetstream::Context) -> Vec<
     let mut late = Vec::new();
     for sub in &mut subs {
         while let Some(message) = sub.next().await {
-            // A batch carries its ack subject; a status or the fence's answer does not.
+            // A batch carries its ack subject; a status or the fence does not.
             if message.status.is_none() && message.reply.is_some() {
                 late.push(Message {
                     message,

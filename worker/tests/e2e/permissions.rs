@@ -70,6 +70,18 @@ const MATRIX: &[(&str, Op, bool)] = &[
     (GATEWAY, Publish("infer.event.worker-1.completed"), false),
     (DASHBOARD, Publish("infer.event.worker-1.completed"), false),
     (DASHBOARD, Subscribe("infer.event.>"), true),
+    // Reply inboxes are private: a worker's hold its batches, the gateway's
+    // results and API answers.
+    (DASHBOARD, Subscribe("_INBOX.worker-1.>"), false),
+    (DASHBOARD, Subscribe("_INBOX.gateway.>"), false),
+    (DASHBOARD, Subscribe("_INBOX.>"), false),
+    (WORKER, Subscribe("_INBOX.gateway.>"), false),
+    (WORKER, Subscribe("_INBOX.worker-2.>"), false),
+    (GATEWAY, Subscribe("_INBOX.worker-1.>"), false),
+    (WORKER, Subscribe("_INBOX.worker-1.>"), true),
+    (WORKER, Publish("_INBOX.worker-1.fence"), true),
+    (WORKER, Publish("_INBOX.gateway.reply"), false),
+    (DASHBOARD, Publish("_INBOX.worker-1.fence"), false),
     // Heartbeats: only workers write them.
     (WORKER, Publish("$KV.INFER_WORKERS.worker-1"), true),
     (GATEWAY, Publish("$KV.INFER_WORKERS.worker-1"), false),
