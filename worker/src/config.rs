@@ -75,8 +75,10 @@ pub struct WorkerArgs {
     /// end-to-end throughput at concurrency 128 (docs/BENCHMARKS.md).
     #[arg(long, env = "MAX_BATCH_TOKENS", default_value_t = 2048)]
     pub max_batch_tokens: usize,
-    /// Compute threads for the forward pass. Keep workers × threads ≈ cores,
-    /// so workers on one machine do not fight over them.
+    /// Compute threads for the forward pass. Workers on one machine should
+    /// either split its cores (workers × threads ≈ cores) or each use every
+    /// core and take turns (`COMPUTE_LEASE`, what the launcher does), so they
+    /// do not fight over them.
     #[arg(long, env = "THREADS", default_value_t = 1, global = true)]
     pub threads: usize,
     /// A lock file shared by the workers of one machine (the launcher's is
