@@ -10,15 +10,13 @@
 //! withdrawn with a fence: an UNSUB that lets exactly one more message
 //! through, then an empty message the worker publishes to that inbox itself,
 //! which the server delivers after every message it sent there before it
-//! saw the UNSUB.
-//! Whatever arrives before the fence
-//! is kept: nothing is stranded until its ack wait. async-nats's own
-//! `Subscriber::drain` does not do this: it forgets the subscription as soon
-//! as its UNSUB is written, and a batch still on the wire was lost until
-//! JetStream redelivered it. Only a batch delivered in that one round trip
-//! waits behind the pass, with progress acks. With dynamic batching on,
-//! batches already queued behind the one pulled are taken along to be
-//! computed together.
+//! saw the UNSUB. Whatever arrives before the fence is kept: nothing is
+//! stranded until its ack wait. async-nats's own `Subscriber::drain` does not
+//! do this: it forgets the subscription as soon as its UNSUB is written, and
+//! a batch still on the wire was lost until JetStream redelivered it. Only a
+//! batch delivered in that one round trip waits behind the pass, with
+//! progress acks. With dynamic batching on, batches already queued behind the
+//! one pulled are taken along to be computed together.
 
 use super::Processor;
 use crate::lease::{ComputeLease, Turn};
