@@ -244,6 +244,13 @@ impl Embedder for FastBert {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        super::awake::while_awake(|| self.forward(texts))
+    }
+}
+
+impl FastBert {
+    /// [`Embedder::embed`] on a non-empty batch.
+    fn forward(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
         let encodings = super::encode(&self.tokenizer, texts)?;
         // Longest first, so equal lengths are neighbours.
         let mut order: Vec<usize> = (0..encodings.len()).collect();

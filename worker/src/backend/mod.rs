@@ -15,6 +15,7 @@
 //! - [`thread`]: the dedicated compute thread and its async handle.
 //! - `toy` (tests only): a deterministic embedder for consume-path unit tests.
 
+pub mod awake;
 pub mod bert;
 pub mod fast;
 pub mod files;
