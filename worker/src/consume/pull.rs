@@ -50,6 +50,10 @@ const REFUSED_PAUSE: Duration = Duration::from_millis(500);
 /// hands the lease on (well under the patience of the workers waiting for it).
 const IDLE_TURN: Duration = Duration::from_secs(1);
 
+/// Longest a worker keeps its turn at the compute lease while batches keep
+/// coming (well under the workers' patience, the shortest ack wait).
+const MAX_TURN: Duration = Duration::from_millis(250);
+
 /// Pause after handing the lease on, so a worker waiting for it gets it
 /// before this one asks again.
 const HANDOVER: Duration = Duration::from_millis(10);
@@ -113,16 +117,28 @@ impl Processor {
     /// on the same consumer, and computes them together in forward passes of at
     /// most `max_batch_tokens`.
     pub async fn serve(self: Arc<Self>, pulling: Pulling, stop: CancellationToken) {
+        // The turn at the compute lease, kept from batch to batch until it is
+        // MAX_TURN old: consecutive batches then run on a worker whose weights
+        // and pool are warm, instead of rotating over every worker.
+        let mut turn: Option<(Turn, Instant)> = None;
         loop {
-            let turn = match &pulling.lease {
-                Some(lease) => tokio::select! {
-                    _ = stop.cancelled() => return,
-                    turn = lease.take() => Some(turn),
-                },
-                None => None,
-            };
+            if turn
+                .as_ref()
+                .is_some_and(|(_, since)| since.elapsed() >= MAX_TURN)
+            {
+                turn = None;
+                tokio::time::sleep(HANDOVER).await;
+            }
+            if turn.is_none() {
+                if let Some(lease) = &pulling.lease {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        taken = lease.take() => turn = Some((taken, Instant::now())),
+                    }
+                }
+            }
             let idle_until =
-                matches!(turn, Some(Turn::Held(_))).then(|| Instant::now() + IDLE_TURN);
+                matches!(turn, Some((Turn::Held(_), _))).then(|| Instant::now() + IDLE_TURN);
             let mut asks: Vec<Ask> = (0..pulling.sources.len())
                 .map(|_| Ask {
                     sub: None,
@@ -139,7 +155,7 @@ impl Processor {
                 // A whole turn without work: hand the lease on, so the workers
                 // waiting for it never take an idle holder for a stuck one.
                 self.handle_late(withdrawn, &stop).await;
-                drop(turn);
+                turn = None;
                 tokio::time::sleep(HANDOVER).await;
                 continue;
             };
