@@ -49,14 +49,14 @@ pub fn of(role: Role, name: &str) -> Permissions {
     }
 }
 
-/// Publishes task batches, reads its results from the result stream, hears
-/// JetStream's give-up advisories, deletes a given-up batch, publishes its
-/// request events, keeps Idempotency-Key claims.
 /// Where identity `name` may receive replies: its own inboxes only.
 fn own_inboxes(name: &str) -> String {
     format!("{}.>", super::inbox_prefix(name))
 }
 
+/// Publishes task batches, reads its results from the result stream, hears
+/// JetStream's give-up advisories, deletes a given-up batch, publishes its
+/// request events, keeps Idempotency-Key claims.
 fn gateway(name: &str) -> Permissions {
     let own = [
         // list and read heartbeats (ordered consumers, direct gets)
