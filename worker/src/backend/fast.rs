@@ -8,21 +8,23 @@
 //!   feed-forward) and layer norms run on it once, so a batch costs the tokens
 //!   it has, not `texts × longest`.
 //! - **Attention by length group.** Texts are sorted by length, so texts of
-//!   equal length sit next to each other; each group's attention is one
-//!   batched matmul over `(texts, heads, len, head_dim)` with no mask.
+//!   equal length sit next to each other; attention needs no mask, and runs
+//!   straight on the QKV rows, one pool task per (text, head)
+//!   ([`super::attention`]).
 //! - **Fused QKV.** One `(hidden, 3·hidden)` projection instead of three.
 //! - **Packed GEMM** ([`super::gemm`]) for every dense layer at every pass
 //!   size: weights packed once at load for the micro-kernels of this CPU
 //!   (AVX-512F, AVX2+FMA or portable, [`Kernels`]), with bias + GELU and
 //!   bias + residual + layer norm fused into its output ([`super::kernels`]);
-//!   candle's fused layer-norm and softmax elsewhere.
+//!   candle's fused layer-norm for the embeddings.
 //! - Mean pooling per group (exact, there is no padding) and L2 normalisation.
 
+use super::attention::{Group, SelfAttention};
 use super::files::ModelFiles;
 use super::gemm::{Isa, Kernels};
 use super::kernels::{Activation, LayerNorm, Linear, Project, ProjectNorm};
 use super::{BackendError, Embedder};
-use candle_core::{DType, Device, IndexOp, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 use std::path::Path;
 use tokenizers::Tokenizer;
@@ -96,16 +98,6 @@ fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> candle_core::Result<Laye
         beta: norm.beta.to_vec1()?,
         eps: norm.eps,
     })
-}
-
-/// Consecutive texts of one token length, in the packed matrix.
-struct Group {
-    /// First token row.
-    start: usize,
-    /// Texts in the group.
-    texts: usize,
-    /// Tokens per text.
-    len: usize,
 }
 
 /// The fast BERT sentence embedder.
@@ -186,41 +178,23 @@ impl FastBert {
         self.isa
     }
 
-    /// Self-attention of one length group: `(texts·len, 3·hidden)` → `(texts·len, hidden)`.
-    fn attend(&self, qkv: &Tensor, g: &Group) -> candle_core::Result<Tensor> {
-        let head_dim = self.hidden / self.heads;
-        let block = qkv
-            .narrow(0, g.start, g.texts * g.len)?
-            .reshape((g.texts, g.len, 3, self.heads, head_dim))?;
-        // (texts, heads, len, head_dim) each.
-        let q = block.i((.., .., 0))?.transpose(1, 2)?.contiguous()?;
-        let k = block.i((.., .., 1))?.transpose(1, 2)?.contiguous()?;
-        let v = block.i((.., .., 2))?.transpose(1, 2)?.contiguous()?;
-        let scale = 1.0 / (head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((g.texts * g.len, self.hidden))
-    }
-
     fn layer(&self, layer: &Layer, x: &Tensor, groups: &[Group]) -> candle_core::Result<Tensor> {
         let qkv = x.apply_op1_no_bwd(&Project {
             linear: &layer.qkv,
             activation: Activation::Identity,
         })?;
-        let context: Vec<Tensor> = groups
-            .iter()
-            .map(|g| self.attend(&qkv, g))
-            .collect::<candle_core::Result<_>>()?;
-        let x = Tensor::cat(&context, 0)?.apply_op2_no_bwd(
-            x,
-            &ProjectNorm {
-                linear: &layer.attention_out,
-                norm: &layer.attention_norm,
-            },
-        )?;
+        let x = qkv
+            .apply_op1_no_bwd(&SelfAttention {
+                groups,
+                heads: self.heads,
+            })?
+            .apply_op2_no_bwd(
+                x,
+                &ProjectNorm {
+                    linear: &layer.attention_out,
+                    norm: &layer.attention_norm,
+                },
+            )?;
         let up = x.apply_op1_no_bwd(&Project {
             linear: &layer.up,
             activation: Activation::Gelu,

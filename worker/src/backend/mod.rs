@@ -8,6 +8,8 @@
 //! - [`fast`]: the serving backend, a padding-free BERT encoder for CPU batches.
 //! - [`bert`]: the baseline, candle-transformers' `BertModel` (padded batches).
 //! - [`files`]: reading a model folder (config, tokenizer, weights).
+//! - [`attention`]: multi-head self-attention on the fused QKV rows, one
+//!   pool task per (text, head).
 //! - [`gemm`]: the packed, cache-blocked GEMM and its per-ISA micro-kernels.
 //! - [`kernels`]: the dense layers as candle ops, bias + GELU and bias +
 //!   residual + layer norm fused into the GEMM's output.
@@ -15,6 +17,7 @@
 //! - [`thread`]: the dedicated compute thread and its async handle.
 //! - `toy` (tests only): a deterministic embedder for consume-path unit tests.
 
+pub mod attention;
 pub mod awake;
 pub mod bert;
 pub mod fast;
