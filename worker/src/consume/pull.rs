@@ -50,10 +50,6 @@ const REFUSED_PAUSE: Duration = Duration::from_millis(500);
 /// hands the lease on (well under the patience of the workers waiting for it).
 const IDLE_TURN: Duration = Duration::from_secs(1);
 
-/// Longest a worker keeps its turn at the compute lease while batches keep
-/// coming (well under the workers' patience, the shortest ack wait).
-const MAX_TURN: Duration = Duration::from_millis(250);
-
 /// Pause after handing the lease on, so a worker waiting for it gets it
 /// before this one asks again.
 const HANDOVER: Duration = Duration::from_millis(10);
@@ -118,13 +114,17 @@ impl Processor {
     /// most `max_batch_tokens`.
     pub async fn serve(self: Arc<Self>, pulling: Pulling, stop: CancellationToken) {
         // The turn at the compute lease, kept from batch to batch until it is
-        // MAX_TURN old: consecutive batches then run on a worker whose weights
+        // `max_turn` old: consecutive batches then run on a worker whose weights
         // and pool are warm, instead of rotating over every worker.
+        let max_turn = pulling
+            .lease
+            .as_ref()
+            .map_or(Duration::ZERO, ComputeLease::max_turn);
         let mut turn: Option<(Turn, Instant)> = None;
         loop {
             if turn
                 .as_ref()
-                .is_some_and(|(_, since)| since.elapsed() >= MAX_TURN)
+                .is_some_and(|(_, since)| since.elapsed() >= max_turn)
             {
                 turn = None;
                 tokio::time::sleep(HANDOVER).await;
