@@ -50,12 +50,16 @@ impl CustomOp1 for SelfAttention<'_> {
         if width % 3 != 0 || self.heads == 0 || hidden % self.heads != 0 {
             candle_core::bail!("attention: rows of {width} for {} heads", self.heads);
         }
-        if let Some(g) = self
-            .groups
-            .iter()
-            .find(|g| g.start + g.texts * g.len > tokens)
-        {
-            candle_core::bail!("attention: group {g:?} past {tokens} tokens");
+        // Groups in order, apart and inside the rows: each job then writes
+        // rows no other job writes (see `attend`).
+        let mut end = 0;
+        for g in self.groups {
+            if g.start < end || g.start + g.texts * g.len > tokens {
+                candle_core::bail!(
+                    "attention: group {g:?} overlaps another or ends past {tokens} tokens"
+                );
+            }
+            end = g.start + g.texts * g.len;
         }
         let out = attend(qkv, hidden, self.heads, self.groups);
         Ok((CpuStorage::F32(out), Shape::from((tokens, hidden))))
@@ -63,9 +67,9 @@ impl CustomOp1 for SelfAttention<'_> {
 }
 
 /// The context rows of `qkv` (`tokens × 3·hidden`): for every text of
-/// `groups` and every head, `softmax(q·kᵀ / √head_dim) · v`. Rows outside
-/// every group stay zero.
-pub fn attend(qkv: &[f32], hidden: usize, heads: usize, groups: &[Group]) -> Vec<f32> {
+/// `groups` (in order, apart, inside the rows: [`SelfAttention`] checks) and
+/// every head, `softmax(q·kᵀ / √head_dim) · v`. Rows outside every group stay zero.
+fn attend(qkv: &[f32], hidden: usize, heads: usize, groups: &[Group]) -> Vec<f32> {
     let width = 3 * hidden;
     let head_dim = hidden / heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
@@ -231,6 +235,25 @@ mod tests {
                 }
             }
         }
+        // The op refuses groups that overlap or run past the rows.
+        let rows = candle_core::Tensor::zeros(
+            (4, 3 * hidden),
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let run = |groups: &[Group]| rows.apply_op1_no_bwd(&SelfAttention { groups, heads });
+        let group = |start, len| Group {
+            start,
+            texts: 1,
+            len,
+        };
+        assert!(run(&[group(0, 2), group(2, 2)]).is_ok());
+        assert!(
+            run(&[group(0, 3), group(2, 2)]).is_err(),
+            "overlapping groups"
+        );
+        assert!(run(&[group(2, 3)]).is_err(), "past the last row");
         // A lone token attends only to itself: its context is its value.
         let v = &qkv[14 * 3 * hidden + 2 * hidden..][..hidden];
         assert_eq!(&out[14 * hidden..][..hidden], v);
