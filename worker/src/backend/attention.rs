@@ -12,6 +12,7 @@
 //! keys and values straight from the QKV rows and writes its own columns of
 //! the context rows, in one pass with nothing copied.
 
+use super::gemm::Isa;
 use super::kernels::contiguous;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 use rayon::prelude::*;
@@ -36,6 +37,8 @@ pub struct SelfAttention<'a> {
     pub groups: &'a [Group],
     /// Attention heads.
     pub heads: usize,
+    /// The kernels chosen (`KERNELS`): portable ones run the portable build.
+    pub isa: Isa,
 }
 
 impl CustomOp1 for SelfAttention<'_> {
@@ -61,59 +64,112 @@ impl CustomOp1 for SelfAttention<'_> {
             }
             end = g.start + g.texts * g.len;
         }
-        let out = attend(qkv, hidden, self.heads, self.groups);
+        let out = attend(qkv, hidden, self.heads, self.groups, self.isa);
         Ok((CpuStorage::F32(out), Shape::from((tokens, hidden))))
     }
 }
 
 /// The context rows of `qkv` (`tokens × 3·hidden`): for every text of
 /// `groups` (in order, apart, inside the rows: [`SelfAttention`] checks) and
-/// every head, `softmax(q·kᵀ / √head_dim) · v`. Rows outside every group stay zero.
-fn attend(qkv: &[f32], hidden: usize, heads: usize, groups: &[Group]) -> Vec<f32> {
-    let width = 3 * hidden;
+/// every head, `softmax(q·kᵀ / √head_dim) · v`, each job built for AVX2 + FMA
+/// unless `isa` is the portable one (or the CPU lacks them). Rows outside
+/// every group stay zero.
+fn attend(qkv: &[f32], hidden: usize, heads: usize, groups: &[Group], isa: Isa) -> Vec<f32> {
     let head_dim = hidden / heads;
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let mut out = vec![0f32; qkv.len() / width * hidden];
+    let mut out = vec![0f32; qkv.len() / (3 * hidden) * hidden];
     let jobs: Vec<(usize, usize, usize)> = groups
         .iter()
         .flat_map(|g| (0..g.texts).map(move |t| (g.start + t * g.len, g.len)))
         .flat_map(|(first, len)| (0..heads).map(move |h| (first, len, h)))
         .collect();
-    let context = Columns(out.as_mut_ptr());
+    let heads = Heads {
+        qkv,
+        hidden,
+        head_dim,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        context: Columns(out.as_mut_ptr()),
+    };
+    let simd = !matches!(isa, Isa::Portable) && has_avx2_fma();
     jobs.par_iter().for_each(|&(first, len, h)| {
-        let column = h * head_dim;
-        let row = |i: usize, part: usize| {
-            &qkv[(first + i) * width + part * hidden + column..][..head_dim]
-        };
-        SCORES.with_borrow_mut(|scores| {
-            scores.resize(len, 0.0);
-            for i in 0..len {
-                let q = row(i, 0);
-                let mut max = f32::NEG_INFINITY;
-                for (j, s) in scores.iter_mut().enumerate() {
-                    *s = dot(q, row(j, 1)) * scale;
-                    max = max.max(*s);
-                }
-                let mut sum = 0.0;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                // SAFETY: this job alone writes columns `column..+head_dim`
-                // of the rows of its text, and `out` outlives the loop.
-                let ctx = unsafe { context.slice((first + i) * hidden + column, head_dim) };
-                ctx.fill(0.0);
-                for (j, &p) in scores.iter().enumerate() {
-                    let p = p * inv;
-                    for (c, v) in ctx.iter_mut().zip(row(j, 2)) {
-                        *c += p * v;
-                    }
-                }
+        if simd {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                heads.one_avx2(first, len, h)
             }
-        });
+        } else {
+            heads.one(first, len, h)
+        }
     });
     out
+}
+
+/// Whether the AVX2 + FMA build of a job may run here.
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// What every job reads, and the context they write.
+struct Heads<'a> {
+    qkv: &'a [f32],
+    hidden: usize,
+    head_dim: usize,
+    scale: f32,
+    context: Columns,
+}
+
+impl Heads<'_> {
+    /// Head `h` of the text of `len` tokens from row `first`.
+    #[inline(always)]
+    fn one(&self, first: usize, len: usize, h: usize) {
+        let (hidden, head_dim) = (self.hidden, self.head_dim);
+        let column = h * head_dim;
+        let row = |i: usize, part: usize| {
+            &self.qkv[(first + i) * 3 * hidden + part * hidden + column..][..head_dim]
+        };
+        // Taken out for the loop, so the loop is compiled here (with this
+        // job's target features), not inside `LocalKey::with`.
+        let mut scores = SCORES.take();
+        scores.resize(len, 0.0);
+        for i in 0..len {
+            let q = row(i, 0);
+            let mut max = f32::NEG_INFINITY;
+            for (j, s) in scores.iter_mut().enumerate() {
+                *s = dot(q, row(j, 1)) * self.scale;
+                max = max.max(*s);
+            }
+            let mut sum = 0.0;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            // SAFETY: this job alone writes columns `column..+head_dim`
+            // of the rows of its text, and the buffer outlives the jobs.
+            let ctx = unsafe { self.context.slice((first + i) * hidden + column, head_dim) };
+            ctx.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                let p = p * inv;
+                for (c, v) in ctx.iter_mut().zip(row(j, 2)) {
+                    *c += p * v;
+                }
+            }
+        }
+        SCORES.set(scores);
+    }
+
+    /// [`Heads::one`] compiled for AVX2 + FMA: 8-wide dot products and sums.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn one_avx2(&self, first: usize, len: usize, h: usize) {
+        self.one(first, len, h)
+    }
 }
 
 /// `a · b` in eight independent lanes, so the compiler vectorises it.
@@ -156,6 +212,7 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::gemm::Kernels;
 
     /// The textbook form in f64: scores, softmax, weighted sum.
     fn naive(qkv: &[f32], hidden: usize, heads: usize, g: &Group) -> Vec<Vec<f64>> {
@@ -221,19 +278,29 @@ mod tests {
             .num_threads(3)
             .build()
             .unwrap();
-        let out = pool.install(|| attend(&qkv, hidden, heads, &groups));
-        assert_eq!(out.len(), tokens * hidden);
-        assert!(out[..hidden].iter().all(|&v| v == 0.0), "a row of no text");
-        for g in &groups {
-            for (r, want) in naive(&qkv, hidden, heads, g).into_iter().enumerate() {
-                let got = &out[(g.start + r) * hidden..][..hidden];
-                for (x, (&got, want)) in got.iter().zip(want).enumerate() {
-                    assert!(
-                        (got as f64 - want).abs() < 1e-5,
-                        "group {g:?} row {r} column {x}: {got} vs {want}"
-                    );
+        // Every build this CPU runs: the portable one, and AVX2 + FMA where present.
+        let isas: Vec<Isa> = [Kernels::Portable, Kernels::Avx2]
+            .into_iter()
+            .filter_map(|k| k.resolve().ok())
+            .collect();
+        for &isa in &isas {
+            let out = pool.install(|| attend(&qkv, hidden, heads, &groups, isa));
+            assert_eq!(out.len(), tokens * hidden);
+            assert!(out[..hidden].iter().all(|&v| v == 0.0), "a row of no text");
+            for g in &groups {
+                for (r, want) in naive(&qkv, hidden, heads, g).into_iter().enumerate() {
+                    let got = &out[(g.start + r) * hidden..][..hidden];
+                    for (x, (&got, want)) in got.iter().zip(want).enumerate() {
+                        assert!(
+                            (got as f64 - want).abs() < 1e-5,
+                            "{isa:?}: group {g:?} row {r} column {x}: {got} vs {want}"
+                        );
+                    }
                 }
             }
+            // A lone token attends only to itself: its context is its value.
+            let v = &qkv[14 * 3 * hidden + 2 * hidden..][..hidden];
+            assert_eq!(&out[14 * hidden..][..hidden], v, "{isa:?}");
         }
         // The op refuses groups that overlap or run past the rows.
         let rows = candle_core::Tensor::zeros(
@@ -242,7 +309,13 @@ mod tests {
             &candle_core::Device::Cpu,
         )
         .unwrap();
-        let run = |groups: &[Group]| rows.apply_op1_no_bwd(&SelfAttention { groups, heads });
+        let run = |groups: &[Group]| {
+            rows.apply_op1_no_bwd(&SelfAttention {
+                groups,
+                heads,
+                isa: Isa::Portable,
+            })
+        };
         let group = |start, len| Group {
             start,
             texts: 1,
@@ -254,8 +327,5 @@ mod tests {
             "overlapping groups"
         );
         assert!(run(&[group(2, 3)]).is_err(), "past the last row");
-        // A lone token attends only to itself: its context is its value.
-        let v = &qkv[14 * 3 * hidden + 2 * hidden..][..hidden];
-        assert_eq!(&out[14 * hidden..][..hidden], v);
     }
 }

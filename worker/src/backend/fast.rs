@@ -187,6 +187,7 @@ impl FastBert {
             .apply_op1_no_bwd(&SelfAttention {
                 groups,
                 heads: self.heads,
+                isa: self.isa,
             })?
             .apply_op2_no_bwd(
                 x,
