@@ -82,34 +82,26 @@ fn attend(qkv: &[f32], hidden: usize, heads: usize, groups: &[Group], isa: Isa) 
         .flat_map(|g| (0..g.texts).map(move |t| (g.start + t * g.len, g.len)))
         .flat_map(|(first, len)| (0..heads).map(move |h| (first, len, h)))
         .collect();
-    let heads = Heads {
+    let work = Heads {
         qkv,
         hidden,
         head_dim,
         scale: 1.0 / (head_dim as f32).sqrt(),
         context: Columns(out.as_mut_ptr()),
     };
-    let simd = !matches!(isa, Isa::Portable) && has_avx2_fma();
+    let simd = isa.avx2_fma();
     jobs.par_iter().for_each(|&(first, len, h)| {
         if simd {
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            // SAFETY: the CPU has AVX2 and FMA (`Isa::avx2_fma`).
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                heads.one_avx2(first, len, h)
+                work.one_avx2(first, len, h)
             }
         } else {
-            heads.one(first, len, h)
+            work.one(first, len, h)
         }
     });
     out
-}
-
-/// Whether the AVX2 + FMA build of a job may run here.
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// What every job reads, and the context they write.

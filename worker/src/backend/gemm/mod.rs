@@ -108,6 +108,18 @@ impl Isa {
         }
     }
 
+    /// Whether code built for AVX2 + FMA may run with these kernels (outside
+    /// the GEMM too): the portable ones ask for plain code on any CPU.
+    pub fn avx2_fma(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512(_) => avx2::Avx2::detect().is_some(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2(_) => true,
+            Self::Portable => false,
+        }
+    }
+
     fn panel_width(self) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
