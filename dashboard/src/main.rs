@@ -9,8 +9,7 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let args = DashboardArgs::parse();
     args.log.init();
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = jetinfer_shared::serve::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let stop = CancellationToken::new();
     tokio::spawn(jetinfer_shared::shutdown::on_signal(stop.clone()));

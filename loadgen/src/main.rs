@@ -53,6 +53,12 @@ struct Common {
     /// API key for a gateway that requires one (sent as a bearer token).
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Speak HTTP/2 without TLS (prior knowledge) over this many
+    /// connections, requests dealt over them in turn; 0 speaks HTTP/1.1, one
+    /// connection per request in flight. Keep requests in flight per
+    /// connection under the gateway's `HTTP2_MAX_STREAMS` (1024).
+    #[arg(long, default_value_t = 0)]
+    http2_connections: usize,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +131,7 @@ fn plan(common: &Common, pattern: Pattern, shape: Shape, tasks: TaskMix) -> anyh
         seed: common.seed,
         timeout: Duration::from_millis(common.timeout_ms),
         api_key: common.api_key.clone(),
+        http2_connections: common.http2_connections,
     })
 }
 

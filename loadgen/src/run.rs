@@ -32,6 +32,8 @@ pub struct Plan {
     pub timeout: Duration,
     /// Bearer token for a gateway with `API_KEYS` set.
     pub api_key: Option<String>,
+    /// HTTP/2 (prior knowledge) over this many connections; 0: HTTP/1.1.
+    pub http2_connections: usize,
 }
 
 /// How progress is shown while the run goes.
@@ -106,11 +108,22 @@ pub async fn execute(plan: &Plan, progress: Progress) -> anyhow::Result<(Vec<Rec
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    let http = reqwest::Client::builder()
-        .default_headers(headers)
-        .timeout(plan.timeout)
-        .pool_max_idle_per_host(1024)
-        .build()?;
+    // One client per HTTP/2 connection: a client multiplexes all its
+    // requests on one. Over HTTP/1.1 one client pools as many as are needed.
+    let clients = (0..plan.http2_connections.max(1))
+        .map(|_| {
+            let builder = reqwest::Client::builder()
+                .default_headers(headers.clone())
+                .timeout(plan.timeout)
+                .pool_max_idle_per_host(1024);
+            match plan.http2_connections {
+                0 => builder,
+                _ => builder.http2_prior_knowledge(),
+            }
+            .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let http = |i: usize| clients[i % clients.len()].clone();
     let shown = Arc::new(Shown::new(progress, plan.shape.requests));
     let mut rng = rand::rngs::StdRng::seed_from_u64(plan.seed);
     let t0 = Instant::now();
@@ -126,9 +139,9 @@ pub async fn execute(plan: &Plan, progress: Progress) -> anyhow::Result<(Vec<Rec
     if plan.pattern == Pattern::Closed {
         let queue = Arc::new(std::sync::Mutex::new(requests.into_iter()));
         let sent = Arc::new(AtomicUsize::new(0));
-        for _ in 0..plan.concurrency.max(1) {
+        for client in 0..plan.concurrency.max(1) {
             let (http, queue, shown, sent) =
-                (http.clone(), queue.clone(), shown.clone(), sent.clone());
+                (http(client), queue.clone(), shown.clone(), sent.clone());
             let (url, max) = (plan.url.clone(), plan.max_duration);
             jobs.spawn(async move {
                 let mut out = Vec::new();
@@ -150,7 +163,7 @@ pub async fn execute(plan: &Plan, progress: Progress) -> anyhow::Result<(Vec<Rec
                 break;
             }
             tokio::time::sleep_until((t0 + offset).into()).await;
-            let (http, shown, url) = (http.clone(), shown.clone(), plan.url.clone());
+            let (http, shown, url) = (http(i), shown.clone(), plan.url.clone());
             jobs.spawn(async move {
                 let r = client::send(&http, &url, i, task, body, t0).await;
                 shown.finished(&r);

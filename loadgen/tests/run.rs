@@ -1,5 +1,7 @@
 //! loadgen's own counting, end to end over HTTP, against the trivial handler.
 
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
 use jetinfer_loadgen::run::{execute, Plan, Progress};
 use jetinfer_loadgen::traffic::{Pattern, Shape};
 use jetinfer_loadgen::{plots, report, trivial};
@@ -24,6 +26,7 @@ async fn plan(pattern: Pattern, requests: usize) -> Plan {
         seed: 7,
         timeout: Duration::from_secs(10),
         api_key: None,
+        http2_connections: 0,
     }
 }
 
@@ -39,25 +42,63 @@ async fn every_pattern_counts_every_request_once() {
         let (records, took) = execute(&plan(pattern, 40).await, Progress::Quiet)
             .await
             .unwrap();
-        let s = report::summarize(&records, took.as_secs_f64());
-        assert_eq!(s.sent, 40, "{pattern:?}");
-        let indices: HashSet<usize> = records.iter().map(|r| r.index).collect();
-        assert_eq!(indices.len(), 40, "{pattern:?}: each request recorded once");
-        // The trivial handler fails exactly the "fail" inputs with a 503.
-        assert!(s.succeeded > 0 && s.failed > 0, "{pattern:?}: {s:?}");
-        assert_eq!(s.succeeded + s.failed, 40);
-        assert_eq!(
-            s.failures_by_reason.get("unavailable"),
-            Some(&s.failed),
-            "{s:?}"
-        );
-        assert_eq!(s.per_worker.get("trivial"), Some(&s.succeeded));
-        let l = s.latency_ms;
-        assert!(
-            l.min <= l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.max,
-            "{l:?}"
-        );
+        check_counts(pattern, &records, took);
     }
+}
+
+/// The trivial handler served over HTTP/2 only (prior knowledge), so a
+/// request sent over HTTP/1.1 fails; returns its base URL.
+async fn spawn_http2_only() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = TowerToHyperService::new(trivial::app());
+            tokio::spawn(http2.serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    url
+}
+
+/// Over HTTP/2 (three connections, requests dealt over them) the same
+/// traffic is sent and counted the same way.
+#[tokio::test]
+async fn http2_connections_count_every_request_once() {
+    for pattern in [Pattern::Burst, Pattern::Closed] {
+        let plan = Plan {
+            url: spawn_http2_only().await,
+            http2_connections: 3,
+            ..plan(pattern, 40).await
+        };
+        let (records, took) = execute(&plan, Progress::Quiet).await.unwrap();
+        check_counts(pattern, &records, took);
+    }
+}
+
+/// 40 requests, each recorded once; the "fail" inputs failed with a 503.
+fn check_counts(pattern: Pattern, records: &[jetinfer_loadgen::client::Record], took: Duration) {
+    let s = report::summarize(records, took.as_secs_f64());
+    assert_eq!(s.sent, 40, "{pattern:?}");
+    let indices: HashSet<usize> = records.iter().map(|r| r.index).collect();
+    assert_eq!(indices.len(), 40, "{pattern:?}: each request recorded once");
+    // The trivial handler fails exactly the "fail" inputs with a 503.
+    assert!(s.succeeded > 0 && s.failed > 0, "{pattern:?}: {s:?}");
+    assert_eq!(s.succeeded + s.failed, 40);
+    assert_eq!(
+        s.failures_by_reason.get("unavailable"),
+        Some(&s.failed),
+        "{s:?}"
+    );
+    assert_eq!(s.per_worker.get("trivial"), Some(&s.succeeded));
+    let l = s.latency_ms;
+    assert!(
+        l.min <= l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.max,
+        "{l:?}"
+    );
 }
 
 #[tokio::test]

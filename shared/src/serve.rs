@@ -9,8 +9,14 @@
 //! - At most `MAX_CONNECTIONS` are served at once. Past that a connection is
 //!   answered a canned 503 `overloaded` without waiting for it and closed, so
 //!   the accept loop never stalls and the descriptors stay under the limit.
-//! - hyper (and its ~16 KiB of buffers) starts on a connection's first byte,
+//! - hyper (and its ~16 KiB of buffers) starts on a connection's first bytes,
 //!   so idle connections cost little more than their sockets.
+//! - HTTP/1.1 and HTTP/2 over cleartext (h2c, prior knowledge: `curl
+//!   --http2-prior-knowledge`) on the same port, told apart by the first
+//!   bytes. HTTP/1.1 needs a connection, and its buffers, per request in
+//!   flight; HTTP/2 carries up to `HTTP2_MAX_STREAMS` requests on one, which
+//!   is how a proxy or a client with thousands of waiting requests keeps the
+//!   server's memory small.
 //!
 //! Metrics (on the server's `/metrics`): `jetinfer_http_connections_open`,
 //! `jetinfer_http_connections_shed_total` (refused over the cap) and
@@ -21,21 +27,44 @@ pub mod activity;
 
 use activity::{Progress, Watched};
 use axum::Router;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use std::future::Future;
 use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Descriptors kept free of connections: NATS, logs, files, the listener.
 pub const FD_RESERVE: u64 = 256;
+
+/// Connections the kernel may hold, handshake done, until the accept loop
+/// takes them. tokio's `bind` asks for 1024: a burst of thousands of clients
+/// connecting at once overflowed that, and the kernel dropped the rest of
+/// their handshakes, so they stalled for SYN retransmits (1, 3, 7 … s) and
+/// many gave up. Linux caps the request at `net.core.somaxconn` (4096 by
+/// default; raise it for deeper bursts).
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Listen on `addr` (address reuse on, as `TcpListener::bind` does) with the
+/// deepest accept queue the kernel allows; see [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// What a connection over `MAX_CONNECTIONS` gets before it is closed.
 static OVERLOADED: LazyLock<Vec<u8>> = LazyLock::new(|| {
@@ -70,6 +99,12 @@ pub struct ServeArgs {
     /// fit, with a warning.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
+    /// Most requests in flight on one HTTP/2 connection at once; a client
+    /// asks for more by opening another connection (each counts against
+    /// `MAX_CONNECTIONS`). Load shedding (`MAX_IN_FLIGHT`) applies to every
+    /// request, however it arrived.
+    #[arg(long, env = "HTTP2_MAX_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_streams: u32,
 }
 
 /// The connection cap that fits under a soft descriptor limit of `soft`,
@@ -131,10 +166,15 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(args.effective_cap() as usize));
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(args.header_timeout_s));
-    let http = Arc::new(http);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(args.http2_max_streams);
+    let http = Arc::new(Protocols { http1, http2 });
     let graceful = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
@@ -171,10 +211,47 @@ pub async fn serve(
     Ok(())
 }
 
+/// How connections are served, by protocol.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+/// What a connection's first bytes say it speaks.
+enum Opening {
+    /// A request line: HTTP/1.x.
+    Http1,
+    /// HTTP/2's connection preface (`PRI * HTTP/2.0…`): h2c, prior knowledge.
+    Http2,
+    /// Closed or broken before its first bytes.
+    Closed,
+}
+
+/// Tell HTTP/2's preface from an HTTP/1 request line by the first three bytes
+/// (no method is spelt `PRI`), without consuming them. A peek, not
+/// `readable()`: readiness may be reported spuriously, and a peek that finds
+/// nothing goes back to waiting. hyper-util's auto-detecting server does the
+/// same with a read and a buffer, which cost HTTP/1.1 connections ~6 KiB each.
+async fn opening(stream: &TcpStream) -> Opening {
+    const PREFACE: &[u8] = b"PRI";
+    let mut head = [0u8; 3];
+    loop {
+        match stream.peek(&mut head).await {
+            Ok(0) | Err(_) => return Opening::Closed,
+            Ok(n) if n == PREFACE.len() && head == PREFACE => return Opening::Http2,
+            Ok(n) if n == PREFACE.len() || !PREFACE.starts_with(&head[..n]) => {
+                return Opening::Http1
+            }
+            // "P" or "PR" so far: wait for the next segment.
+            Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+}
+
 /// One accepted connection and what serving it takes.
 struct Connection {
     stream: TcpStream,
-    http: Arc<http1::Builder>,
+    http: Arc<Protocols>,
     app: Router,
     shutdown: Watcher,
     args: ServeArgs,
@@ -185,7 +262,8 @@ impl Connection {
     /// deadline, or `stop` fires before it sent anything.
     ///
     /// hyper allocates about 16 KiB of buffers per connection the moment it
-    /// starts, so it starts only once the first byte is there: until then a
+    /// starts, so it starts only once the first bytes are there (which also
+    /// tell HTTP/2 from HTTP/1): until then a
     /// connection costs its socket and this small future. hyper's header
     /// clock starts with it, so the first head's deadline (`HEADER_TIMEOUT_S`
     /// after the accept) is kept here; later heads' by hyper.
@@ -198,21 +276,17 @@ impl Connection {
             args,
         } = self;
         let head_due = Instant::now() + Duration::from_secs(args.header_timeout_s);
-        // A peek, not `readable()`: readiness may be reported spuriously, and
-        // a peek that finds nothing goes back to waiting.
-        let mut first = [0u8; 1];
-        tokio::select! {
+        let opening = tokio::select! {
             () = stop.cancelled() => return,
-            peeked = tokio::time::timeout_at(head_due, stream.peek(&mut first)) => match peeked {
-                Ok(Ok(n)) if n > 0 => {}
-                // Closed or broken before its first byte.
-                Ok(_) => return,
+            opening = tokio::time::timeout_at(head_due, opening(&stream)) => match opening {
+                Ok(Opening::Closed) => return,
+                Ok(opening) => opening,
                 Err(_) => {
                     tracing::debug!("no request head in time; connection closed");
                     return;
                 }
             },
-        }
+        };
         let progress = Progress::new();
         let heard = Arc::new(AtomicBool::new(false));
         let io = TokioIo::new(Watched::new(stream, progress.clone()));
@@ -221,7 +295,10 @@ impl Connection {
             heard: heard.clone(),
         };
         // Boxed: inline it would size every waiting connection's task.
-        let served = Box::pin(shutdown.watch(http.serve_connection(io, service)));
+        let served: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>> = match opening {
+            Opening::Http2 => Box::pin(shutdown.watch(http.http2.serve_connection(io, service))),
+            _ => Box::pin(shutdown.watch(http.http1.serve_connection(io, service))),
+        };
         let first_head = async {
             tokio::time::sleep_until(head_due).await;
             if heard.load(Ordering::Relaxed) {

@@ -133,7 +133,11 @@ pub async fn infer(
             Begin::Replay { request_id, answer } => return Ok(replay(request_id, task, answer)),
         },
     };
-    let submitted = submit(&state, request_id, input, priority, claim.as_ref()).await;
+    // Boxed, as are the key steps and the report: a future is as large as its
+    // largest step, and this one waits in the smallest (`await_reply`) for as
+    // long as the answer takes; inline, submit (~1 KB) and the report (~1 KB)
+    // would double every waiting request's memory.
+    let submitted = Box::pin(submit(&state, request_id, input, priority, claim.as_ref())).await;
     let (waiting, answer) = match submitted {
         Ok(submitted) => submitted,
         Err(e) => {
@@ -150,18 +154,16 @@ pub async fn infer(
         Box::pin(settle(&state, claim, reply, latency_ms)).await;
     }
     let answer = respond(reply, waiting.id, task, latency_ms);
-    state
-        .report
-        .answered(Finished {
-            request_id: waiting.id,
-            task,
-            input: &text,
-            latency_ms,
-            worker_id: answer.worker_id,
-            retries: answer.retries,
-            outcome: answer.result.as_ref().map(|r| &r.output),
-        })
-        .await;
+    Box::pin(state.report.answered(Finished {
+        request_id: waiting.id,
+        task,
+        input: &text,
+        latency_ms,
+        worker_id: answer.worker_id,
+        retries: answer.retries,
+        outcome: answer.result.as_ref().map(|r| &r.output),
+    }))
+    .await;
     answer.result.map(|r| Json(r).into_response())
 }
 

@@ -28,8 +28,19 @@ async fn start() -> (std::net::SocketAddr, CancellationToken) {
         header_timeout_s: 1,
         idle_timeout_s: 60,
         max_connections: 1,
+        http2_max_streams: 64,
     };
-    let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    // `/together` answers only once 50 requests are in it at the same time.
+    let together = Arc::new(tokio::sync::Barrier::new(50));
+    let app = Router::new()
+        .route("/", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/together",
+            axum::routing::get(move || async move {
+                together.wait().await;
+                "together"
+            }),
+        );
     tokio::spawn(serve(listener, app, args, stop.clone()));
     (addr, stop)
 }
@@ -90,4 +101,61 @@ async fn the_first_head_is_due_a_header_timeout_after_the_accept() {
         );
     }
     stop.cancel();
+}
+
+/// HTTP/2 without TLS (prior knowledge) is served on the same port, many
+/// requests in flight on one connection: with a single connection slot, 50
+/// requests that are only answered once all 50 are in the server must share it.
+#[tokio::test]
+async fn fifty_requests_in_flight_share_one_http2_connection() {
+    let (addr, stop) = start().await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/together");
+    let answers = futures::future::join_all((0..50).map(|_| async {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        (response.status(), response.text().await.unwrap())
+    }));
+    let answers = tokio::time::timeout(Duration::from_secs(10), answers)
+        .await
+        .expect("all 50 were never in flight at once");
+    for (status, body) in answers {
+        assert_eq!((status.as_u16(), body.as_str()), (200, "together"));
+    }
+    stop.cancel();
+}
+
+/// A burst of connections far beyond tokio's default accept queue (1024) all
+/// complete their handshakes while nothing accepts them yet: none is dropped
+/// to SYN retransmits. (The 5 s only bounds "never"; with the old queue the
+/// excess stay unconnected for minutes.)
+#[tokio::test]
+async fn a_burst_of_connections_fits_the_accept_queue() {
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("Linux: /proc/sys/net/core/somaxconn")
+        .trim()
+        .parse()
+        .unwrap();
+    let burst = somaxconn.min(3000);
+    assert!(
+        burst > 1100,
+        "net.core.somaxconn {somaxconn} is too small to test"
+    );
+    let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connects =
+        (0..burst).map(|_| tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)));
+    let connected = futures::future::join_all(connects)
+        .await
+        .into_iter()
+        .filter(|c| matches!(c, Ok(Ok(_))))
+        .count();
+    assert_eq!(
+        connected, burst,
+        "handshakes dropped by a full accept queue"
+    );
+    drop(listener);
 }
