@@ -15,6 +15,7 @@
 //!   residual + layer norm fused into the GEMM's output.
 //! - [`source`]: where the model folder comes from (a local dir or the hub).
 //! - [`thread`]: the dedicated compute thread and its async handle.
+//! - [`vision`]: image models (EfficientNet-Lite0) and their preprocessing.
 //! - `toy` (tests only): a deterministic embedder for consume-path unit tests.
 
 pub mod attention;
@@ -28,6 +29,7 @@ pub mod source;
 pub mod thread;
 #[cfg(test)]
 pub mod toy;
+pub mod vision;
 
 /// Why a backend could not load or run.
 #[derive(Debug, thiserror::Error)]

