@@ -191,3 +191,61 @@ fn a_non_image_is_refused() {
         assert!(refused.to_string().contains("not a decodable"), "{refused}");
     }
 }
+
+/// A PNG of nothing but a header declaring `width × height` RGB pixels (and no pixel data).
+fn png_header(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend(width.to_be_bytes());
+    chunk.extend(height.to_be_bytes());
+    chunk.extend([8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter, no interlace
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    png.extend(13u32.to_be_bytes());
+    png.extend(&chunk);
+    png.extend(crc32(&chunk).to_be_bytes());
+    // An empty first data chunk: the header is complete, the pixels are not.
+    png.extend(0u32.to_be_bytes());
+    png.extend(b"IDAT");
+    png.extend(crc32(b"IDAT").to_be_bytes());
+    png
+}
+
+/// A few bytes declaring a canvas of billions of pixels are refused from the
+/// header, before anything is allocated for it; a header of a sane size gets
+/// as far as its (missing) pixels.
+#[test]
+fn a_huge_canvas_is_refused_before_decoding() {
+    let refused = preprocess::pixels(&png_header(60_000, 50_000)).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            preprocess::ImageError::TooLarge {
+                width: 60_000,
+                height: 50_000
+            }
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("at most 8192 on a side"),
+        "{refused}"
+    );
+    let truncated = preprocess::pixels(&png_header(640, 480)).unwrap_err();
+    assert!(
+        matches!(truncated, preprocess::ImageError::Undecodable(_)),
+        "{truncated}"
+    );
+}

@@ -20,12 +20,28 @@ const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet's per-channel standard deviation (RGB, on [0, 1]).
 const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// Longest side of an image that is decoded at all. A photo is shrunk to 224
+/// anyway, and a few kilobytes of PNG can declare a canvas of gigapixels: the
+/// header is checked before a single pixel is allocated.
+pub const MAX_SIDE: u32 = 8192;
+
+/// Most the decoder may allocate for one image (an RGBA 8192 × 8192 is 256 MiB).
+const MAX_ALLOC: u64 = 256 << 20;
+
 /// Why a payload is not an image the model can take.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// Not a PNG or JPEG, or a broken one.
     #[error("not a decodable PNG or JPEG image: {0}")]
     Undecodable(String),
+    /// Wider or taller than [`MAX_SIDE`] (refused from its header, before decoding).
+    #[error("the image is {width} x {height} pixels; at most {MAX_SIDE} on a side")]
+    TooLarge {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
     /// Decoded, but with a side of zero pixels.
     #[error("the image is empty ({width} x {height} pixels)")]
     Empty {
@@ -39,12 +55,26 @@ pub enum ImageError {
 /// Decode `bytes`, resize, crop and normalise: `3 × 224 × 224` values, RGB
 /// planes in that order.
 pub fn pixels(bytes: &[u8]) -> Result<Vec<f32>, ImageError> {
-    let decoded =
-        image::load_from_memory(bytes).map_err(|e| ImageError::Undecodable(e.to_string()))?;
-    let (width, height) = (decoded.width(), decoded.height());
+    let undecodable = |e: image::ImageError| ImageError::Undecodable(e.to_string());
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| ImageError::Undecodable(e.to_string()))
+    };
+    let (width, height) = reader()?.into_dimensions().map_err(undecodable)?;
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(ImageError::TooLarge { width, height });
+    }
     if width == 0 || height == 0 {
         return Err(ImageError::Empty { width, height });
     }
+    let mut reader = reader()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    let decoded = reader.decode().map_err(undecodable)?;
     let rgb = decoded.to_rgb8();
     // The shorter side becomes RESIZE, the other keeps the aspect ratio.
     let (w, h) = if width <= height {
