@@ -235,6 +235,7 @@ enum Opening {
 async fn opening(stream: &TcpStream) -> Opening {
     const PREFACE: &[u8] = b"PRI";
     let mut head = [0u8; 3];
+    let mut pause = Duration::from_millis(1);
     loop {
         match stream.peek(&mut head).await {
             Ok(0) | Err(_) => return Opening::Closed,
@@ -242,8 +243,12 @@ async fn opening(stream: &TcpStream) -> Opening {
             Ok(n) if n == PREFACE.len() || !PREFACE.starts_with(&head[..n]) => {
                 return Opening::Http1
             }
-            // "P" or "PR" so far: wait for the next segment.
-            Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            // "P" or "PR" so far: wait for the next segment, backing off (1 ms
+            // up to 100 ms) so a client that stalls here costs few wake-ups.
+            Ok(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
         }
     }
 }

@@ -97,6 +97,8 @@ class StateDictUnpickler(pickle.Unpickler):
         tag, kind, key, _location, size = pid[:5]
         if tag != "storage":
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
+        if len(pid) > 5 and pid[5] is not None:
+            raise pickle.UnpicklingError(f"storage views are not supported: {pid!r}")
         found = self.storages.get(key)
         if found is None:
             found = self.storages[key] = Storage(kind.name, key, size)

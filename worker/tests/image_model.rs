@@ -249,3 +249,25 @@ fn a_huge_canvas_is_refused_before_decoding() {
         "{truncated}"
     );
 }
+
+/// Strips and single pixels are images too: each is preprocessed to the
+/// right shape and colour (strips beyond 4 : 1 through the centre cut that
+/// keeps their resized copy small).
+#[test]
+fn odd_shapes_are_preprocessed() {
+    for (width, height) in [(1, 1), (1, 8192), (8192, 3), (225, 224), (300, 1200)] {
+        let mut png = Vec::new();
+        image::RgbImage::from_pixel(width, height, image::Rgb([200, 30, 90]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let pixels = preprocess::pixels(&png).unwrap();
+        assert_eq!(pixels.len(), 3 * 224 * 224, "{width} x {height}");
+        // A flat colour stays flat, and is normalised as ImageNet's mean/std say.
+        let red = (200.0 / 255.0 - 0.485) / 0.229;
+        assert!(
+            (pixels[0] - red).abs() < 0.02,
+            "{width} x {height}: {}",
+            pixels[0]
+        );
+    }
+}

@@ -25,6 +25,9 @@ const STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// header is checked before a single pixel is allocated.
 pub const MAX_SIDE: u32 = 8192;
 
+/// Longest side, in multiples of the shorter, kept before resizing; see [`pixels`].
+const MAX_ASPECT: u32 = 4;
+
 /// Most the decoder may allocate for one image (an RGBA 8192 × 8192 is 256 MiB).
 const MAX_ALLOC: u64 = 256 << 20;
 
@@ -34,8 +37,9 @@ pub enum ImageError {
     /// Not a PNG or JPEG, or a broken one.
     #[error("not a decodable PNG or JPEG image: {0}")]
     Undecodable(String),
-    /// Wider or taller than [`MAX_SIDE`] (refused from its header, before decoding).
-    #[error("the image is {width} x {height} pixels; at most {MAX_SIDE} on a side")]
+    /// Wider or taller than [`MAX_SIDE`] (refused from its header, before
+    /// decoding), or needing more than 256 MiB to decode.
+    #[error("the image is {width} x {height} pixels; at most {MAX_SIDE} on a side (and 256 MiB decoded)")]
     TooLarge {
         /// Width in pixels.
         width: u32,
@@ -74,8 +78,25 @@ pub fn pixels(bytes: &[u8]) -> Result<Vec<f32>, ImageError> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
-    let decoded = reader.decode().map_err(undecodable)?;
-    let rgb = decoded.to_rgb8();
+    let decoded = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => ImageError::TooLarge { width, height },
+        e => undecodable(e),
+    })?;
+    let mut rgb = decoded.into_rgb8();
+    // Only the centre survives the crop: a strip of extreme aspect (1 × 8192)
+    // is first cut to its central MAX_ASPECT : 1, or its resized copy would
+    // run to millions of pixels on the long side.
+    let (width, height) = if width > MAX_ASPECT * height {
+        let keep = MAX_ASPECT * height;
+        rgb = image::imageops::crop_imm(&rgb, (width - keep) / 2, 0, keep, height).to_image();
+        (keep, height)
+    } else if height > MAX_ASPECT * width {
+        let keep = MAX_ASPECT * width;
+        rgb = image::imageops::crop_imm(&rgb, 0, (height - keep) / 2, width, keep).to_image();
+        (width, keep)
+    } else {
+        (width, height)
+    };
     // The shorter side becomes RESIZE, the other keeps the aspect ratio.
     let (w, h) = if width <= height {
         (
