@@ -48,19 +48,23 @@ struct Conv {
 impl Conv {
     /// `conv(x) + bias`, TensorFlow "same" padding; ReLU6 after when `relu6`.
     fn forward(&self, x: &Tensor, relu6: bool) -> Result<Tensor> {
-        let (_, _, h, w) = x.dims4()?;
-        let (_, _, k, _) = self.weight.dims4()?;
-        let x = if k == 1 {
-            x.clone()
+        let (n, c, h, w) = x.dims4()?;
+        let (out, _, k, _) = self.weight.dims4()?;
+        let y = if k == 1 && self.stride == 1 {
+            // A pointwise convolution is one matrix product per image,
+            // `(out × c) · (c × h·w)`, without im2col's copy of the input.
+            let weight = self.weight.reshape((out, c))?;
+            weight
+                .broadcast_matmul(&x.reshape((n, c, h * w))?)?
+                .reshape((n, out, h, w))?
         } else {
             let (top, bottom) = same_padding(h, k, self.stride);
             let (left, right) = same_padding(w, k, self.stride);
             x.pad_with_zeros(2, top, bottom)?
                 .pad_with_zeros(3, left, right)?
+                .conv2d(&self.weight, 0, self.stride, 1, 1)?
         };
-        let y = x
-            .conv2d(&self.weight, 0, self.stride, 1, 1)?
-            .broadcast_add(&self.bias)?;
+        let y = y.broadcast_add(&self.bias)?;
         if relu6 {
             y.clamp(0f32, 6f32)
         } else {
