@@ -136,14 +136,14 @@ fn photos_are_recognised() {
         ),
         ("sample_data/grace_hopper.jpg", &[652], "military uniform"),
     ];
+    let photos = reference().images;
     for (suffix, classes, what) in expected {
-        let path = reference()
-            .images
-            .into_iter()
-            .map(|p| p.path)
-            .find(|p| p.ends_with(suffix))
-            .unwrap();
-        let x = preprocess::batch(&[photo(&path)], &Device::Cpu).unwrap();
+        let path = &photos
+            .iter()
+            .find(|p| p.path.ends_with(suffix))
+            .unwrap()
+            .path;
+        let x = preprocess::batch(&[photo(path)], &Device::Cpu).unwrap();
         let top = net.classify(&x, 5).unwrap().remove(0);
         assert!(
             top.iter().any(|s| classes.contains(&s.index)),

@@ -64,25 +64,25 @@ impl Depthwise {
         let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
         let input = x.flatten_all()?.to_vec1::<f32>()?;
         let mut out = vec![0f32; n * channels * oh * ow];
+        // Per tap, the output columns whose input column is inside the image
+        // (the same for every plane): the loops below then run without a
+        // bounds test, and at stride 1 over contiguous rows the compiler vectorises.
+        let columns: Vec<(usize, usize)> = (0..k)
+            .map(|kx| {
+                let lo = left.saturating_sub(kx).div_ceil(s);
+                let hi = (w + left)
+                    .checked_sub(kx + 1)
+                    .map_or(0, |last| last / s + 1)
+                    .min(ow);
+                (lo, hi.max(lo))
+            })
+            .collect();
         out.par_chunks_mut(oh * ow)
             .zip(input.par_chunks(h * w))
             .enumerate()
             .for_each(|(plane, (out, input))| {
                 let c = plane % channels;
                 let filter = &self.weight[c * k * k..(c + 1) * k * k];
-                // Per tap, the output columns whose input column is inside the
-                // image: the loops below then run without a bounds test, and
-                // at stride 1 over contiguous rows the compiler vectorises.
-                let columns: Vec<(usize, usize)> = (0..k)
-                    .map(|kx| {
-                        let lo = left.saturating_sub(kx).div_ceil(s);
-                        let hi = (w + left)
-                            .checked_sub(kx + 1)
-                            .map_or(0, |last| last / s + 1)
-                            .min(ow);
-                        (lo, hi.max(lo))
-                    })
-                    .collect();
                 for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
                     row.fill(self.bias[c]);
                     for ky in 0..k {

@@ -59,43 +59,46 @@ pub enum ImageError {
 /// Decode `bytes`, resize, crop and normalise: `3 × 224 × 224` values, RGB
 /// planes in that order.
 pub fn pixels(bytes: &[u8]) -> Result<Vec<f32>, ImageError> {
+    use image::ImageDecoder;
     let undecodable = |e: image::ImageError| ImageError::Undecodable(e.to_string());
-    let reader = || {
-        image::ImageReader::new(std::io::Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| ImageError::Undecodable(e.to_string()))
-    };
-    let (width, height) = reader()?.into_dimensions().map_err(undecodable)?;
+    // The header once: its size is judged before the decoder may allocate.
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageError::Undecodable(e.to_string()))?;
+    reader.no_limits();
+    let mut decoder = reader.into_decoder().map_err(undecodable)?;
+    let (width, height) = decoder.dimensions();
     if width > MAX_SIDE || height > MAX_SIDE {
         return Err(ImageError::TooLarge { width, height });
     }
     if width == 0 || height == 0 {
         return Err(ImageError::Empty { width, height });
     }
-    let mut reader = reader()?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_ALLOC);
-    reader.limits(limits);
-    let decoded = reader.decode().map_err(|e| match e {
+    let too_large = |e| match e {
         image::ImageError::Limits(_) => ImageError::TooLarge { width, height },
         e => undecodable(e),
-    })?;
-    let mut rgb = decoded.into_rgb8();
+    };
+    decoder.set_limits(limits).map_err(too_large)?;
+    let rgb = image::DynamicImage::from_decoder(decoder)
+        .map_err(too_large)?
+        .into_rgb8();
     // Only the centre survives the crop: a strip of extreme aspect (1 × 8192)
     // is first cut to its central MAX_ASPECT : 1, or its resized copy would
     // run to millions of pixels on the long side.
-    let (width, height) = if width > MAX_ASPECT * height {
-        let keep = MAX_ASPECT * height;
-        rgb = image::imageops::crop_imm(&rgb, (width - keep) / 2, 0, keep, height).to_image();
-        (keep, height)
-    } else if height > MAX_ASPECT * width {
-        let keep = MAX_ASPECT * width;
-        rgb = image::imageops::crop_imm(&rgb, 0, (height - keep) / 2, width, keep).to_image();
-        (width, keep)
+    let (kept_w, kept_h) = (
+        width.min(MAX_ASPECT * height),
+        height.min(MAX_ASPECT * width),
+    );
+    let (rgb, width, height) = if (kept_w, kept_h) == (width, height) {
+        (rgb, width, height)
     } else {
-        (width, height)
+        let (x, y) = ((width - kept_w) / 2, (height - kept_h) / 2);
+        let cut = image::imageops::crop_imm(&rgb, x, y, kept_w, kept_h).to_image();
+        (cut, kept_w, kept_h)
     };
     // The shorter side becomes RESIZE, the other keeps the aspect ratio.
     let (w, h) = if width <= height {
