@@ -144,7 +144,7 @@ function render(s) {
     tr.dataset.workerId = w.id;
     cell(tr, w.id);
     cell(tr, w.alive ? "alive" : "dead", "status");
-    cell(tr, w.model);
+    cell(tr, w.models.join(", "));
     cell(tr, w.tasks.join(", "));
     cell(tr, w.in_flight);
     cell(tr, fmtInt(w.processed));

@@ -104,9 +104,14 @@ impl BatchArgs {
 /// Input limits; exceeding one is a 4xx that names the limit.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Limits {
-    /// Largest request body accepted (413 above).
+    /// Largest JSON request body accepted (413 above), base64 photos included.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Largest raw photo upload accepted (`Content-Type: image/jpeg`,
+    /// `?task=classify_image`; 413 above). The gateway decodes it and sends
+    /// on only the 224 x 224 crop (147 KiB), whatever its size.
+    #[arg(long, env = "MAX_IMAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_image_bytes: usize,
     /// Longest text (input, query, candidate or label) in characters. The model
     /// reads at most 256 tokens of it (about 1000 characters of English); the
     /// rest is truncated as sentence-transformers does.

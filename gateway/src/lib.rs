@@ -148,6 +148,7 @@ pub async fn run(
         js,
         admission: http::admission::Admission::new(args.limits.max_in_flight),
         idempotency,
+        images: http::image::Images::default(),
     });
     tracing::info!(gateway_id = %gateway_id, listen = %listener.local_addr()?, "gateway ready");
     // A request waiting for its answer moves no bytes: the idle timeout must

@@ -11,6 +11,7 @@
 //! - [`subjects`]: every subject, stream, consumer and bucket name.
 //! - [`topology`]: idempotent creation of the streams, consumers and KV buckets.
 //! - [`heartbeats`]: which workers are alive now, read from the heartbeat bucket.
+//! - [`image`]: an uploaded photo to the 224 × 224 crop image models read (at the gateway).
 //! - [`corpus`]: benchmark input texts (1024 built-in sentences, or a JSON file).
 //! - [`config`]: command-line/env options every service shares (NATS connection).
 //! - [`identity`]: each process's own NATS login, the permissions of each role,
@@ -30,6 +31,7 @@ pub mod corpus;
 pub mod exposure;
 pub mod heartbeats;
 pub mod identity;
+pub mod image;
 pub mod keys;
 pub mod metrics;
 pub mod protocol;

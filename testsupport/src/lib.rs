@@ -30,6 +30,9 @@ mod worker_process;
 pub use cut_proxy::CutProxy;
 pub use gateway_process::GatewayProcess;
 pub use nats_server::NatsServer;
-pub use paths::{model_dir, nats_server_bin, repo_nats_conf, schemathesis_bin};
+pub use paths::{
+    image_model_dir, model_dir, nats_server_bin, photo, png_header, repo_nats_conf,
+    schemathesis_bin,
+};
 pub use wait::wait_for;
 pub use worker_process::WorkerProcess;

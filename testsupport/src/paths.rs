@@ -1,5 +1,6 @@
 //! Where the things tests need are: the repository's `nats.conf`, the
-//! nats-server and schemathesis programs, and the real model folder.
+//! nats-server and schemathesis programs, the real model folders and the
+//! test photos.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,4 +67,66 @@ pub fn model_dir() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The EfficientNet-Lite0 folder (`model.safetensors`, `labels.json`):
+/// `IMAGE_MODEL_DIR`, as `./jetinfer test` installs it. Panics when unset
+/// or incomplete.
+pub fn image_model_dir() -> PathBuf {
+    let dir = std::env::var_os("IMAGE_MODEL_DIR").map(PathBuf::from).expect(
+        "IMAGE_MODEL_DIR must name the EfficientNet-Lite0 folder (model.safetensors, labels.json); \
+         ./jetinfer test installs it",
+    );
+    assert!(
+        dir.join("model.safetensors").is_file() && dir.join("labels.json").is_file(),
+        "IMAGE_MODEL_DIR={} holds no model.safetensors and labels.json",
+        dir.display()
+    );
+    dir
+}
+
+/// The bytes of a photo Debian's python3-skimage or python-matplotlib-data
+/// installs at `path` (e.g. `/usr/lib/python3/dist-packages/skimage/data/chelsea.png`),
+/// under `PHOTOS_DIR` (where `./jetinfer test` unpacks them; `/` when they
+/// are installed). Panics when the photo is missing.
+pub fn photo(path: &str) -> Vec<u8> {
+    let root = std::env::var_os("PHOTOS_DIR").expect(
+        "PHOTOS_DIR must name where Debian's python3-skimage and python-matplotlib-data are \
+         unpacked (/ when installed); ./jetinfer test unpacks them",
+    );
+    let file = PathBuf::from(root).join(path.trim_start_matches('/'));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// A PNG of nothing but a header declaring `width × height` RGB pixels and
+/// no pixel data: a few bytes that claim a canvas of any size, for the
+/// decoders' size checks.
+pub fn png_header(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend(width.to_be_bytes());
+    chunk.extend(height.to_be_bytes());
+    chunk.extend([8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter, no interlace
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    png.extend(13u32.to_be_bytes());
+    png.extend(&chunk);
+    png.extend(crc32(&chunk).to_be_bytes());
+    // An empty first data chunk: the header is complete, the pixels are not.
+    png.extend(0u32.to_be_bytes());
+    png.extend(b"IDAT");
+    png.extend(crc32(b"IDAT").to_be_bytes());
+    png
 }

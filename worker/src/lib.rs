@@ -4,7 +4,8 @@
 //! - [`config`]: the command line (`WorkerArgs`).
 //! - [`backend`]: model loading and the compute thread; the only tensor code.
 //! - [`bench`]: `worker bench`, raw backend throughput against the baseline.
-//! - [`answers`]: embed / similarity / classify answers from one forward pass.
+//! - [`models`]: which models this worker serves (`MODELS`) and so which tasks it pulls.
+//! - [`answers`]: embed / similarity / classify / image answers from one forward pass.
 //! - [`consume`]: the life of a batch: pull, admit, pass, publish + ack, report.
 //! - [`faults`]: crash / delay / hang / lost-result injection, as wrappers
 //!   around the model and the result publisher.
@@ -29,6 +30,7 @@ pub mod heartbeat;
 pub mod identity;
 pub mod lease;
 pub mod metrics;
+pub mod models;
 pub mod service;
 
 use backend::{source, thread::BackendThread, BackendError};
@@ -55,6 +57,9 @@ pub enum WorkerError {
     /// The model could not be loaded.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// `MODELS` or `TASKS` ask for what this worker cannot serve.
+    #[error(transparent)]
+    Models(#[from] models::ChoiceError),
     /// NATS could not be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -99,16 +104,20 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
         None => None,
     };
     jetinfer_shared::metrics::handle();
-    let model = source::resolve(args.model_dir.clone(), &args.model_id)?;
-    tracing::info!(worker_id = %worker_id, model_dir = %model.dir.display(), threads = args.threads, "loading model");
-    let kind = args.backend;
-    let kernels = args.kernels;
-    let embedder = tokio::task::spawn_blocking(move || {
-        backend::load_with(kind, kernels, &model.dir, model.name)
-    })
-    .await
-    .map_err(|_| BackendError::Stopped)??;
-    let backend = BackendThread::spawn(embedder, args.threads.max(1))?;
+    let choice = models::choose(
+        &args.models,
+        &args.model_id,
+        args.image_model_dir.as_ref(),
+        &args.tasks,
+    )?;
+    tracing::info!(worker_id = %worker_id, models = ?choice.names(), tasks = ?choice.tasks, threads = args.threads, "loading models");
+    let loaded = {
+        let (choice, args) = (choice.clone(), args.clone());
+        tokio::task::spawn_blocking(move || load_models(&choice, &args))
+            .await
+            .map_err(|_| BackendError::Stopped)??
+    };
+    let backend = BackendThread::spawn(loaded, args.threads.max(1))?;
 
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
@@ -126,7 +135,7 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
 
     // Reaching NATS may take forever (it is down); a stop must not wait for it.
     let Some(reached) = stop
-        .run_until_cancelled(reach_nats(&args, &worker_id))
+        .run_until_cancelled(reach_nats(&args, &choice.tasks, &worker_id))
         .await
     else {
         tracing::info!(worker_id = %worker_id, "stopped before NATS was reached");
@@ -146,7 +155,7 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
     }
     let counters = counters::Counters::default();
     let events = Events::new(client.clone(), worker_id.clone());
-    let model = answers::Model::new(backend.clone(), args.classify_temperature);
+    let model = answers::Model::new(backend.clone(), choice.clone(), args.classify_temperature);
     let results = ResultPublisher::new(js.clone(), worker_id.clone());
     let processor = Arc::new(Processor {
         model: FaultyModel::new(
@@ -178,8 +187,8 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
     let beat_stop = CancellationToken::new();
     let identity = heartbeat::Identity {
         id: worker_id.clone(),
-        tasks: args.tasks.clone(),
-        model: backend.model_name().to_owned(),
+        tasks: choice.tasks.clone(),
+        models: choice.names(),
         started_at_ms: now_ms(),
     };
     let beating = tokio::spawn(heartbeat::run(
@@ -192,8 +201,8 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
     ));
     let registration = service::Registration {
         worker_id: worker_id.clone(),
-        model: backend.model_name().to_owned(),
-        tasks: args
+        models: choice.names().join(","),
+        tasks: choice
             .tasks
             .iter()
             .map(|t| t.as_str())
@@ -202,7 +211,7 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
     };
     let micro = tokio::spawn(service::run(client.clone(), registration, counters));
     events.emit("online", BatchRef::default(), 0.0, None).await;
-    tracing::info!(worker_id = %worker_id, tasks = ?args.tasks, "worker ready");
+    tracing::info!(worker_id = %worker_id, models = ?choice.names(), tasks = ?choice.tasks, "worker ready");
 
     let _ = serving.await;
     beat_stop.cancel();
@@ -220,6 +229,34 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
     Ok(())
 }
 
+/// Load the models `choice` names: the text model from `MODEL_DIR` (or the
+/// hub, by `MODEL_ID`) with the configured backend and kernels, the image
+/// model from `IMAGE_MODEL_DIR`.
+fn load_models(
+    choice: &models::Choice,
+    args: &WorkerArgs,
+) -> Result<backend::thread::Loaded, BackendError> {
+    let text = match &choice.text {
+        Some(name) => {
+            let dir = source::resolve(args.model_dir.clone(), &args.model_id)?;
+            tracing::info!(model = %name, dir = %dir.display(), "loading the text model");
+            Some(backend::load_with(args.backend, args.kernels, &dir)?)
+        }
+        None => None,
+    };
+    let image = match &choice.image {
+        Some(dir) => {
+            tracing::info!(model = models::IMAGE_MODEL, dir = %dir.display(), "loading the image model");
+            Some(backend::vision::efficientnet::EfficientNetLite0::load(
+                dir,
+                &candle_core::Device::Cpu,
+            )?)
+        }
+        None => None,
+    };
+    Ok(backend::thread::Loaded { text, image })
+}
+
 /// Longest wait at stop for buffered events to reach NATS.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
@@ -233,14 +270,18 @@ struct Reached {
 
 /// Connect and open (or create) the streams, the heartbeat bucket and one
 /// work consumer per task and priority served, high priority first.
-async fn reach_nats(args: &WorkerArgs, worker_id: &str) -> Result<Reached, WorkerError> {
+async fn reach_nats(
+    args: &WorkerArgs,
+    tasks: &[jetinfer_shared::protocol::Task],
+    worker_id: &str,
+) -> Result<Reached, WorkerError> {
     let client = args.nats.connect(worker_id).await?;
     let js = async_nats::jetstream::new(client.clone());
     let stream = topology::ensure_streams(&js, &args.topology).await?;
     let kv = topology::ensure_workers_bucket(&js, &args.topology).await?;
     let mut sources = Vec::new();
     for priority in Priority::ALL {
-        for task in &args.tasks {
+        for task in tasks {
             let consumer =
                 topology::ensure_work_consumer(&stream, &args.topology, *task, priority).await?;
             let name = jetinfer_shared::subjects::work_consumer(*task, priority);

@@ -9,7 +9,7 @@ fn main() -> anyhow::Result<()> {
     args.log.init();
     if args.fetch_model {
         let model = jetinfer_worker::backend::source::resolve(args.model_dir, &args.model_id)?;
-        println!("{}", model.dir.display());
+        println!("{}", model.display());
         return Ok(());
     }
     if let Some(Command::Bench(bench)) = &args.command {
@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
             jetinfer_worker::backend::source::resolve(args.model_dir.clone(), &args.model_id)?;
         let texts = jetinfer_shared::corpus::load(bench.corpus.as_deref())?;
         let rows = jetinfer_worker::bench::compare(
-            &model.dir,
+            &model,
             args.kernels,
             &texts,
             &bench.batch_sizes,

@@ -1,6 +1,6 @@
 //! The worker as a NATS micro service, so the standard tooling sees it:
 //! `nats micro ls` lists every worker, `nats micro info|stats jetinfer-worker`
-//! shows each one's model, tasks and counters, with no jetinfer-specific tool.
+//! shows each one's models, tasks and counters, with no jetinfer-specific tool.
 //!
 //! Work still arrives through JetStream pull consumers (that is what gives
 //! retries); the service's one endpoint, `infer.worker.<id>.status`, answers
@@ -18,8 +18,8 @@ pub const SERVICE_NAME: &str = "jetinfer-worker";
 pub struct Registration {
     /// Worker id (also in the endpoint subject).
     pub worker_id: String,
-    /// Model served.
-    pub model: String,
+    /// Models served, comma separated.
+    pub models: String,
     /// Tasks pulled, comma separated.
     pub tasks: String,
 }
@@ -36,7 +36,7 @@ pub async fn run(
         .description("jetinfer inference worker (work arrives via JetStream)")
         .metadata(HashMap::from([
             ("worker_id".to_owned(), me.worker_id.clone()),
-            ("model".to_owned(), me.model),
+            ("models".to_owned(), me.models),
             ("tasks".to_owned(), me.tasks),
         ]))
         .stats_handler(move |_endpoint, _stats| {

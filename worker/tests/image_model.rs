@@ -12,7 +12,9 @@
 //! tests allow 0.5 and 0.03, and the same five classes with the same first.
 
 use candle_core::Device;
-use jetinfer_worker::backend::vision::efficientnet::{EfficientNetLite0, Scored};
+use jetinfer_shared::image::{self, ImageCrop};
+use jetinfer_shared::protocol::ScoredClass;
+use jetinfer_worker::backend::vision::efficientnet::EfficientNetLite0;
 use jetinfer_worker::backend::vision::preprocess;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -54,18 +56,19 @@ fn model() -> EfficientNetLite0 {
     EfficientNetLite0::load(&PathBuf::from(dir), &Device::Cpu).unwrap()
 }
 
-/// The photo the packages install at `path`, preprocessed; a missing photo fails loudly.
-fn photo(path: &str) -> Vec<f32> {
+/// The photo the packages install at `path`, cropped as the gateway does; a
+/// missing photo fails loudly.
+fn photo(path: &str) -> ImageCrop {
     let root = std::env::var("PHOTOS_DIR").expect(
         "PHOTOS_DIR must name where Debian's python3-skimage and python-matplotlib-data are \
          unpacked (/ when installed); ./jetinfer test unpacks them",
     );
     let file = PathBuf::from(root).join(path.trim_start_matches('/'));
     let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    preprocess::pixels(&bytes).unwrap()
+    image::prepare(&bytes).unwrap()
 }
 
-fn indices(top: &[Scored]) -> Vec<usize> {
+fn indices(top: &[ScoredClass]) -> Vec<usize> {
     top.iter().map(|s| s.index).collect()
 }
 
@@ -73,7 +76,7 @@ fn indices(top: &[Scored]) -> Vec<usize> {
 fn photos_get_the_reference_classes_and_probabilities() {
     let net = model();
     for photo_ref in reference().images {
-        let x = preprocess::batch(&[photo(&photo_ref.path)], &Device::Cpu).unwrap();
+        let x = preprocess::batch(&[&photo(&photo_ref.path)], &Device::Cpu).unwrap();
         let logits = net.forward(&x).unwrap().to_vec2::<f32>().unwrap().remove(0);
         let worst = logits
             .iter()
@@ -143,7 +146,7 @@ fn photos_are_recognised() {
             .find(|p| p.path.ends_with(suffix))
             .unwrap()
             .path;
-        let x = preprocess::batch(&[photo(path)], &Device::Cpu).unwrap();
+        let x = preprocess::batch(&[&photo(path)], &Device::Cpu).unwrap();
         let top = net.classify(&x, 5).unwrap().remove(0);
         assert!(
             top.iter().any(|s| classes.contains(&s.index)),
@@ -157,15 +160,16 @@ fn photos_are_recognised() {
 #[test]
 fn a_batch_answers_as_single_images_do() {
     let net = model();
-    let photos: Vec<Vec<f32>> = reference().images.iter().map(|p| photo(&p.path)).collect();
+    let photos: Vec<ImageCrop> = reference().images.iter().map(|p| photo(&p.path)).collect();
+    let all: Vec<&ImageCrop> = photos.iter().collect();
     let together = net
-        .forward(&preprocess::batch(&photos, &Device::Cpu).unwrap())
+        .forward(&preprocess::batch(&all, &Device::Cpu).unwrap())
         .unwrap()
         .to_vec2::<f32>()
         .unwrap();
-    for (i, pixels) in photos.iter().enumerate() {
+    for (i, crop) in photos.iter().enumerate() {
         let alone = net
-            .forward(&preprocess::batch(std::slice::from_ref(pixels), &Device::Cpu).unwrap())
+            .forward(&preprocess::batch(&[crop], &Device::Cpu).unwrap())
             .unwrap()
             .to_vec2::<f32>()
             .unwrap()
@@ -176,98 +180,5 @@ fn a_batch_answers_as_single_images_do() {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(worst <= 1e-3, "photo {i}: batched logits differ by {worst}");
-    }
-}
-
-/// Bytes that are no image are refused with a reason, not a panic.
-#[test]
-fn a_non_image_is_refused() {
-    for bytes in [
-        &b"not an image"[..],
-        &[],
-        &[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0],
-    ] {
-        let refused = preprocess::pixels(bytes).unwrap_err();
-        assert!(refused.to_string().contains("not a decodable"), "{refused}");
-    }
-}
-
-/// A PNG of nothing but a header declaring `width × height` RGB pixels (and no pixel data).
-fn png_header(width: u32, height: u32) -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-    let mut chunk = b"IHDR".to_vec();
-    chunk.extend(width.to_be_bytes());
-    chunk.extend(height.to_be_bytes());
-    chunk.extend([8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter, no interlace
-    let mut png = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
-    png.extend(13u32.to_be_bytes());
-    png.extend(&chunk);
-    png.extend(crc32(&chunk).to_be_bytes());
-    // An empty first data chunk: the header is complete, the pixels are not.
-    png.extend(0u32.to_be_bytes());
-    png.extend(b"IDAT");
-    png.extend(crc32(b"IDAT").to_be_bytes());
-    png
-}
-
-/// A few bytes declaring a canvas of billions of pixels are refused from the
-/// header, before anything is allocated for it; a header of a sane size gets
-/// as far as its (missing) pixels.
-#[test]
-fn a_huge_canvas_is_refused_before_decoding() {
-    let refused = preprocess::pixels(&png_header(60_000, 50_000)).unwrap_err();
-    assert!(
-        matches!(
-            refused,
-            preprocess::ImageError::TooLarge {
-                width: 60_000,
-                height: 50_000
-            }
-        ),
-        "{refused}"
-    );
-    assert!(
-        refused.to_string().contains("at most 8192 on a side"),
-        "{refused}"
-    );
-    let truncated = preprocess::pixels(&png_header(640, 480)).unwrap_err();
-    assert!(
-        matches!(truncated, preprocess::ImageError::Undecodable(_)),
-        "{truncated}"
-    );
-}
-
-/// Strips and single pixels are images too: each is preprocessed to the
-/// right shape and colour (strips beyond 4 : 1 through the centre cut that
-/// keeps their resized copy small).
-#[test]
-fn odd_shapes_are_preprocessed() {
-    for (width, height) in [(1, 1), (1, 8192), (8192, 3), (225, 224), (300, 1200)] {
-        let mut png = Vec::new();
-        image::RgbImage::from_pixel(width, height, image::Rgb([200, 30, 90]))
-            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .unwrap();
-        let pixels = preprocess::pixels(&png).unwrap();
-        assert_eq!(pixels.len(), 3 * 224 * 224, "{width} x {height}");
-        // A flat colour stays flat, and is normalised as ImageNet's mean/std say.
-        let red = (200.0 / 255.0 - 0.485) / 0.229;
-        assert!(
-            (pixels[0] - red).abs() < 0.02,
-            "{width} x {height}: {}",
-            pixels[0]
-        );
     }
 }

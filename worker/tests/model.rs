@@ -13,7 +13,7 @@ const EXAMPLE_REF: [f32; 5] = [0.0677, 0.0635, 0.0487, 0.0793, 0.0374];
 const KINDS: [Kind; 2] = [Kind::Fast, Kind::Candle];
 
 fn load(kind: Kind) -> Box<dyn Embedder> {
-    backend::load(kind, &model_dir(), "all-MiniLM-L6-v2".into()).expect("load the real model")
+    backend::load(kind, &model_dir()).expect("load the real model")
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -104,7 +104,7 @@ fn every_kernel_path_agrees_with_the_baseline() {
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let want = baseline.embed(&refs).unwrap();
     for kernels in paths() {
-        let fast = FastBert::load(&model_dir(), "all-MiniLM-L6-v2".into(), kernels).unwrap();
+        let fast = FastBert::load(&model_dir(), kernels).unwrap();
         // Consecutive windows: 1 + 3 + 17 + 33 = all 54 texts.
         let mut start = 0;
         for size in [1, 3, 17, 33] {
@@ -136,7 +136,7 @@ fn forcing_kernels_the_cpu_lacks_is_a_clear_error() {
     assert!(paths().contains(&Kernels::Portable));
     for kernels in [Kernels::Avx512, Kernels::Avx2] {
         if kernels.resolve().is_err() {
-            let err = FastBert::load(&model_dir(), "x".into(), kernels)
+            let err = FastBert::load(&model_dir(), kernels)
                 .err()
                 .expect("must fail");
             assert!(err.to_string().contains("this CPU lacks"), "{err}");
@@ -147,7 +147,7 @@ fn forcing_kernels_the_cpu_lacks_is_a_clear_error() {
 #[test]
 fn a_missing_folder_is_a_clear_error() {
     for kind in KINDS {
-        let err = backend::load(kind, std::path::Path::new("/nonexistent"), "x".into())
+        let err = backend::load(kind, std::path::Path::new("/nonexistent"))
             .err()
             .expect("must fail");
         assert!(err.to_string().contains("config.json"), "{err}");

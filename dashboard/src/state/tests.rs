@@ -6,7 +6,7 @@ fn beat(id: &str) -> Heartbeat {
     Heartbeat {
         id: id.into(),
         tasks: vec![Task::Embed],
-        model: "m".into(),
+        models: vec!["m".into()],
         version: "0".into(),
         state: "ready".into(),
         in_flight: 1,

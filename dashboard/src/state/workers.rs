@@ -33,8 +33,8 @@ pub struct WorkerRow {
     pub id: String,
     /// Heartbeat younger than the TTL and not stopped.
     pub alive: bool,
-    /// Model served.
-    pub model: String,
+    /// Models served.
+    pub models: Vec<String>,
     /// Tasks pulled.
     pub tasks: Vec<String>,
     /// Batches being computed.
@@ -101,7 +101,7 @@ impl Workers {
                 WorkerRow {
                     id: w.beat.id.clone(),
                     alive,
-                    model: w.beat.model.clone(),
+                    models: w.beat.models.clone(),
                     tasks: w.beat.tasks.iter().map(|t| t.to_string()).collect(),
                     in_flight: if alive { w.beat.in_flight } else { 0 },
                     processed: w.beat.processed,

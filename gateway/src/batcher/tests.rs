@@ -92,6 +92,12 @@ impl Harness {
                 labels: vec!["a".into(), "b".into()],
             },
             Task::Echo => TaskInput::Echo { text },
+            Task::ClassifyImage => TaskInput::ClassifyImage {
+                image: jetinfer_shared::image::ImageCrop {
+                    side: 224,
+                    rgb: text.into_bytes(),
+                },
+            },
         };
         let queued = Queued {
             item: BatchItem {

@@ -16,8 +16,8 @@ pub enum ApiError {
     /// The body is not JSON, or not a JSON object.
     #[error("{0}")]
     InvalidJson(String),
-    /// The body is not declared as JSON.
-    #[error("expected `Content-Type: application/json` (or another `application/*+json`)")]
+    /// The body is declared neither as JSON nor as an image.
+    #[error("expected `Content-Type: application/json` (or another `application/*+json`), or `image/png` / `image/jpeg` for a raw photo upload with `?task=classify_image`")]
     UnsupportedMediaType,
     /// No route has this path.
     #[error("no route {0}; see /openapi.json")]
@@ -30,9 +30,16 @@ pub enum ApiError {
         /// The path it was sent to.
         path: String,
     },
-    /// The body exceeds `MAX_BODY_BYTES`.
-    #[error("request body is larger than {0} bytes")]
-    PayloadTooLarge(usize),
+    /// The body exceeds `MAX_BODY_BYTES` (JSON) or `MAX_IMAGE_BYTES` (a raw
+    /// upload); the text names the limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The photo is not a PNG or JPEG that decodes.
+    #[error("{0}")]
+    InvalidImage(String),
+    /// The photo declares more pixels than the gateway decodes.
+    #[error("{0}")]
+    ImageTooLarge(String),
     /// A required field is absent.
     #[error("missing field `{0}`")]
     MissingField(&'static str),
@@ -155,6 +162,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
             }
+            ApiError::ImageTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", None),
+            ApiError::InvalidImage(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image", None),
             ApiError::MessageTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
             }

@@ -5,7 +5,7 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::keyed::{self, Tenant};
-use super::request::InferRequest;
+use super::request::{Base64Image, InferRequest, Pending, RawImage};
 use super::validate;
 use super::AppState;
 use crate::batcher::{Queued, SubmitError};
@@ -13,10 +13,9 @@ use crate::idempotency::rules::{self, Settle};
 use crate::idempotency::{Begin, Claim, KeyError};
 use crate::report::Finished;
 use crate::waiters::{Reply, Waiters};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use jetinfer_shared::clock::now_ms;
@@ -76,8 +75,11 @@ struct Answer {
 /// first request's answer while it computes (504 after its own timeout: retry
 /// again), whichever gateway it reaches.
 #[utoipa::path(post, path = "/infer", tag = "inference",
-    request_body(content = InferRequest, content_type = "application/json"),
+    request_body(description = "A JSON body naming its task; or a raw photo (PNG or JPEG) with `?task=classify_image`",
+        content((InferRequest = "application/json"), (RawImage = "image/png"), (RawImage = "image/jpeg"))),
     params(
+        ("task" = Option<Task>, Query, description = "Raw photo uploads only: `classify_image` (a JSON body names its own task; query parameters on one are a 400)"),
+        ("priority" = Option<Priority>, Query, description = "Raw photo uploads only: the queue to wait in"),
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
             description = "Makes retries safe: a retry with the same key and body within IDEMPOTENCY_TTL_S (600 s) gets the first answer (waiting for it if it is still computing) and the model runs once. 1 to 255 visible ASCII characters; keys of different API keys never collide."),
     ),
@@ -85,11 +87,11 @@ struct Answer {
     responses(
         (status = 200, body = InferResponse, description = "the output",
             headers(("Idempotent-Replayed" = String, description = "`true` when this answer was stored earlier under the request's Idempotency-Key (any stored answer, errors included, carries it)"))),
-        (status = 400, body = ErrorBody, description = "the body is not JSON or not an object, or the Idempotency-Key header is not 1 to 255 visible ASCII characters (`invalid_idempotency_key`)"),
+        (status = 400, body = ErrorBody, description = "the body is not JSON or not an object, a query parameter is wrong (`invalid_query`), or the Idempotency-Key header is not 1 to 255 visible ASCII characters (`invalid_idempotency_key`)"),
         (status = 401, body = ErrorBody, description = "API keys are set and none or a wrong one was sent"),
-        (status = 413, body = ErrorBody, description = "the body exceeds MAX_BODY_BYTES"),
-        (status = 415, body = ErrorBody, description = "Content-Type is not application/json"),
-        (status = 422, body = ErrorBody, description = "a field is missing, unknown, of the wrong type, empty or over a limit; or the Idempotency-Key was used with another body (`idempotency_key_reused`)"),
+        (status = 413, body = ErrorBody, description = "the body exceeds MAX_BODY_BYTES (JSON) or MAX_IMAGE_BYTES (a raw photo), or the photo is over 8192 pixels a side (`image_too_large`)"),
+        (status = 415, body = ErrorBody, description = "Content-Type is neither application/json nor image/*"),
+        (status = 422, body = ErrorBody, description = "a field is missing, unknown, of the wrong type, empty or over a limit; the photo is not a PNG or JPEG that decodes (`invalid_image`); or the Idempotency-Key was used with another body (`idempotency_key_reused`)"),
         (status = 429, body = ErrorBody, description = "MAX_IN_FLIGHT requests are already waiting; see Retry-After"),
         (status = 500, body = ErrorBody, description = "the model failed on this input"),
         (status = 503, body = ErrorBody, description = "the work queue is full or unreachable, or every retry failed; see Retry-After"),
@@ -98,24 +100,38 @@ struct Answer {
 pub async fn infer(
     State(state): State<Arc<AppState>>,
     tenant: Option<Extension<Tenant>>,
+    uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let timeout_ms = state.limits.request_timeout_ms;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-    let (key, request) = keyed::idempotency_key(&headers)
-        .and_then(|key| Ok((key, read(&state, &headers, body)?)))
-        .inspect_err(|e| state.report.rejected(e))?;
+    let (key, request) = match keyed::idempotency_key(&headers) {
+        Ok(key) => Box::pin(read(&state, &uri, &headers, body))
+            .await
+            .map(|request| (key, request)),
+        Err(e) => Err(e),
+    }
+    .inspect_err(|e| state.report.rejected(e))?;
     // Shed before queueing: a request over the limit costs nothing downstream.
     let _slot = state
         .admission
         .admit()
         .inspect_err(|e| state.report.shed(e))?;
     let priority = request.priority();
-    let input = request.into_input();
+    let input = match request.into_input() {
+        Pending::Ready(input) => input,
+        Pending::Image(bytes) => Box::pin(state.images.prepare(bytes))
+            .await
+            .inspect_err(|e| state.report.rejected(e))?,
+    };
     let task = input.task();
-    let text = input.texts()[0].to_owned();
+    // What the records fingerprint: the main text (a photo has none).
+    let text = input
+        .texts()
+        .first()
+        .map_or_else(String::new, |t| t.to_string());
     let request_id = Uuid::new_v4();
     let keyed = key.map(|key| {
         let tenant = tenant.as_ref().map_or("", |Extension(t)| t.0.as_str());
@@ -220,24 +236,118 @@ fn replay(request_id: Uuid, task: Task, stored: StoredAnswer) -> Response {
     })
 }
 
-/// Check the content type and body size, then validate the body.
-fn read(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<InferRequest, ApiError> {
-    check_content_type(headers)?;
-    let body = body.map_err(|r| match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(state.limits.max_body_bytes),
-        _ => ApiError::InvalidJson(r.body_text()),
-    })?;
-    validate::parse(&body, &state.limits)
+/// What the body of `POST /infer` is, by its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum BodyKind {
+    /// `application/json` or `application/*+json` (also when none is given).
+    Json,
+    /// `image/*`: a raw photo upload, its task in the query.
+    Image,
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+/// Read the body within its kind's limit, then validate it: a JSON body
+/// field by field, a raw upload by its query (`?task=classify_image`,
+/// optionally `&priority=`).
+async fn read(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<InferRequest, ApiError> {
+    let kind = body_kind(headers)?;
+    let query = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|e| ApiError::InvalidQuery(e.body_text()))?
+        .0;
+    let limits = &state.limits;
+    let too_large = match kind {
+        BodyKind::Json => format!(
+            "the request body is larger than {} bytes (MAX_BODY_BYTES); a larger photo goes as \
+             a raw upload (`Content-Type: image/jpeg`, `POST /infer?task=classify_image`) of up \
+             to {} bytes (MAX_IMAGE_BYTES)",
+            limits.max_body_bytes, limits.max_image_bytes
+        ),
+        BodyKind::Image => format!(
+            "the photo is larger than {} bytes (MAX_IMAGE_BYTES)",
+            limits.max_image_bytes
+        ),
+    };
+    let limit = match kind {
+        BodyKind::Json => limits.max_body_bytes,
+        BodyKind::Image => limits.max_image_bytes,
+    };
+    let bytes =
+        axum::body::to_bytes(body, limit).await.map_err(|e| match e
+            .into_inner()
+            .downcast::<http_body_util::LengthLimitError>(
+        ) {
+            Ok(_) => ApiError::PayloadTooLarge(too_large),
+            Err(e) => ApiError::InvalidJson(format!("cannot read the request body: {e}")),
+        })?;
+    match kind {
+        BodyKind::Json if query.is_empty() => validate::parse(&bytes, limits),
+        BodyKind::Json => Err(ApiError::InvalidQuery(
+            "query parameters are for raw photo uploads only; a JSON body names its own `task` \
+             and `priority`"
+                .into(),
+        )),
+        BodyKind::Image => upload(&query, bytes.to_vec()),
+    }
+}
+
+/// A raw photo upload: its query must name `task=classify_image`, and may
+/// name `priority`.
+fn upload(query: &[(String, String)], photo: Vec<u8>) -> Result<InferRequest, ApiError> {
+    let mut task = None;
+    let mut priority = None;
+    for (name, value) in query {
+        let slot = match name.as_str() {
+            "task" => &mut task,
+            "priority" => &mut priority,
+            other => {
+                return Err(ApiError::InvalidQuery(format!(
+                    "unknown query parameter `{other}`; a photo upload takes `task` and `priority`"
+                )))
+            }
+        };
+        if slot.replace(value.as_str()).is_some() {
+            return Err(ApiError::InvalidQuery(format!(
+                "query parameter `{name}` is given twice"
+            )));
+        }
+    }
+    match task.map(str::parse::<Task>) {
+        Some(Ok(Task::ClassifyImage)) => {}
+        Some(Ok(other)) => {
+            return Err(ApiError::InvalidInput(format!(
+                "task `{other}` takes a JSON body; an image body is for `classify_image`"
+            )))
+        }
+        Some(Err(e)) => return Err(ApiError::UnknownTask(e.to_string())),
+        None => {
+            return Err(ApiError::InvalidQuery(
+                "a photo upload names its task in the query: `POST /infer?task=classify_image`"
+                    .into(),
+            ))
+        }
+    }
+    let priority = priority
+        .map(str::parse::<Priority>)
+        .transpose()
+        .map_err(|e| ApiError::InvalidInput(e.to_string()))?;
+    if photo.is_empty() {
+        return Err(ApiError::InvalidImage("the uploaded photo is empty".into()));
+    }
+    Ok(InferRequest::ClassifyImage {
+        input: Base64Image(photo),
+        priority,
+    })
+}
+
+fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
     match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
-        None => Ok(()),
-        Some(Ok(v)) if super::request::is_json(v) => Ok(()),
+        None => Ok(BodyKind::Json),
+        Some(Ok(v)) if super::request::is_json(v) => Ok(BodyKind::Json),
+        Some(Ok(v)) if super::request::is_image(v) => Ok(BodyKind::Image),
         Some(_) => Err(ApiError::UnsupportedMediaType),
     }
 }

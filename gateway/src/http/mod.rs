@@ -7,6 +7,7 @@
 //! - [`error`]: `ApiError`, the one JSON error shape and its status codes;
 //!   unknown paths, wrong methods and non-JSON bodies get it too (here).
 //! - [`request`]: the body of `POST /infer`, one type per task shape, described in the OpenAPI document.
+//! - [`image`]: photos decoded and cropped off the async threads, as many at once as cores.
 //! - [`validate`]: JSON body → [`request::InferRequest`], with the documented limits.
 //! - [`infer`]: `POST /infer`, step by step: read, admit, submit, await the reply, respond.
 //! - [`keyed`]: the HTTP side of `Idempotency-Key`: the header, who sent it, the replay.
@@ -16,6 +17,7 @@
 pub mod admission;
 pub mod auth;
 pub mod error;
+pub mod image;
 pub mod infer;
 pub mod keyed;
 pub mod openapi;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub admission: admission::Admission,
     /// Claims and stored answers of requests sent with an `Idempotency-Key`.
     pub idempotency: crate::idempotency::Idempotency,
+    /// Decodes `classify_image` photos into crops.
+    pub images: image::Images,
 }
 
 /// Every route with its key check and body limit, for `run` to serve.

@@ -129,6 +129,56 @@ pub fn is_json(content_type: &str) -> bool {
         && (subtype == "json" || subtype.strip_suffix("+json").is_some_and(token))
 }
 
+/// A photo, base64-encoded (standard alphabet, padding optional): PNG or JPEG.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Base64Image(pub Vec<u8>);
+
+impl PartialSchema for Base64Image {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_encoding("base64")
+            .description(Some(
+                "A PNG or JPEG photo, base64-encoded, within MAX_BODY_BYTES; larger photos go as a raw upload (`Content-Type: image/jpeg`, `?task=classify_image`, up to MAX_IMAGE_BYTES). At most 8192 pixels a side.",
+            ))
+            .min_length(Some(1))
+            .into()
+    }
+}
+
+impl ToSchema for Base64Image {}
+
+/// The body of a raw photo upload, as the description names it: bytes.
+pub struct RawImage;
+
+impl PartialSchema for RawImage {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Binary,
+            )))
+            .description(Some(
+                "The photo's bytes, at most MAX_IMAGE_BYTES (default 16 MiB) and 8192 pixels a side.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for RawImage {}
+
+/// Is a `Content-Type` value an image (`image/png`, `image/jpeg`, any
+/// `image/*`, case-insensitive, parameters allowed)? Whether the bytes are
+/// one the decoder reads is found out by decoding them.
+pub fn is_image(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.split_once('/').is_some_and(|(kind, subtype)| {
+        kind.eq_ignore_ascii_case("image")
+            && !subtype.is_empty()
+            && subtype.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+    })
+}
+
 /// Query and candidates of a similarity request.
 #[derive(Debug, Clone, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -143,7 +193,7 @@ pub struct SimilarityInput {
 /// Body of `POST /infer`: `task` names the shape. `priority` is `high` or
 /// `normal` (the default).
 #[derive(Debug, Clone, PartialEq, ToSchema)]
-#[serde(tag = "task", rename_all = "lowercase")]
+#[serde(tag = "task", rename_all = "snake_case")]
 pub enum InferRequest {
     /// `embed`: the sentence embedding of `input`.
     Embed {
@@ -175,6 +225,23 @@ pub enum InferRequest {
         /// Queue to wait in.
         priority: Option<Priority>,
     },
+    /// `classify_image`: the ImageNet-1k classes of a photo (EfficientNet-Lite0).
+    ClassifyImage {
+        /// The photo.
+        input: Base64Image,
+        /// Queue to wait in.
+        priority: Option<Priority>,
+    },
+}
+
+/// What a request asks to compute, once validated: ready to queue, or a
+/// photo still to decode (off the async threads, see [`super::image`]).
+#[derive(Debug, PartialEq)]
+pub enum Pending {
+    /// A text task's input, defaults filled in.
+    Ready(TaskInput),
+    /// The encoded bytes of a `classify_image` photo.
+    Image(Vec<u8>),
 }
 
 impl InferRequest {
@@ -184,14 +251,16 @@ impl InferRequest {
             Self::Embed { priority, .. }
             | Self::Similarity { priority, .. }
             | Self::Classify { priority, .. }
-            | Self::Echo { priority, .. } => priority.unwrap_or_default(),
+            | Self::Echo { priority, .. }
+            | Self::ClassifyImage { priority, .. } => priority.unwrap_or_default(),
         }
     }
 
-    /// What the worker computes, defaults filled in.
-    pub fn into_input(self) -> TaskInput {
+    /// What the worker computes, defaults filled in; a photo is still to decode.
+    pub fn into_input(self) -> Pending {
         let texts = |texts: Vec<Text>| texts.into_iter().map(|t| t.0).collect();
-        match self {
+        Pending::Ready(match self {
+            Self::ClassifyImage { input, .. } => return Pending::Image(input.0),
             Self::Embed { input, .. } => TaskInput::Embed { text: input.0 },
             Self::Similarity { input, .. } => TaskInput::Similarity {
                 query: input.query.0,
@@ -205,6 +274,6 @@ impl InferRequest {
                 ),
             },
             Self::Echo { input, .. } => TaskInput::Echo { text: input.0 },
-        }
+        })
     }
 }

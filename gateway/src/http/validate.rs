@@ -6,7 +6,7 @@
 //! describes ([`super::request`]).
 
 use super::error::ApiError;
-use super::request::{has_visible, InferRequest, Labels, SimilarityInput, Text};
+use super::request::{has_visible, Base64Image, InferRequest, Labels, SimilarityInput, Text};
 use crate::config::Limits;
 use jetinfer_shared::protocol::{Priority, Task};
 use serde_json::{Map, Value};
@@ -69,7 +69,50 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<InferRequest, ApiError> {
             labels: labels(&fields, limits)?,
             priority,
         },
+        Task::ClassifyImage => InferRequest::ClassifyImage {
+            input: base64_image(input)?,
+            priority,
+        },
     })
+}
+
+/// The bytes of a base64 photo ([`decode_base64`]); whether they are an
+/// image is for [`super::image`] to find out.
+fn base64_image(value: &Value) -> Result<Base64Image, ApiError> {
+    let Value::String(encoded) = value else {
+        return Err(ApiError::InvalidImage(
+            "`input` of task `classify_image` must be a string: the photo, base64-encoded".into(),
+        ));
+    };
+    decode_base64(encoded)
+        .map(Base64Image)
+        .map_err(|e| ApiError::InvalidImage(format!("`input` {e}")))
+}
+
+/// Base64 as people paste it: standard alphabet, padding optional,
+/// whitespace ignored (`base64` wraps its output at 76 columns), a
+/// `data:image/...;base64,` prefix allowed.
+pub(crate) fn decode_base64(encoded: &str) -> Result<Vec<u8>, String> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::Engine;
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let encoded = match encoded.split_once(";base64,") {
+        Some((scheme, data)) if scheme.starts_with("data:") => data,
+        _ => encoded,
+    };
+    let compact: Vec<u8> = encoded
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    if compact.is_empty() {
+        return Err("must not be empty".into());
+    }
+    LENIENT
+        .decode(&compact)
+        .map_err(|e| format!("is not valid base64: {e}"))
 }
 
 /// A string with a visible character ([`has_visible`]), within the length limit.
@@ -172,10 +215,12 @@ fn labels(fields: &Map<String, Value>, limits: &Limits) -> Result<Option<Labels>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::request::Pending;
     use jetinfer_shared::protocol::TaskInput;
 
     const LIMITS: Limits = Limits {
         max_body_bytes: 1024,
+        max_image_bytes: 4096,
         max_input_chars: 10,
         max_items: 3,
         request_timeout_ms: 1000,
@@ -186,15 +231,27 @@ mod tests {
         parse(body.as_bytes(), &LIMITS)
     }
 
+    impl Pending {
+        fn ready(self) -> TaskInput {
+            match self {
+                Pending::Ready(input) => input,
+                image => panic!("not a text input: {image:?}"),
+            }
+        }
+    }
+
     #[test]
     fn accepts_every_task_shape() {
         let v = check(r#"{"task":"embed","input":"hi"}"#).unwrap();
         assert_eq!(v.priority(), Priority::Normal);
-        assert_eq!(v.into_input(), TaskInput::Embed { text: "hi".into() });
+        assert_eq!(
+            v.into_input().ready(),
+            TaskInput::Embed { text: "hi".into() }
+        );
         let v = check(r#"{"task":"classify","input":"hi","priority":"high"}"#).unwrap();
         assert_eq!(v.priority(), Priority::High);
         assert_eq!(
-            v.into_input(),
+            v.into_input().ready(),
             TaskInput::Classify {
                 text: "hi".into(),
                 labels: vec!["positive".into(), "negative".into()]
@@ -203,7 +260,8 @@ mod tests {
         assert_eq!(
             check(r#"{"task":"similarity","input":{"query":"q","candidates":["a","b"]}}"#)
                 .unwrap()
-                .into_input(),
+                .into_input()
+                .ready(),
             TaskInput::Similarity {
                 query: "q".into(),
                 candidates: vec!["a".into(), "b".into()]
@@ -212,9 +270,16 @@ mod tests {
         assert_eq!(
             check(r#"{"task":"echo","input":"hi","priority":null}"#)
                 .unwrap()
-                .into_input(),
+                .into_input()
+                .ready(),
             TaskInput::Echo { text: "hi".into() }
         );
+        // Padding optional, whitespace and a data: prefix ignored.
+        for encoded in ["aGk=", "aGk", "aG\nk=", "data:image/png;base64,aGk="] {
+            let body = serde_json::json!({"task": "classify_image", "input": encoded});
+            let pending = check(&body.to_string()).unwrap().into_input();
+            assert_eq!(pending, Pending::Image(b"hi".to_vec()), "{encoded}");
+        }
     }
 
     #[test]
@@ -254,6 +319,16 @@ mod tests {
             ),
             (
                 r#"{"task":"embed","input":"x","priority":"urgent"}"#,
+                "invalid_input",
+            ),
+            (
+                r#"{"task":"classify_image","input":"%%%"}"#,
+                "invalid_image",
+            ),
+            (r#"{"task":"classify_image","input":" "}"#, "invalid_image"),
+            (r#"{"task":"classify_image","input":[1]}"#, "invalid_image"),
+            (
+                r#"{"task":"classify_image","input":"aGk=","labels":["a","b"]}"#,
                 "invalid_input",
             ),
         ];

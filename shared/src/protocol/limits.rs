@@ -5,7 +5,8 @@
 //! instead of spending minutes (or all its memory) on it.
 
 use super::batch::TaskBatch;
-use super::task::Task;
+use super::task::{Task, TaskInput};
+use crate::image::CROP_SIDE;
 use uuid::Uuid;
 
 /// Most requests a worker accepts in one batch (the gateway's `BATCH_MAX_SIZE` ceiling).
@@ -61,6 +62,16 @@ pub enum LimitError {
         /// Length of its first text over the limit.
         bytes: usize,
     },
+    /// An image that is not the crop the gateway makes (224 × 224 RGB).
+    #[error("request {request_id} carries an image of side {side} in {bytes} bytes; a worker takes {CROP_SIDE} x {CROP_SIDE} RGB ({} bytes)", 3 * CROP_SIDE * CROP_SIDE)]
+    BadImage {
+        /// The offending request.
+        request_id: Uuid,
+        /// The side it claims.
+        side: u32,
+        /// The pixel bytes it carries.
+        bytes: usize,
+    },
 }
 
 impl TaskBatch {
@@ -92,6 +103,15 @@ impl TaskBatch {
                     request_id,
                     bytes: long.len(),
                 });
+            }
+            if let TaskInput::ClassifyImage { image } = &item.input {
+                if !image.is_well_formed() {
+                    return Err(LimitError::BadImage {
+                        request_id,
+                        side: image.side,
+                        bytes: image.rgb.len(),
+                    });
+                }
             }
         }
         Ok(())
@@ -132,5 +152,20 @@ mod tests {
             long.check_limits().unwrap_err().to_string(),
             format!("request {request_id} has a text of 262145 bytes; the limit is 262144")
         );
+        let image = |side, bytes| TaskBatch {
+            task: Task::ClassifyImage,
+            ..batch(TaskInput::ClassifyImage {
+                image: crate::image::ImageCrop {
+                    side,
+                    rgb: vec![7; bytes],
+                },
+            })
+        };
+        assert_eq!(image(224, 3 * 224 * 224).check_limits(), Ok(()));
+        assert_eq!(
+            image(224, 3).check_limits().unwrap_err().to_string(),
+            format!("request {request_id} carries an image of side 224 in 3 bytes; a worker takes 224 x 224 RGB (150528 bytes)")
+        );
+        assert!(image(1 << 20, 3 * 224 * 224).check_limits().is_err());
     }
 }

@@ -28,6 +28,7 @@ mod preview;
 mod records;
 mod task;
 
+pub use crate::image::ImageCrop;
 pub use batch::{BatchItem, ItemOutcome, ItemResult, ResultBatch, TaskBatch};
 pub use codec::{decode, encode, WireError};
 pub use idempotency::{
@@ -38,4 +39,7 @@ pub use limits::{
 };
 pub use preview::{preview, Fingerprint};
 pub use records::{GatewayStats, Heartbeat, RequestRecord, WorkerEvent};
-pub use task::{Priority, ScoredCandidate, Task, TaskInput, TaskOutput, UnknownName};
+pub use task::{
+    Modality, Priority, ScoredCandidate, ScoredClass, Task, TaskInput, TaskOutput, UnknownName,
+    IMAGE_TOKENS,
+};

@@ -75,6 +75,11 @@ impl TaskOutput {
                 Some(best) => format!("#{} {:.3} of {}", best.index, best.score, scores.len()),
                 None => "no candidates".to_owned(),
             },
+            // The class says what the photo shows: content, like a text.
+            TaskOutput::ImageClassification { top, .. } => format!(
+                "top score {:.2}",
+                top.first().map(|c| c.score).unwrap_or_default()
+            ),
         }
     }
 
@@ -100,6 +105,10 @@ impl TaskOutput {
                 Some(best) => preview(&format!("#{} {:.3} {}", best.index, best.score, best.text)),
                 None => "no candidates".to_owned(),
             },
+            TaskOutput::ImageClassification { label, top } => format!(
+                "{label} ({:.2})",
+                top.first().map(|c| c.score).unwrap_or_default()
+            ),
         }
     }
 }
@@ -139,6 +148,16 @@ mod tests {
         };
         assert_eq!(echo.summary(false), "12 chars");
         assert_eq!(echo.summary(true), "my card 4111");
+        let image = TaskOutput::ImageClassification {
+            label: "tabby".into(),
+            top: vec![crate::protocol::ScoredClass {
+                label: "tabby".into(),
+                index: 281,
+                score: 0.734,
+            }],
+        };
+        assert_eq!(image.summary(false), "top score 0.73");
+        assert_eq!(image.summary(true), "tabby (0.73)");
     }
 
     #[test]

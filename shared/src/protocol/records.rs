@@ -15,8 +15,8 @@ pub struct Heartbeat {
     pub id: String,
     /// Tasks the worker pulls.
     pub tasks: Vec<Task>,
-    /// Model name or folder the worker serves.
-    pub model: String,
+    /// Models the worker serves (`all-minilm-l6-v2`, `efficientnet-lite0`).
+    pub models: Vec<String>,
     /// Worker build version.
     pub version: String,
     /// `starting`, `ready` or `draining`.

@@ -14,7 +14,6 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer};
 
 /// A loaded BERT model and its tokenizer.
 pub struct BertEmbedder {
-    name: String,
     model: BertModel,
     tokenizer: Tokenizer,
     device: Device,
@@ -22,7 +21,7 @@ pub struct BertEmbedder {
 
 impl BertEmbedder {
     /// Load a Hugging Face model folder ([`ModelFiles`]).
-    pub fn load(dir: &Path, name: String) -> Result<Self, BackendError> {
+    pub fn load(dir: &Path) -> Result<Self, BackendError> {
         let ModelFiles {
             config,
             mut tokenizer,
@@ -35,7 +34,6 @@ impl BertEmbedder {
         let device = weights.device().clone();
         let model = BertModel::load(weights, &config)?;
         Ok(Self {
-            name,
             model,
             tokenizer,
             device,
@@ -44,10 +42,6 @@ impl BertEmbedder {
 }
 
 impl Embedder for BertEmbedder {
-    fn model_name(&self) -> &str {
-        &self.name
-    }
-
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
         if texts.is_empty() {
             return Ok(Vec::new());

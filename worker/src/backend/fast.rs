@@ -102,7 +102,6 @@ fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> candle_core::Result<Laye
 
 /// The fast BERT sentence embedder.
 pub struct FastBert {
-    name: String,
     tokenizer: Tokenizer,
     word: Tensor,
     position: Tensor,
@@ -118,7 +117,7 @@ pub struct FastBert {
 impl FastBert {
     /// Load a Hugging Face BERT folder ([`ModelFiles`]), packing its weights
     /// for `kernels` (an error where this CPU cannot run them).
-    pub fn load(dir: &Path, name: String, kernels: Kernels) -> Result<Self, BackendError> {
+    pub fn load(dir: &Path, kernels: Kernels) -> Result<Self, BackendError> {
         let isa = kernels.resolve().map_err(BackendError::Kernels)?;
         let ModelFiles {
             config,
@@ -153,7 +152,6 @@ impl FastBert {
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
-            name,
             tokenizer,
             word: emb.get((config.vocab_size, hidden), "word_embeddings.weight")?,
             position: emb.get(
@@ -211,10 +209,6 @@ impl FastBert {
 }
 
 impl Embedder for FastBert {
-    fn model_name(&self) -> &str {
-        &self.name
-    }
-
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
         if texts.is_empty() {
             return Ok(Vec::new());

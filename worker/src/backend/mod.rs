@@ -65,6 +65,10 @@ pub enum BackendError {
     /// The compute thread is gone (it panicked or the worker is stopping).
     #[error("backend thread stopped")]
     Stopped,
+    /// A job for a kind of model this worker does not serve (its tasks are
+    /// chosen from its models, so only a hand-made batch gets here).
+    #[error("this worker serves no {0} model")]
+    NotServed(&'static str),
 }
 
 /// Tokenise `texts` in one call, with the tokenizer's truncation (and padding, if set).
@@ -79,8 +83,6 @@ pub fn encode(
 
 /// A sentence-embedding model. One call is one forward pass over all texts.
 pub trait Embedder: Send + Sync {
-    /// Name reported in results and heartbeats.
-    fn model_name(&self) -> &str;
     /// L2-normalised embeddings, one per text, in order.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError>;
 }
@@ -96,16 +98,11 @@ pub enum Kind {
 
 /// Load the model folder `dir` with the `kind` backend, the fast one on the
 /// kernels named by `KERNELS` (default `auto`: the best this CPU runs).
-pub fn load(
-    kind: Kind,
-    dir: &std::path::Path,
-    name: String,
-) -> Result<Box<dyn Embedder>, BackendError> {
+pub fn load(kind: Kind, dir: &std::path::Path) -> Result<Box<dyn Embedder>, BackendError> {
     load_with(
         kind,
         gemm::Kernels::from_env().map_err(BackendError::Kernels)?,
         dir,
-        name,
     )
 }
 
@@ -114,10 +111,9 @@ pub fn load_with(
     kind: Kind,
     kernels: gemm::Kernels,
     dir: &std::path::Path,
-    name: String,
 ) -> Result<Box<dyn Embedder>, BackendError> {
     Ok(match kind {
-        Kind::Fast => Box::new(fast::FastBert::load(dir, name, kernels)?),
-        Kind::Candle => Box::new(bert::BertEmbedder::load(dir, name)?),
+        Kind::Fast => Box::new(fast::FastBert::load(dir, kernels)?),
+        Kind::Candle => Box::new(bert::BertEmbedder::load(dir)?),
     })
 }

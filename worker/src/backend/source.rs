@@ -3,22 +3,12 @@
 use super::BackendError;
 use std::path::PathBuf;
 
-/// A resolved model folder and the name to report for it.
-pub struct ModelSource {
-    /// Folder holding `config.json`, `tokenizer.json` and the weights.
-    pub dir: PathBuf,
-    /// Name shown in results and heartbeats (the hub id when known).
-    pub name: String,
-}
-
-/// Use `dir` when given; otherwise download `hub_id` with hf-hub (cached under
+/// The model folder (`config.json`, `tokenizer.json`, the weights): `dir`
+/// when given; otherwise `hub_id` downloaded with hf-hub (cached under
 /// `HF_HOME`), which needs network access on first use.
-pub fn resolve(dir: Option<PathBuf>, hub_id: &str) -> Result<ModelSource, BackendError> {
+pub fn resolve(dir: Option<PathBuf>, hub_id: &str) -> Result<PathBuf, BackendError> {
     if let Some(dir) = dir {
-        return Ok(ModelSource {
-            dir,
-            name: hub_id.to_owned(),
-        });
+        return Ok(dir);
     }
     let download = |e: hf_hub::api::sync::ApiError| BackendError::Download {
         model: hub_id.to_owned(),
@@ -34,14 +24,10 @@ pub fn resolve(dir: Option<PathBuf>, hub_id: &str) -> Result<ModelSource, Backen
     }
     // Optional: the truncation length sentence-transformers uses.
     let _ = repo.get("sentence_bert_config.json");
-    let dir = config
+    config
         .and_then(|p| p.parent().map(PathBuf::from))
         .ok_or_else(|| BackendError::Download {
             model: hub_id.to_owned(),
             reason: "hub returned no files".into(),
-        })?;
-    Ok(ModelSource {
-        dir,
-        name: hub_id.to_owned(),
-    })
+        })
 }

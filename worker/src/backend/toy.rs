@@ -26,10 +26,6 @@ pub fn toy_embedding(text: &str) -> Vec<f32> {
 }
 
 impl Embedder for ToyEmbedder {
-    fn model_name(&self) -> &str {
-        "toy"
-    }
-
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
         self.passes.fetch_add(1, Ordering::SeqCst);
         Ok(texts.iter().map(|t| toy_embedding(t)).collect())

@@ -94,7 +94,7 @@ impl Processor {
         let mut result = ResultBatch {
             batch_id: batch.batch_id,
             worker_id: self.worker_id.clone(),
-            model: self.model.name().to_owned(),
+            model: self.model.name_for(batch.task),
             attempt: d.attempt,
             compute_ms,
             items: batch

@@ -6,12 +6,13 @@ use super::pull::{Pulling, Source};
 use super::report::Report;
 use super::{Processor, MERGE_BATCHES};
 use crate::answers::Model;
-use crate::backend::thread::BackendThread;
+use crate::backend::thread::{BackendThread, Loaded};
 use crate::backend::toy::{toy_embedding, ToyEmbedder};
 use crate::counters::Counters;
 use crate::events::Events;
 use crate::faults::{FaultArgs, Faults, FaultyModel, FaultyResults};
 use crate::lease::{ComputeLease, Turn};
+use crate::models::Choice;
 use async_nats::jetstream;
 use clap::Parser;
 use futures::StreamExt;
@@ -91,12 +92,21 @@ impl Rig {
         }
         let toy = ToyEmbedder::default();
         let passes = toy.passes.clone();
-        let backend = BackendThread::spawn(Box::new(toy), 1).expect("toy backend");
+        let loaded = Loaded {
+            text: Some(Box::new(toy)),
+            image: None,
+        };
+        let backend = BackendThread::spawn(loaded, 1).expect("toy backend");
+        let choice = Choice {
+            text: Some("toy".into()),
+            image: None,
+            tasks: vec![Task::Embed],
+        };
         let faults = Arc::new(Faults::new(faults));
         let counters = Counters::default();
         let processor = Arc::new(Processor {
             model: FaultyModel::new(
-                Model::new(backend, 0.05),
+                Model::new(backend, choice, 0.05),
                 faults.clone(),
                 Duration::from_secs(1),
             ),

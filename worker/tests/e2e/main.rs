@@ -15,6 +15,7 @@ mod front_door;
 mod fuzz;
 mod head_of_line;
 mod idempotency;
+mod images;
 mod invariants;
 mod payload;
 mod permissions;

@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use jetinfer_gateway::config::GatewayArgs;
-use jetinfer_testsupport::{model_dir, wait_for, CutProxy, NatsServer};
+use jetinfer_testsupport::{image_model_dir, model_dir, wait_for, CutProxy, NatsServer};
 use jetinfer_worker::config::WorkerArgs;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -23,6 +23,10 @@ pub struct Setup {
     pub max_payload: Option<usize>,
     /// nats-server accepts TLS only; every service verifies it with the CA.
     pub tls: bool,
+    /// Workers serve the image model too (EfficientNet-Lite0 from
+    /// `IMAGE_MODEL_DIR`); otherwise the text model only, whatever the
+    /// environment says.
+    pub images: bool,
 }
 
 /// A running stack; everything stops when it is dropped.
@@ -65,6 +69,13 @@ impl Stack {
                 "--metrics-listen".into(),
                 "127.0.0.1:0".into(),
             ]);
+            match setup.images {
+                true => flags.extend([
+                    "--image-model-dir".into(),
+                    image_model_dir().display().to_string(),
+                ]),
+                false => flags.extend(["--models".into(), "all-minilm-l6-v2".into()]),
+            }
             let args = WorkerArgs::try_parse_from(flags).expect("worker flags");
             let stop = stop.clone();
             tasks.push(tokio::spawn(async move {
@@ -175,9 +186,19 @@ impl Stack {
 
     /// POST /infer with raw bytes and a content type.
     pub async fn infer_raw(&self, body: Vec<u8>, content_type: &str) -> (u16, serde_json::Value) {
+        self.post_raw("/infer", body, content_type).await
+    }
+
+    /// POST `path` (query included) with raw bytes and a content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> (u16, serde_json::Value) {
         let r = self
             .http
-            .post(format!("{}/infer", self.url))
+            .post(format!("{}{path}", self.url))
             .header("content-type", content_type)
             .body(body)
             .send()

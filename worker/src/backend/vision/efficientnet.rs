@@ -17,6 +17,7 @@
 use super::depthwise::{same_padding, Depthwise};
 use crate::backend::BackendError;
 use candle_core::{DType, Device, Result, Tensor, D};
+use jetinfer_shared::protocol::ScoredClass;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -24,7 +25,7 @@ use std::path::Path;
 const BN_EPS: f64 = 1e-3;
 
 /// Side of the square input image.
-pub const IMAGE_SIZE: usize = 224;
+pub const IMAGE_SIZE: usize = jetinfer_shared::image::CROP_SIDE as usize;
 
 /// ImageNet-1k classes.
 pub const CLASSES: usize = 1000;
@@ -97,17 +98,6 @@ impl Block {
             Ok(out)
         }
     }
-}
-
-/// One class of an answer.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Scored {
-    /// Class name (the first name of its ImageNet synset).
-    pub label: String,
-    /// ImageNet-1k class index.
-    pub index: usize,
-    /// Softmax probability.
-    pub score: f32,
 }
 
 /// The loaded network, ready for batches of preprocessed images.
@@ -263,7 +253,7 @@ impl EfficientNetLite0 {
     }
 
     /// The `k` likeliest classes of each image, likeliest first.
-    pub fn classify(&self, images: &Tensor, k: usize) -> Result<Vec<Vec<Scored>>> {
+    pub fn classify(&self, images: &Tensor, k: usize) -> Result<Vec<Vec<ScoredClass>>> {
         let logits = self.forward(images)?;
         let probabilities = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
         Ok(probabilities
@@ -274,7 +264,7 @@ impl EfficientNetLite0 {
                 order
                     .into_iter()
                     .take(k)
-                    .map(|index| Scored {
+                    .map(|index| ScoredClass {
                         label: self.labels[index].clone(),
                         index,
                         score: p[index],
