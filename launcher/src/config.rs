@@ -75,6 +75,12 @@ pub struct LauncherArgs {
     /// Model folder; when unset, workers' `--fetch-model` downloads it by `MODEL_ID`.
     #[arg(long, env = "MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
+    /// EfficientNet-Lite0 folder (`./jetinfer up` installs it into
+    /// `.state/models/efficientnet-lite0`): every worker serves
+    /// `classify_image` with it. Unset: text tasks only. `MODELS` (passed on to
+    /// the workers) narrows what each serves.
+    #[arg(long, env = "IMAGE_MODEL_DIR")]
+    pub image_model_dir: Option<PathBuf>,
     /// Folder holding the `worker`, `gateway` and `dashboard` binaries; default: next to this one.
     #[arg(long, env = "BIN_DIR")]
     pub bin_dir: Option<PathBuf>,

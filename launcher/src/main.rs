@@ -64,6 +64,7 @@ async fn up(args: LauncherArgs) -> anyhow::Result<()> {
         logs,
         nats_url,
         model_dir,
+        image_model_dir: args.image_model_dir.clone(),
         threads,
         compute_lease: args.compute_lease(),
     };
@@ -161,6 +162,9 @@ fn print_ready(plan: &Plan) {
     println!("  logs      {}/", plan.logs.display());
     let at = gateway.trim_start_matches("http://");
     println!("try:  curl -s {at}/infer -H 'content-type: application/json' -d '{{\"task\":\"embed\",\"input\":\"This is an example sentence\"}}'");
+    if plan.image_model_dir.is_some() {
+        println!("      curl -s '{at}/infer?task=classify_image' -H 'content-type: image/jpeg' --data-binary @photo.jpg");
+    }
     println!("Ctrl-C stops everything.");
 }
 

@@ -32,6 +32,8 @@ pub struct Plan<'a> {
     pub nats_url: String,
     /// Model folder every worker loads.
     pub model_dir: PathBuf,
+    /// The image model's folder, when workers serve it.
+    pub image_model_dir: Option<PathBuf>,
     /// Compute threads per worker.
     pub threads: usize,
     /// The lock file workers take turns with, if they do.
@@ -94,6 +96,9 @@ impl Plan<'_> {
         ];
         if let Some(lease) = &self.compute_lease {
             env.push(("COMPUTE_LEASE".into(), lease.display().to_string()));
+        }
+        if let Some(dir) = &self.image_model_dir {
+            env.push(("IMAGE_MODEL_DIR".into(), dir.display().to_string()));
         }
         let spec = self.service("worker", &id, env);
         Ok((id, spec))

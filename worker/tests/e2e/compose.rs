@@ -350,6 +350,10 @@ fn compose_healthchecks_ports_and_dockerfile() {
         dockerfile.contains("ENV MODEL_DIR=/models/all-MiniLM-L6-v2"),
         "the image carries the model"
     );
+    assert!(
+        dockerfile.contains("ENV IMAGE_MODEL_DIR=/models/efficientnet-lite0"),
+        "the image carries the image model"
+    );
     for (_, _, service) in binaries(&services) {
         if let Some(dir) = env(service).get("MODEL_DIR") {
             assert_eq!(
