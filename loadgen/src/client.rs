@@ -38,10 +38,16 @@ impl Record {
     }
 }
 
-/// The JSON body for `task`, built from corpus texts.
-pub fn body(task: Task, corpus: &[String], rng: &mut impl Rng) -> Value {
+/// The JSON body for `task`, built from corpus texts, or for
+/// `classify_image` from one of `photos` (base64; the plan has some whenever
+/// its mix sends images).
+pub fn body(task: Task, corpus: &[String], photos: &[String], rng: &mut impl Rng) -> Value {
     let text = &corpus[rng.random_range(0..corpus.len())];
     match task {
+        Task::ClassifyImage => {
+            let photo = &photos[rng.random_range(0..photos.len())];
+            json!({"task": "classify_image", "input": photo})
+        }
         Task::Similarity => {
             let candidates: Vec<&String> = (0..3)
                 .map(|_| &corpus[rng.random_range(0..corpus.len())])

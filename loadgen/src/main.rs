@@ -6,7 +6,8 @@ use jetinfer_loadgen::run::{Plan, Progress};
 use jetinfer_loadgen::traffic::{Pattern, Shape, TaskMix};
 use jetinfer_loadgen::{bench, plots, report, run};
 use jetinfer_shared::corpus;
-use std::path::PathBuf;
+use jetinfer_shared::protocol::Task;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,11 @@ struct Common {
     /// JSON list of input strings; default: 1024 built-in sentences of 8–20 words.
     #[arg(long)]
     corpus: Option<PathBuf>,
+    /// Folder of PNG and JPEG photos for `classify_image` in the task mix
+    /// (`./jetinfer test` unpacks Debian's under
+    /// `.state/photos/usr/lib/python3/dist-packages/skimage/data`).
+    #[arg(long)]
+    images: Option<PathBuf>,
     /// Seed for the schedule, the task mix and the texts.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -118,8 +124,36 @@ struct BenchArgs {
     json: Option<PathBuf>,
 }
 
+/// Every PNG and JPEG directly in `dir`, base64-encoded for `/infer`.
+fn photos(dir: &Path) -> anyhow::Result<Vec<String>> {
+    use base64::Engine;
+    let mut photos = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("--images {}", dir.display()))? {
+        let path = entry?.path();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        if matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
+            let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
+            photos.push(base64::engine::general_purpose::STANDARD.encode(bytes));
+        }
+    }
+    if photos.is_empty() {
+        bail!("--images {}: no .png or .jpg files", dir.display());
+    }
+    Ok(photos)
+}
+
 fn plan(common: &Common, pattern: Pattern, shape: Shape, tasks: TaskMix) -> anyhow::Result<Plan> {
     let texts = corpus::load(common.corpus.as_deref())?;
+    let photos = match &common.images {
+        Some(dir) => photos(dir)?,
+        None if tasks.sends(Task::ClassifyImage) => {
+            bail!("the task mix sends classify_image: name a folder of PNG or JPEG photos with --images")
+        }
+        None => Vec::new(),
+    };
     Ok(Plan {
         url: common.url.trim_end_matches('/').to_owned(),
         pattern,
@@ -128,6 +162,7 @@ fn plan(common: &Common, pattern: Pattern, shape: Shape, tasks: TaskMix) -> anyh
         max_duration: Duration::from_secs(common.max_duration_s),
         tasks,
         corpus: Arc::new(texts),
+        photos: Arc::new(photos),
         seed: common.seed,
         timeout: Duration::from_millis(common.timeout_ms),
         api_key: common.api_key.clone(),

@@ -1,6 +1,7 @@
 //! The summary of a run: counts, failures by reason, throughput, latency percentiles.
 
 use crate::client::Record;
+use jetinfer_shared::protocol::Task;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,6 +42,9 @@ pub struct Summary {
     pub throughput_rps: f64,
     /// Latency of the successful answers.
     pub latency_ms: Latency,
+    /// Latency of the successful answers of each task (a mixed load's
+    /// classes, e.g. photos beside texts).
+    pub latency_ms_per_task: BTreeMap<Task, Latency>,
     /// Successful answers per worker.
     pub per_worker: BTreeMap<String, usize>,
 }
@@ -54,11 +58,30 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Percentiles of `records`' latencies.
+fn latency<'a>(records: impl Iterator<Item = &'a &'a Record>) -> Latency {
+    let mut lat: Vec<f64> = records.map(|r| r.latency_ms).collect();
+    lat.sort_by(f64::total_cmp);
+    Latency {
+        min: lat.first().copied().unwrap_or_default(),
+        p50: percentile(&lat, 50.0),
+        p90: percentile(&lat, 90.0),
+        p95: percentile(&lat, 95.0),
+        p99: percentile(&lat, 99.0),
+        max: lat.last().copied().unwrap_or_default(),
+    }
+}
+
 /// Summarise `records` of a run that lasted `duration_s`.
 pub fn summarize(records: &[Record], duration_s: f64) -> Summary {
     let ok: Vec<&Record> = records.iter().filter(|r| r.ok()).collect();
-    let mut lat: Vec<f64> = ok.iter().map(|r| r.latency_ms).collect();
-    lat.sort_by(f64::total_cmp);
+    let mut tasks: Vec<Task> = ok.iter().map(|r| r.task).collect();
+    tasks.sort();
+    tasks.dedup();
+    let latency_ms_per_task = tasks
+        .into_iter()
+        .map(|task| (task, latency(ok.iter().filter(|r| r.task == task))))
+        .collect();
     let mut failures_by_reason = BTreeMap::new();
     for r in records.iter().filter(|r| !r.ok()) {
         *failures_by_reason.entry(r.outcome.clone()).or_default() += 1;
@@ -81,14 +104,8 @@ pub fn summarize(records: &[Record], duration_s: f64) -> Summary {
         } else {
             0.0
         },
-        latency_ms: Latency {
-            min: lat.first().copied().unwrap_or_default(),
-            p50: percentile(&lat, 50.0),
-            p90: percentile(&lat, 90.0),
-            p95: percentile(&lat, 95.0),
-            p99: percentile(&lat, 99.0),
-            max: lat.last().copied().unwrap_or_default(),
-        },
+        latency_ms: latency(ok.iter()),
+        latency_ms_per_task,
         per_worker,
     }
 }
@@ -106,11 +123,18 @@ pub fn print(s: &Summary) {
         "duration {:.2} s  throughput {:.1} req/s",
         s.duration_s, s.throughput_rps
     );
-    let l = &s.latency_ms;
-    println!(
-        "latency ms: min {:.0}  p50 {:.0}  p90 {:.0}  p95 {:.0}  p99 {:.0}  max {:.0}",
-        l.min, l.p50, l.p90, l.p95, l.p99, l.max
-    );
+    let line = |what: &str, l: &Latency| {
+        println!(
+            "{what}: min {:.0}  p50 {:.0}  p90 {:.0}  p95 {:.0}  p99 {:.0}  max {:.0}",
+            l.min, l.p50, l.p90, l.p95, l.p99, l.max
+        )
+    };
+    line("latency ms", &s.latency_ms);
+    if s.latency_ms_per_task.len() > 1 {
+        for (task, l) in &s.latency_ms_per_task {
+            line(&format!("  {task}"), l);
+        }
+    }
     let workers: Vec<String> = s
         .per_worker
         .iter()

@@ -26,6 +26,8 @@ pub struct Plan {
     pub tasks: TaskMix,
     /// Input texts.
     pub corpus: Arc<Vec<String>>,
+    /// Photos for `classify_image`, base64-encoded (`--images`).
+    pub photos: Arc<Vec<String>>,
     /// Seed of every random choice (schedule, tasks, texts).
     pub seed: u64,
     /// Per-request client timeout.
@@ -132,7 +134,11 @@ pub async fn execute(plan: &Plan, progress: Progress) -> anyhow::Result<(Vec<Rec
     let requests: Vec<_> = (0..plan.shape.requests)
         .map(|i| {
             let task = plan.tasks.pick(&mut rng);
-            (i, task, client::body(task, &plan.corpus, &mut rng))
+            (
+                i,
+                task,
+                client::body(task, &plan.corpus, &plan.photos, &mut rng),
+            )
         })
         .collect();
 

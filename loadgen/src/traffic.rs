@@ -110,6 +110,11 @@ impl std::str::FromStr for TaskMix {
 }
 
 impl TaskMix {
+    /// Does the mix send `task` at all?
+    pub fn sends(&self, task: Task) -> bool {
+        self.0.iter().any(|(t, w)| *t == task && *w > 0)
+    }
+
     /// Pick a task by weight.
     pub fn pick(&self, rng: &mut impl Rng) -> Task {
         let total: u32 = self.0.iter().map(|(_, w)| w).sum();

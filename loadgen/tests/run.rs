@@ -23,6 +23,7 @@ async fn plan(pattern: Pattern, requests: usize) -> Plan {
         max_duration: Duration::from_secs(30),
         tasks: "embed=1,echo=1".parse().unwrap(),
         corpus: Arc::new(vec!["hello".into(), "fail".into()]),
+        photos: Arc::new(Vec::new()),
         seed: 7,
         timeout: Duration::from_secs(10),
         api_key: None,

@@ -6,7 +6,10 @@
 //! `--threads` threads (the pool a worker computes in). The fast backend
 //! runs on the kernels `KERNELS` names (default: the best this CPU has), and
 //! the report names them, the CPU, and the smallest cosine between the two
-//! backends' embeddings of any text at each batch size.
+//! backends' embeddings of any text at each batch size. [`images`] measures
+//! the image model the same way.
+
+pub mod images;
 
 use crate::backend::fast::FastBert;
 use crate::backend::gemm::Kernels;
@@ -27,6 +30,11 @@ pub struct BenchArgs {
     /// Print `{"results":[...]}` instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Measure the image model (`IMAGE_MODEL_DIR`) instead, on the PNG and
+    /// JPEG photos in this folder: images/s and ms per image at each batch
+    /// size, and the gateway's decode + crop per photo.
+    #[arg(long)]
+    pub images: Option<PathBuf>,
 }
 
 /// One backend at one batch size.

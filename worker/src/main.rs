@@ -1,5 +1,6 @@
 //! `worker` binary: parse config, serve until SIGTERM/Ctrl-C.
 
+use anyhow::Context;
 use clap::Parser;
 use jetinfer_worker::config::{Command, WorkerArgs};
 use tokio_util::sync::CancellationToken;
@@ -14,6 +15,25 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(Command::Bench(bench)) = &args.command {
         std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string());
+        if let Some(photos) = &bench.images {
+            let model_dir = args.image_model_dir.as_ref().context(
+                "worker bench --images needs IMAGE_MODEL_DIR (./jetinfer up installs it into .state/models/efficientnet-lite0)",
+            )?;
+            let report = jetinfer_worker::bench::images::measure(
+                model_dir,
+                photos,
+                &bench.batch_sizes,
+                args.threads,
+            )?;
+            match bench.json {
+                true => println!("{}", serde_json::json!({ "images": report })),
+                false => print!(
+                    "{}",
+                    jetinfer_worker::bench::images::table(&report, args.threads)
+                ),
+            }
+            return Ok(());
+        }
         let model =
             jetinfer_worker::backend::source::resolve(args.model_dir.clone(), &args.model_id)?;
         let texts = jetinfer_shared::corpus::load(bench.corpus.as_deref())?;
