@@ -88,7 +88,7 @@ mod tests {
         let beat = Heartbeat {
             id: id.to_owned(),
             tasks: Vec::new(),
-            models: vec!["m".into()],
+            models: Vec::new(),
             version: "0".into(),
             state: "ready".into(),
             in_flight: 0,

@@ -17,8 +17,8 @@ pub struct Identity {
     pub id: String,
     /// Tasks pulled.
     pub tasks: Vec<Task>,
-    /// Models served.
-    pub models: Vec<String>,
+    /// Models served, each with its tasks.
+    pub models: Vec<jetinfer_shared::protocol::ServedModel>,
     /// Unix ms of start.
     pub started_at_ms: u64,
 }

@@ -188,7 +188,7 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
     let identity = heartbeat::Identity {
         id: worker_id.clone(),
         tasks: choice.tasks.clone(),
-        models: choice.names(),
+        models: choice.served(),
         started_at_ms: now_ms(),
     };
     let beating = tokio::spawn(heartbeat::run(

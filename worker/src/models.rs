@@ -7,7 +7,7 @@
 //! not serve is refused at start, naming the model, instead of pulling
 //! batches it cannot compute.
 
-use jetinfer_shared::protocol::{Modality, Task};
+use jetinfer_shared::protocol::{Modality, ServedModel, Task};
 use std::path::PathBuf;
 
 /// Name of the image model, as `MODELS`, answers and heartbeats spell it.
@@ -75,6 +75,19 @@ impl Choice {
             .iter()
             .cloned()
             .chain(self.image.as_ref().map(|_| IMAGE_MODEL.to_owned()))
+            .collect()
+    }
+
+    /// Each model served with the tasks it computes here (echo runs on none).
+    pub fn served(&self) -> Vec<ServedModel> {
+        self.names()
+            .into_iter()
+            .map(|name| ServedModel {
+                tasks: (self.tasks.iter().copied())
+                    .filter(|t| t.modality().is_some() && self.model_of(*t) == name)
+                    .collect(),
+                name,
+            })
             .collect()
     }
 
@@ -182,6 +195,12 @@ mod tests {
         assert_eq!(both.tasks, Task::ALL);
         assert_eq!(both.model_of(Task::ClassifyImage), IMAGE_MODEL);
         assert_eq!(both.model_of(Task::Echo), "all-minilm-l6-v2");
+        let served = both.served();
+        assert_eq!(
+            served[0].tasks,
+            [Task::Embed, Task::Similarity, Task::Classify]
+        );
+        assert_eq!(served[1].tasks, [Task::ClassifyImage]);
     }
 
     #[test]

@@ -6,7 +6,10 @@ fn beat(id: &str) -> Heartbeat {
     Heartbeat {
         id: id.into(),
         tasks: vec![Task::Embed],
-        models: vec!["m".into()],
+        models: vec![jetinfer_shared::protocol::ServedModel {
+            name: "m".into(),
+            tasks: vec![Task::Embed],
+        }],
         version: "0".into(),
         state: "ready".into(),
         in_flight: 1,

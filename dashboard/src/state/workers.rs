@@ -101,7 +101,7 @@ impl Workers {
                 WorkerRow {
                     id: w.beat.id.clone(),
                     alive,
-                    models: w.beat.models.clone(),
+                    models: w.beat.models.iter().map(|m| m.name.clone()).collect(),
                     tasks: w.beat.tasks.iter().map(|t| t.to_string()).collect(),
                     in_flight: if alive { w.beat.in_flight } else { 0 },
                     processed: w.beat.processed,

@@ -5,7 +5,7 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::keyed::{self, Tenant};
-use super::request::{Base64Image, InferRequest, Pending, RawImage};
+use super::request::{Base64Image, InferRequest, Pending, RawImage, UploadTask};
 use super::validate;
 use super::AppState;
 use crate::batcher::{Queued, SubmitError};
@@ -78,8 +78,8 @@ struct Answer {
     request_body(description = "A JSON body naming its task; or a raw photo (PNG or JPEG) with `?task=classify_image`",
         content((InferRequest = "application/json"), (RawImage = "image/png"), (RawImage = "image/jpeg"))),
     params(
-        ("task" = Option<Task>, Query, description = "Raw photo uploads only: `classify_image` (a JSON body names its own task; query parameters on one are a 400)"),
-        ("priority" = Option<Priority>, Query, description = "Raw photo uploads only: the queue to wait in"),
+        ("task" = Option<UploadTask>, Query, description = "`classify_image`, what a raw photo upload is (also when omitted). A JSON body names its own task; its query is checked, not read"),
+        ("priority" = Option<Priority>, Query, description = "Raw photo uploads only: the queue to wait in (a JSON body's query is checked, not read)"),
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
             description = "Makes retries safe: a retry with the same key and body within IDEMPOTENCY_TTL_S (600 s) gets the first answer (waiting for it if it is still computing) and the model runs once. 1 to 255 visible ASCII characters; keys of different API keys never collide."),
     ),
@@ -246,8 +246,9 @@ enum BodyKind {
 }
 
 /// Read the body within its kind's limit, then validate it: a JSON body
-/// field by field, a raw upload by its query (`?task=classify_image`,
-/// optionally `&priority=`).
+/// field by field (it names its own task and priority: its query, if any, is
+/// checked as described, not read), a raw upload by its query (`?task=classify_image`, optionally
+/// `&priority=`).
 async fn read(
     state: &AppState,
     uri: &Uri,
@@ -283,20 +284,18 @@ async fn read(
             Ok(_) => ApiError::PayloadTooLarge(too_large),
             Err(e) => ApiError::InvalidJson(format!("cannot read the request body: {e}")),
         })?;
+    let priority = upload_query(&query)?;
     match kind {
-        BodyKind::Json if query.is_empty() => validate::parse(&bytes, limits),
-        BodyKind::Json => Err(ApiError::InvalidQuery(
-            "query parameters are for raw photo uploads only; a JSON body names its own `task` \
-             and `priority`"
-                .into(),
-        )),
-        BodyKind::Image => upload(&query, bytes.to_vec()),
+        // The body names its own task and priority; the query was only checked.
+        BodyKind::Json => validate::parse(&bytes, limits),
+        BodyKind::Image => upload(priority, bytes.to_vec()),
     }
 }
 
-/// A raw photo upload: its query must name `task=classify_image`, and may
-/// name `priority`.
-fn upload(query: &[(String, String)], photo: Vec<u8>) -> Result<InferRequest, ApiError> {
+/// The `priority` of `/infer`'s query, checked with its `task`: each given
+/// at most once, `task` only `classify_image` (what a photo upload is, also
+/// when omitted), `priority` a known name; anything else is 400 `invalid_query`.
+fn upload_query(query: &[(String, String)]) -> Result<Option<Priority>, ApiError> {
     let mut task = None;
     let mut priority = None;
     for (name, value) in query {
@@ -305,7 +304,7 @@ fn upload(query: &[(String, String)], photo: Vec<u8>) -> Result<InferRequest, Ap
             "priority" => &mut priority,
             other => {
                 return Err(ApiError::InvalidQuery(format!(
-                    "unknown query parameter `{other}`; a photo upload takes `task` and `priority`"
+                    "unknown query parameter `{other}`; /infer takes `task` and `priority` (for photo uploads)"
                 )))
             }
         };
@@ -315,25 +314,21 @@ fn upload(query: &[(String, String)], photo: Vec<u8>) -> Result<InferRequest, Ap
             )));
         }
     }
-    match task.map(str::parse::<Task>) {
-        Some(Ok(Task::ClassifyImage)) => {}
-        Some(Ok(other)) => {
-            return Err(ApiError::InvalidInput(format!(
-                "task `{other}` takes a JSON body; an image body is for `classify_image`"
-            )))
-        }
-        Some(Err(e)) => return Err(ApiError::UnknownTask(e.to_string())),
-        None => {
-            return Err(ApiError::InvalidQuery(
-                "a photo upload names its task in the query: `POST /infer?task=classify_image`"
-                    .into(),
-            ))
-        }
+    if let Some(task) = task.filter(|t| *t != Task::ClassifyImage.as_str()) {
+        return Err(ApiError::InvalidQuery(format!(
+            "query parameter `task` is {task:?}; in the query it can only be `classify_image` \
+             (a photo upload's task); a JSON body names its own task"
+        )));
     }
-    let priority = priority
+    priority
         .map(str::parse::<Priority>)
         .transpose()
-        .map_err(|e| ApiError::InvalidInput(e.to_string()))?;
+        .map_err(|e| ApiError::InvalidQuery(e.to_string()))
+}
+
+/// A raw photo upload: `classify_image` (the one task on photos), at
+/// `priority` from the query.
+fn upload(priority: Option<Priority>, photo: Vec<u8>) -> Result<InferRequest, ApiError> {
     if photo.is_empty() {
         return Err(ApiError::InvalidImage("the uploaded photo is empty".into()));
     }

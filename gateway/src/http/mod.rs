@@ -10,6 +10,7 @@
 //! - [`image`]: photos decoded and cropped off the async threads, as many at once as cores.
 //! - [`validate`]: JSON body → [`request::InferRequest`], with the documented limits.
 //! - [`infer`]: `POST /infer`, step by step: read, admit, submit, await the reply, respond.
+//! - [`models`]: `GET /v1/models`, the models live workers serve (OpenAI's list shape).
 //! - [`keyed`]: the HTTP side of `Idempotency-Key`: the header, who sent it, the replay.
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers and their types.
 //! - [`status`]: `GET /status`, `/healthz`, `/readyz`, `/recent_requests`, `/metrics`.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod image;
 pub mod infer;
 pub mod keyed;
+pub mod models;
 pub mod openapi;
 pub mod request;
 pub mod status;
@@ -69,6 +71,7 @@ pub fn app(state: Arc<AppState>, keys: jetinfer_shared::keys::Keys) -> Router {
         .route("/infer", post(infer::infer))
         .route("/status", get(status::status))
         .route("/recent_requests", get(status::recent_requests))
+        .route("/v1/models", get(models::models))
         .route_layer(middleware::from_fn_with_state(
             Arc::new(keys),
             auth::require_key,

@@ -7,12 +7,15 @@
 
 use super::error::ErrorBody;
 use super::infer::InferResponse;
-use super::request::{Base64Image, InferRequest, Labels, RawImage, SimilarityInput, Text};
+use super::models::{ModelEntry, ModelList};
+use super::request::{
+    Base64Image, InferRequest, Labels, RawImage, SimilarityInput, Text, UploadTask,
+};
 use super::status::{ConsumerStatus, Health, QueueStatus, Readiness, Status, WorkerStatus};
 use axum::Json;
 use jetinfer_shared::protocol::{
-    GatewayStats, Heartbeat, Priority, RequestRecord, ScoredCandidate, ScoredClass, Task,
-    TaskOutput,
+    GatewayStats, Heartbeat, Priority, RequestRecord, ScoredCandidate, ScoredClass, ServedModel,
+    Task, TaskOutput,
 };
 use utoipa::openapi::schema::{AdditionalProperties, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -63,17 +66,18 @@ impl Modify for ClosedShapes {
         super::infer::infer,
         super::status::status,
         super::status::recent_requests,
+        super::models::models,
         super::status::healthz,
         super::status::readyz,
         super::status::metrics,
         openapi,
     ),
     components(schemas(
-        InferRequest, SimilarityInput, Text, Labels, Base64Image, RawImage, InferResponse, TaskOutput,
+        InferRequest, SimilarityInput, Text, Labels, Base64Image, RawImage, UploadTask, InferResponse, TaskOutput,
         ScoredCandidate, ScoredClass, Task,
         Priority, ErrorBody,
         Status, WorkerStatus, Heartbeat, QueueStatus, ConsumerStatus, GatewayStats,
-        RequestRecord, Health, Readiness,
+        RequestRecord, Health, Readiness, ModelList, ModelEntry, ServedModel,
     )),
     modifiers(&BearerKeys, &ClosedShapes),
 )]
@@ -101,6 +105,7 @@ mod tests {
             "/infer",
             "/status",
             "/recent_requests",
+            "/v1/models",
             "/healthz",
             "/readyz",
             "/metrics",

@@ -167,6 +167,20 @@ impl PartialSchema for RawImage {
 
 impl ToSchema for RawImage {}
 
+/// The `task` of `/infer`'s query: a photo upload's, so only `classify_image`.
+pub struct UploadTask;
+
+impl PartialSchema for UploadTask {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["classify_image"]))
+            .into()
+    }
+}
+
+impl ToSchema for UploadTask {}
+
 /// Is a `Content-Type` value an image (`image/png`, `image/jpeg`, any
 /// `image/*`, case-insensitive, parameters allowed)? Whether the bytes are
 /// one the decoder reads is found out by decoding them.

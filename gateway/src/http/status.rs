@@ -74,7 +74,8 @@ pub struct Status {
     pub waiting: usize,
 }
 
-async fn workers(js: &async_nats::jetstream::Context) -> Vec<WorkerStatus> {
+/// The live workers, from their heartbeats (none when the bucket cannot be read).
+pub(super) async fn workers(js: &async_nats::jetstream::Context) -> Vec<WorkerStatus> {
     let beats = heartbeats::live(js).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot list workers");
         Vec::new()
@@ -156,12 +157,15 @@ pub struct Readiness {
     pub workers: usize,
     /// Live workers per task (0: nobody serves it).
     pub tasks: std::collections::BTreeMap<String, usize>,
+    /// Live workers per model they serve.
+    pub models: std::collections::BTreeMap<String, usize>,
     /// NATS connection state.
     pub nats: String,
 }
 
 /// Readiness: 200 when at least one live worker is connected, 503 otherwise.
-/// The body counts live workers per task, so a task nobody serves shows as 0.
+/// The body counts live workers per task, so a task nobody serves shows as
+/// 0, and per model.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, body = Readiness, description = "at least one live worker"),
     (status = 503, body = Readiness, description = "no live worker")))]
@@ -177,6 +181,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Rea
             (t.as_str().to_owned(), n)
         })
         .collect();
+    let mut models = std::collections::BTreeMap::new();
+    for model in workers.iter().flat_map(|w| &w.heartbeat.models) {
+        *models.entry(model.name.clone()).or_default() += 1;
+    }
     let ready = !workers.is_empty();
     let status = if ready {
         StatusCode::OK
@@ -187,6 +195,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Rea
         ready,
         workers: workers.len(),
         tasks,
+        models,
         nats: state.nats.connection_state().to_string(),
     };
     (status, Json(body))

@@ -38,7 +38,7 @@ pub use limits::{
     item_budget, LimitError, ENVELOPE_BYTES, MAX_BATCH_ITEMS, MAX_ITEM_TEXTS, MAX_TEXT_BYTES,
 };
 pub use preview::{preview, Fingerprint};
-pub use records::{GatewayStats, Heartbeat, RequestRecord, WorkerEvent};
+pub use records::{GatewayStats, Heartbeat, RequestRecord, ServedModel, WorkerEvent};
 pub use task::{
     Modality, Priority, ScoredCandidate, ScoredClass, Task, TaskInput, TaskOutput, UnknownName,
     IMAGE_TOKENS,

@@ -8,6 +8,15 @@ use super::task::Task;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// One model a worker serves and the tasks it computes with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServedModel {
+    /// The model's short id (`all-minilm-l6-v2`, `efficientnet-lite0`).
+    pub name: String,
+    /// The tasks it computes on this worker.
+    pub tasks: Vec<Task>,
+}
+
 /// A worker's liveness record in the `INFER_WORKERS` bucket (JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
@@ -15,8 +24,8 @@ pub struct Heartbeat {
     pub id: String,
     /// Tasks the worker pulls.
     pub tasks: Vec<Task>,
-    /// Models the worker serves (`all-minilm-l6-v2`, `efficientnet-lite0`).
-    pub models: Vec<String>,
+    /// Models the worker serves, each with its tasks.
+    pub models: Vec<ServedModel>,
     /// Worker build version.
     pub version: String,
     /// `starting`, `ready` or `draining`.

@@ -4,31 +4,53 @@
 //! and bodies as the spec says, invalid input rejected, valid input accepted,
 //! and the API key enforced. Bounded by a fixed seed and example count.
 
-use crate::stack::Stack;
+use crate::stack::{Setup, Stack};
 use jetinfer_testsupport::schemathesis_bin;
 use std::time::Duration;
 
 const KEY: &str = "fuzz-key";
 
-/// schemathesis hook: a schema-valid `Idempotency-Key` gets a unique suffix.
-/// Each generated request is a request of its own; without this, generated
-/// keys repeat ("0") across bodies and are rightly refused with 422
-/// `idempotency_key_reused`, which the single-request schema cannot say.
+/// schemathesis hooks for what a schema cannot say of one request:
+/// - a schema-valid `Idempotency-Key` gets a unique suffix. Each generated
+///   request is a request of its own; without this, generated keys repeat
+///   ("0") across bodies and are rightly refused with 422
+///   `idempotency_key_reused`;
+/// - a schema-valid (non-empty string) `classify_image` input becomes a real
+///   photo, base64: the schema says "base64", not "a PNG that decodes", and
+///   random base64 is rightly refused with 422 `invalid_image` (that refusal
+///   is `images.rs`'s to test). Wrong types and empty strings stay as generated.
 const HOOKS: &str = r#"
-import re, uuid
+import base64, re, struct, uuid, zlib
 import schemathesis
+
+def png_1x1():
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b"")
+
+PHOTO = base64.b64encode(png_1x1()).decode()
 
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):
     key = (case.headers or {}).get("Idempotency-Key")
     if isinstance(key, str) and re.fullmatch(r"[!-~]{1,255}", key):
         case.headers["Idempotency-Key"] = f"{key[:222]}-{uuid.uuid4().hex}"
+    body = case.body
+    if isinstance(body, dict) and body.get("task") == "classify_image" \
+            and isinstance(body.get("input"), str) and body["input"]:
+        body["input"] = PHOTO
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn schemathesis_finds_no_spec_violation_and_no_server_error() {
     tokio::time::timeout(Duration::from_secs(540), async {
-        let stack = Stack::start(2, &["--api-keys", KEY]).await;
+        // Workers serve every task the spec describes, photos included.
+        let setup = Setup {
+            images: true,
+            ..Setup::default()
+        };
+        let stack = Stack::start_with(2, &["--api-keys", KEY], setup).await;
         let spec = format!("{}/openapi.json", stack.url);
         let dir = tempfile::tempdir().unwrap(); // schemathesis writes its caches here
         std::fs::write(dir.path().join("unique_keys.py"), HOOKS).unwrap();

@@ -59,7 +59,59 @@ async fn photos_are_classified_by_the_image_model() {
         let stack = Stack::start_with(2, &[], setup).await;
         let status = stack.status().await.expect("status");
         let models = &status["workers"][0]["models"];
-        assert_eq!(models, &json!(["all-minilm-l6-v2", "efficientnet-lite0"]));
+        let want = json!([
+            {"name": "all-minilm-l6-v2", "tasks": ["embed", "similarity", "classify"]},
+            {"name": "efficientnet-lite0", "tasks": ["classify_image"]},
+        ]);
+        assert_eq!(models, &want);
+        let ready: Value = stack
+            .http
+            .get(format!("{}/readyz", stack.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            ready["models"],
+            json!({"all-minilm-l6-v2": 2, "efficientnet-lite0": 2}),
+            "{ready}"
+        );
+        let listed: Value = stack
+            .http
+            .get(format!("{}/v1/models", stack.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["object"], "list", "{listed}");
+        let ids: Vec<(&str, u64, &Value)> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_str().unwrap(),
+                    m["workers"].as_u64().unwrap(),
+                    &m["tasks"],
+                )
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (
+                    "all-minilm-l6-v2",
+                    2,
+                    &json!(["embed", "similarity", "classify"])
+                ),
+                ("efficientnet-lite0", 2, &json!(["classify_image"])),
+            ],
+            "{listed}"
+        );
 
         let mut alone = Vec::new();
         for (path, classes) in PHOTOS {
@@ -166,13 +218,26 @@ async fn broken_huge_and_misaddressed_photos_get_their_errors() {
                 413,
                 "payload_too_large",
             ),
-            ("/infer", chelsea.clone(), "image/png", 400, "invalid_query"),
             (
                 "/infer?task=embed",
                 chelsea.clone(),
                 "image/png",
-                422,
-                "invalid_input",
+                400,
+                "invalid_query",
+            ),
+            (
+                "/infer?priority=now",
+                chelsea.clone(),
+                "image/png",
+                400,
+                "invalid_query",
+            ),
+            (
+                "/infer?task=classify_image&task=classify_image",
+                chelsea.clone(),
+                "image/png",
+                400,
+                "invalid_query",
             ),
             (
                 "/infer?task=classify_image&size=9",
@@ -197,10 +262,26 @@ async fn broken_huge_and_misaddressed_photos_get_their_errors() {
                 "{path}: {body}"
             );
         }
+        // Without `task` a photo upload is classify_image.
+        let (status, body) = stack.post_raw("/infer", chelsea, "image/png").await;
+        assert_eq!(
+            (status, &body["task"]),
+            (200, &json!("classify_image")),
+            "{body}"
+        );
+        // A JSON body's query is checked (as the spec says), not read.
         let (status, body) = stack
-            .post_raw("/infer?task=classify_image", chelsea, "image/png")
+            .post_raw(
+                "/infer?task=embed",
+                br#"{"task":"embed","input":"a"}"#.to_vec(),
+                "application/json",
+            )
             .await;
-        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_query")),
+            "{body}"
+        );
         stack.shutdown().await;
     })
     .await
