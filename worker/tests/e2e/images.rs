@@ -64,29 +64,13 @@ async fn photos_are_classified_by_the_image_model() {
             {"name": "efficientnet-lite0", "tasks": ["classify_image"]},
         ]);
         assert_eq!(models, &want);
-        let ready: Value = stack
-            .http
-            .get(format!("{}/readyz", stack.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready = stack.get_json("/readyz").await;
         assert_eq!(
             ready["models"],
             json!({"all-minilm-l6-v2": 2, "efficientnet-lite0": 2}),
             "{ready}"
         );
-        let listed: Value = stack
-            .http
-            .get(format!("{}/v1/models", stack.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed = stack.get_json("/v1/models").await;
         assert_eq!(listed["object"], "list", "{listed}");
         let ids: Vec<(&str, u64, &Value)> = listed["data"]
             .as_array()
@@ -168,6 +152,19 @@ async fn photos_are_classified_by_the_image_model() {
     .expect("test timed out");
 }
 
+/// `body` is the error `code` with `status`, and says what is wrong.
+fn assert_error(status: u16, body: &Value, (want, code): (u16, &str)) {
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (want, Some(code)),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
 /// What no model can take is refused at the gateway, before anything is
 /// queued, with its status and code; the stack serves photos afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -196,12 +193,7 @@ async fn broken_huge_and_misaddressed_photos_get_their_errors() {
             let (status, body) = stack
                 .infer(json!({"task": "classify_image", "input": input}))
                 .await;
-            assert_eq!(
-                (status, body["error"].as_str()),
-                (want, Some(code)),
-                "{body}"
-            );
-            assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert_error(status, &body, (want, code));
         }
         let raw_cases = [
             (
@@ -256,11 +248,7 @@ async fn broken_huge_and_misaddressed_photos_get_their_errors() {
         ];
         for (path, bytes, content_type, want, code) in raw_cases {
             let (status, body) = stack.post_raw(path, bytes, content_type).await;
-            assert_eq!(
-                (status, body["error"].as_str()),
-                (want, Some(code)),
-                "{path}: {body}"
-            );
+            assert_error(status, &body, (want, code));
         }
         // Without `task` a photo upload is classify_image.
         let (status, body) = stack.post_raw("/infer", chelsea, "image/png").await;
@@ -277,11 +265,7 @@ async fn broken_huge_and_misaddressed_photos_get_their_errors() {
                 "application/json",
             )
             .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_query")),
-            "{body}"
-        );
+        assert_error(status, &body, (400, "invalid_query"));
         stack.shutdown().await;
     })
     .await
@@ -307,11 +291,7 @@ async fn a_photo_that_no_message_can_carry_is_refused_at_once() {
                 "application/json",
             )
             .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (413, Some("payload_too_large")),
-            "{body}"
-        );
+        assert_error(status, &body, (413, "payload_too_large"));
         stack.shutdown().await;
     })
     .await

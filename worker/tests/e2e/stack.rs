@@ -171,6 +171,18 @@ impl Stack {
             .expect("a text body")
     }
 
+    /// GET `path` on the gateway (with the harness's key, if any) as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("gateway reachable")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
     /// POST /infer with a JSON body; returns status and parsed JSON body.
     pub async fn infer(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
         let r = self
