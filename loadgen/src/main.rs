@@ -127,17 +127,12 @@ struct BenchArgs {
 /// Every PNG and JPEG directly in `dir`, base64-encoded for `/infer`.
 fn photos(dir: &Path) -> anyhow::Result<Vec<String>> {
     use base64::Engine;
+    let files = jetinfer_shared::image::photo_files(dir)
+        .with_context(|| format!("--images {}", dir.display()))?;
     let mut photos = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("--images {}", dir.display()))? {
-        let path = entry?.path();
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        if matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
-            let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
-            photos.push(base64::engine::general_purpose::STANDARD.encode(bytes));
-        }
+    for path in files {
+        let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
+        photos.push(base64::engine::general_purpose::STANDARD.encode(bytes));
     }
     if photos.is_empty() {
         bail!("--images {}: no .png or .jpg files", dir.display());

@@ -77,6 +77,24 @@ pub enum ImageError {
     },
 }
 
+/// The PNG and JPEG files directly in `dir` (by extension, case-insensitive),
+/// sorted: the photos `worker bench --images` and `loadgen --images` read.
+pub fn photo_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        if matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// Decode `bytes`, resize the shorter side to [`CROP_SIDE`] and cut out the centre.
 pub fn prepare(bytes: &[u8]) -> Result<ImageCrop, ImageError> {
     use image::ImageDecoder;

@@ -5,7 +5,7 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::keyed::{self, Tenant};
-use super::request::{Base64Image, InferRequest, Pending, RawImage, UploadTask};
+use super::request::{InferRequest, Pending, Photo, RawImage, UploadTask};
 use super::validate;
 use super::AppState;
 use crate::batcher::{Queued, SubmitError};
@@ -260,7 +260,30 @@ async fn read(
         .map_err(|e| ApiError::InvalidQuery(e.body_text()))?
         .0;
     let limits = &state.limits;
-    let too_large = match kind {
+    let limit = match kind {
+        BodyKind::Json => limits.max_body_bytes,
+        BodyKind::Image => limits.max_image_bytes,
+    };
+    let bytes =
+        axum::body::to_bytes(body, limit).await.map_err(|e| match e
+            .into_inner()
+            .downcast::<http_body_util::LengthLimitError>(
+        ) {
+            Ok(_) => ApiError::PayloadTooLarge(too_large(kind, limits)),
+            Err(e) => ApiError::InvalidJson(format!("cannot read the request body: {e}")),
+        })?;
+    let priority = upload_query(&query)?;
+    match kind {
+        // The body names its own task and priority; the query was only checked.
+        BodyKind::Json => validate::parse(&bytes, limits),
+        BodyKind::Image => upload(priority, bytes.to_vec()),
+    }
+}
+
+/// Why a body of `kind` over its limit was refused, naming the limit (and,
+/// for JSON, where a larger photo goes).
+fn too_large(kind: BodyKind, limits: &crate::config::Limits) -> String {
+    match kind {
         BodyKind::Json => format!(
             "the request body is larger than {} bytes (MAX_BODY_BYTES); a larger photo goes as \
              a raw upload (`Content-Type: image/jpeg`, `POST /infer?task=classify_image`) of up \
@@ -271,24 +294,6 @@ async fn read(
             "the photo is larger than {} bytes (MAX_IMAGE_BYTES)",
             limits.max_image_bytes
         ),
-    };
-    let limit = match kind {
-        BodyKind::Json => limits.max_body_bytes,
-        BodyKind::Image => limits.max_image_bytes,
-    };
-    let bytes =
-        axum::body::to_bytes(body, limit).await.map_err(|e| match e
-            .into_inner()
-            .downcast::<http_body_util::LengthLimitError>(
-        ) {
-            Ok(_) => ApiError::PayloadTooLarge(too_large),
-            Err(e) => ApiError::InvalidJson(format!("cannot read the request body: {e}")),
-        })?;
-    let priority = upload_query(&query)?;
-    match kind {
-        // The body names its own task and priority; the query was only checked.
-        BodyKind::Json => validate::parse(&bytes, limits),
-        BodyKind::Image => upload(priority, bytes.to_vec()),
     }
 }
 
@@ -333,7 +338,7 @@ fn upload(priority: Option<Priority>, photo: Vec<u8>) -> Result<InferRequest, Ap
         return Err(ApiError::InvalidImage("the uploaded photo is empty".into()));
     }
     Ok(InferRequest::ClassifyImage {
-        input: Base64Image(photo),
+        input: Photo(photo),
         priority,
     })
 }

@@ -103,7 +103,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::request::is_json;
+    use super::request::{is_image, is_json};
 
     #[test]
     fn json_media_types_as_the_rfc_spells_them() {
@@ -128,6 +128,24 @@ mod tests {
             "application/ json",
         ] {
             assert!(!is_json(other), "{other}");
+        }
+        for image in [
+            "image/png",
+            "IMAGE/JPEG",
+            "image/webp; q=1",
+            " image/x-icon ",
+        ] {
+            assert!(is_image(image), "{image}");
+        }
+        for other in [
+            "image/",
+            "image",
+            "images/png",
+            "image/ png",
+            "application/json",
+            "",
+        ] {
+            assert!(!is_image(other), "{other}");
         }
     }
 }

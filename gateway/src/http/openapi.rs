@@ -8,9 +8,7 @@
 use super::error::ErrorBody;
 use super::infer::InferResponse;
 use super::models::{ModelEntry, ModelList};
-use super::request::{
-    Base64Image, InferRequest, Labels, RawImage, SimilarityInput, Text, UploadTask,
-};
+use super::request::{InferRequest, Labels, Photo, RawImage, SimilarityInput, Text, UploadTask};
 use super::status::{ConsumerStatus, Health, QueueStatus, Readiness, Status, WorkerStatus};
 use axum::Json;
 use jetinfer_shared::protocol::{
@@ -73,7 +71,7 @@ impl Modify for ClosedShapes {
         openapi,
     ),
     components(schemas(
-        InferRequest, SimilarityInput, Text, Labels, Base64Image, RawImage, UploadTask, InferResponse, TaskOutput,
+        InferRequest, SimilarityInput, Text, Labels, Photo, RawImage, UploadTask, InferResponse, TaskOutput,
         ScoredCandidate, ScoredClass, Task,
         Priority, ErrorBody,
         Status, WorkerStatus, Heartbeat, QueueStatus, ConsumerStatus, GatewayStats,

@@ -114,26 +114,37 @@ impl PartialSchema for Labels {
 
 impl ToSchema for Labels {}
 
-/// Is a `Content-Type` value JSON (RFC 9110 §8.3.1)? The type and subtype are
-/// case-insensitive, `application/json` or any `application/*+json`, and
-/// parameters (`; charset=utf-8`) are allowed.
-pub fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    let Some((kind, subtype)) = essence.split_once('/') else {
-        return false;
-    };
-    let subtype = subtype.to_ascii_lowercase();
-    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
-    kind.eq_ignore_ascii_case("application")
-        && token(&subtype)
-        && (subtype == "json" || subtype.strip_suffix("+json").is_some_and(token))
+/// A media type token: visible ASCII without `/`, not empty.
+fn token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
 }
 
-/// A photo, base64-encoded (standard alphabet, padding optional): PNG or JPEG.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Base64Image(pub Vec<u8>);
+/// The type and the lower-case subtype of a `Content-Type` value (RFC 9110
+/// §8.3.1), parameters (`; charset=utf-8`) dropped; `None` when it has no
+/// `type/subtype` of tokens.
+fn media_type(content_type: &str) -> Option<(&str, String)> {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let (kind, subtype) = essence.split_once('/')?;
+    (token(kind) && token(subtype)).then(|| (kind, subtype.to_ascii_lowercase()))
+}
 
-impl PartialSchema for Base64Image {
+/// Is a `Content-Type` value JSON? The type and subtype are
+/// case-insensitive, `application/json` or any `application/*+json`, and
+/// parameters are allowed.
+pub fn is_json(content_type: &str) -> bool {
+    media_type(content_type).is_some_and(|(kind, subtype)| {
+        kind.eq_ignore_ascii_case("application")
+            && (subtype == "json" || subtype.strip_suffix("+json").is_some_and(token))
+    })
+}
+
+/// A photo's file bytes (PNG or JPEG, not yet decoded): from a JSON body's
+/// base64 `input` (standard alphabet, padding optional), as its schema
+/// says, or from a raw upload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Photo(pub Vec<u8>);
+
+impl PartialSchema for Photo {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
             .schema_type(Type::String)
@@ -146,7 +157,7 @@ impl PartialSchema for Base64Image {
     }
 }
 
-impl ToSchema for Base64Image {}
+impl ToSchema for Photo {}
 
 /// The body of a raw photo upload, as the description names it: bytes.
 pub struct RawImage;
@@ -185,12 +196,7 @@ impl ToSchema for UploadTask {}
 /// `image/*`, case-insensitive, parameters allowed)? Whether the bytes are
 /// one the decoder reads is found out by decoding them.
 pub fn is_image(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    essence.split_once('/').is_some_and(|(kind, subtype)| {
-        kind.eq_ignore_ascii_case("image")
-            && !subtype.is_empty()
-            && subtype.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
-    })
+    media_type(content_type).is_some_and(|(kind, _)| kind.eq_ignore_ascii_case("image"))
 }
 
 /// Query and candidates of a similarity request.
@@ -242,7 +248,7 @@ pub enum InferRequest {
     /// `classify_image`: the ImageNet-1k classes of a photo (EfficientNet-Lite0).
     ClassifyImage {
         /// The photo.
-        input: Base64Image,
+        input: Photo,
         /// Queue to wait in.
         priority: Option<Priority>,
     },

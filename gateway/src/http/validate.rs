@@ -6,7 +6,7 @@
 //! describes ([`super::request`]).
 
 use super::error::ApiError;
-use super::request::{has_visible, Base64Image, InferRequest, Labels, SimilarityInput, Text};
+use super::request::{has_visible, InferRequest, Labels, Photo, SimilarityInput, Text};
 use crate::config::Limits;
 use jetinfer_shared::protocol::{Priority, Task};
 use serde_json::{Map, Value};
@@ -78,14 +78,14 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<InferRequest, ApiError> {
 
 /// The bytes of a base64 photo ([`decode_base64`]); whether they are an
 /// image is for [`super::image`] to find out.
-fn base64_image(value: &Value) -> Result<Base64Image, ApiError> {
+fn base64_image(value: &Value) -> Result<Photo, ApiError> {
     let Value::String(encoded) = value else {
         return Err(ApiError::InvalidImage(
             "`input` of task `classify_image` must be a string: the photo, base64-encoded".into(),
         ));
     };
     decode_base64(encoded)
-        .map(Base64Image)
+        .map(Photo)
         .map_err(|e| ApiError::InvalidImage(format!("`input` {e}")))
 }
 

@@ -70,17 +70,7 @@ pub fn measure(
         dir: dir.display().to_string(),
         reason,
     };
-    let is_photo = |p: &Path| {
-        p.extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| ["png", "jpg", "jpeg"].contains(&e.to_ascii_lowercase().as_str()))
-    };
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| photos_error(e.to_string()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| is_photo(p))
-        .collect();
-    files.sort();
+    let files = image::photo_files(dir).map_err(|e| photos_error(e.to_string()))?;
     let started = Instant::now();
     let crops = files
         .iter()
