@@ -6,7 +6,9 @@
 #      would have it (tracked and untracked files git does not ignore; no .env,
 #      .state or target), or with --clone a `git clone` of HEAD
 #   2. build the image, `up -d --build`, wait for 3 workers in the gateway's /status
-#   3. one /infer per task (embed, similarity, classify, echo), the dashboard page
+#   3. one /infer per task (embed, similarity, classify, echo, classify_image on
+#      Debian's chelsea.png, PHOTOS_DIR), GET /v1/models, a task asked of a
+#      model that lacks it (503 no_worker), the dashboard page
 #   4. 300 requests while one worker's process is SIGKILLed (a crash, as the OOM
 #      killer does it): every one 200, the container restarted by its restart
 #      policy. Not `docker kill`: Docker counts that as a manual stop and never
@@ -47,6 +49,8 @@ fi
 docker info >/dev/null 2>&1 || { echo "cannot reach the Docker daemon" >&2; exit 1; }
 command -v curl >/dev/null 2>&1 || { echo "curl is needed" >&2; exit 1; }
 command -v python3 >/dev/null 2>&1 || { echo "python3 is needed (to read JSON)" >&2; exit 1; }
+[ -f "${PHOTOS_DIR:-}/usr/lib/python3/dist-packages/skimage/data/chelsea.png" ] \
+  || { echo "PHOTOS_DIR must hold the photos of Debian's python3-skimage (./jetinfer compose-test fetches them)" >&2; exit 1; }
 
 export COMPOSE_PROJECT_NAME=jetinfer-compose-test
 GW=http://127.0.0.1:8000
@@ -184,6 +188,17 @@ ok "classify: 'I love this' positive, 'The match went to extra time' sports"
 out=$(infer '{"task":"echo","input":"hi"}') || fail "echo"
 [ "$(echo "$out" | json 'j["output"]["echo"]')" = hi ] || fail "echo: $out"
 ok "echo"
+cat_png="$PHOTOS_DIR/usr/lib/python3/dist-packages/skimage/data/chelsea.png"
+out=$(curl -fsS --max-time 30 "$GW/infer?task=classify_image" -H 'content-type: image/png' --data-binary @"$cat_png") || fail "classify_image"
+[ "$(echo "$out" | json 'j["model"]')" = efficientnet-lite0 ] || fail "classify_image: $out"
+[ "$(echo "$out" | json 'j["output"]["top"][0]["index"] in range(281, 286)')" = True ] || fail "classify_image: not a cat: $out"
+ok "classify_image: chelsea.png is a $(echo "$out" | json 'j["output"]["label"]') ($(echo "$out" | json 'round(j["output"]["top"][0]["score"], 3)'))"
+models=$(curl -fsS "$GW/v1/models" | json '",".join("%s:%s" % (m["id"], m["workers"]) for m in j["data"])')
+[ "$models" = "all-minilm-l6-v2:3,echo:3,efficientnet-lite0:3" ] || fail "/v1/models: $models"
+ok "GET /v1/models: $models"
+code=$(curl -sS -o /tmp/jetinfer-no-worker.json -w '%{http_code}' "$GW/infer" -H 'content-type: application/json' -d '{"task":"classify_image","input":"aGk=","model":"all-minilm-l6-v2"}')
+[ "$code" = 503 ] && grep -q '"no_worker"' /tmp/jetinfer-no-worker.json || fail "photos asked of the text model: $code $(cat /tmp/jetinfer-no-worker.json)"
+ok "photos asked of the text model: 503 no_worker at once"
 
 say "dashboard"
 page=$(curl -fsS --max-time 5 "$DASH/") || fail "GET $DASH/"

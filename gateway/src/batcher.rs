@@ -1,4 +1,4 @@
-//! The micro-batcher: an actor that groups requests per (task, priority).
+//! The micro-batcher: an actor that groups requests per (model, task, priority).
 //!
 //! One task owns every buffer; handlers talk to it through a cloneable
 //! [`Batcher`] handle. A queue is flushed when it is full (`BATCH_MAX_SIZE`
@@ -11,7 +11,7 @@
 //! NATS or tensors and can be tested on a paused clock.
 
 use crate::config::BatchArgs;
-use jetinfer_shared::protocol::{self, BatchItem, Priority, Task};
+use jetinfer_shared::protocol::{self, BatchItem, ModelName, Priority, Task};
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -24,6 +24,8 @@ mod tests;
 pub struct Queued {
     /// Request id and input.
     pub item: BatchItem,
+    /// Model it runs on (named in the request, or routed).
+    pub model: ModelName,
     /// Queue it goes to.
     pub priority: Priority,
     /// Unix ms after which its client no longer waits.
@@ -33,9 +35,11 @@ pub struct Queued {
     pub claim_revision: Option<u64>,
 }
 
-/// Requests of one task and priority that leave the batcher together.
+/// Requests of one model, task and priority that leave the batcher together.
 #[derive(Debug)]
 pub struct Batch {
+    /// The model every request in it runs on.
+    pub model: ModelName,
     /// The task every request in it asks for.
     pub task: Task,
     /// The queue every request in it came from.
@@ -151,7 +155,8 @@ impl Batcher {
     }
 }
 
-type Key = (Priority, Task);
+/// Priority first, so a flush of everything sends `high` queues first.
+type Key = (Priority, ModelName, Task);
 
 struct Queue {
     items: Vec<Queued>,
@@ -205,16 +210,16 @@ async fn run(
         let due: Vec<Key> = queues
             .iter()
             .filter(|(_, q)| idle || q.items.len() >= max || now - q.since >= args.max_wait())
-            .map(|(k, _)| *k)
+            .map(|(k, _)| k.clone())
             .collect();
         for key in due {
             if let Some(queue) = queues.remove(&key) {
-                flush(key, queue.items, max, &sink);
+                flush(&key, queue.items, max, &sink);
             }
         }
     }
     for (key, queue) in std::mem::take(&mut queues) {
-        flush(key, queue.items, max, &sink);
+        flush(&key, queue.items, max, &sink);
     }
 }
 
@@ -233,13 +238,17 @@ fn push(
         bytes,
         tokens,
     } = sized;
-    let key = (queued.priority, queued.item.input.task());
+    let key = (
+        queued.priority,
+        queued.model.clone(),
+        queued.item.input.task(),
+    );
     if queues
         .get(&key)
         .is_some_and(|q| q.bytes + bytes > room.bytes || q.tokens + tokens > room.tokens)
     {
         if let Some(full) = queues.remove(&key) {
-            flush(key, full.items, max, sink);
+            flush(&key, full.items, max, sink);
         }
     }
     let queue = queues.entry(key).or_insert_with(|| Queue {
@@ -254,11 +263,12 @@ fn push(
 }
 
 /// Hand `items` to the sink in batches of at most `max`.
-fn flush(key: Key, mut items: Vec<Queued>, max: usize, sink: &impl BatchSink) {
+fn flush(key: &Key, mut items: Vec<Queued>, max: usize, sink: &impl BatchSink) {
     while !items.is_empty() {
         let rest = items.split_off(items.len().min(max));
         sink.accept(Batch {
-            task: key.1,
+            model: key.1.clone(),
+            task: key.2,
             priority: key.0,
             items: std::mem::replace(&mut items, rest),
         });

@@ -1,5 +1,6 @@
 //! The gateway's command line: every knob is a flag and an environment variable.
 
+use crate::routing::ModelRoutes;
 use clap::Parser;
 use jetinfer_shared::config::{NatsArgs, Secret};
 use jetinfer_shared::exposure::ExposureArgs;
@@ -8,6 +9,24 @@ use jetinfer_shared::telemetry::LogArgs;
 use jetinfer_shared::topology::TopologyArgs;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// Which model a request runs on, and when one nobody serves is refused.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RoutingArgs {
+    /// The models of requests that name none, per task, split by weight
+    /// (a canary): `embed:all-minilm-l6-v2=90,all-mpnet-base-v2=10;similarity:all-mpnet-base-v2`.
+    /// A task not listed runs on its default model (text tasks:
+    /// all-minilm-l6-v2, classify_image: efficientnet-lite0, echo: echo); a
+    /// routed model no live worker serves gets no traffic while another does.
+    #[arg(long, env = "MODEL_ROUTES", default_value = "")]
+    pub model_routes: ModelRoutes,
+    /// How long a model's task may have no live worker before its requests
+    /// are refused at once (503 `no_worker`) instead of queued: a restart
+    /// or a slow model load within it loses nothing. Also counted from the
+    /// gateway's start.
+    #[arg(long, env = "NO_WORKER_GRACE_MS", default_value_t = 10_000)]
+    pub no_worker_grace_ms: u64,
+}
 
 /// Default of `MAX_INPUT_CHARS`; the published API description states it.
 pub const DEFAULT_MAX_INPUT_CHARS: usize = 10_000;
@@ -58,6 +77,8 @@ pub struct GatewayArgs {
     pub request_log_size: usize,
     #[command(flatten)]
     pub batch: BatchArgs,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
     #[command(flatten)]
     pub limits: Limits,
     /// How long a request sent with an `Idempotency-Key` header is remembered,

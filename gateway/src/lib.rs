@@ -6,8 +6,10 @@
 //!   validation, the `MAX_IN_FLIGHT` admission limit.
 //! - [`batcher`]: the micro-batching actor; hands full batches to a
 //!   [`batcher::BatchSink`] (no HTTP, no NATS details).
-//! - [`publish`]: the sink: batch → MessagePack → `infer.task.<task>.<priority>`.
+//! - [`publish`]: the sink: batch → MessagePack → `infer.task.<model>.<task>.<priority>`.
 //! - [`results`]: `infer.result.<gateway-id>` → waiting requests.
+//! - [`routing`]: the model a request runs on (`MODEL_ROUTES`) and whether a
+//!   live worker serves it (the heartbeats, polled: 503 `no_worker` at once).
 //! - [`waiters`]: the request-id → waiter map that guarantees one answer each.
 //! - [`idempotency`]: `Idempotency-Key` claims and stored answers in the
 //!   `INFER_IDEMPOTENCY` bucket (safe retries); its decisions in `rules`.
@@ -32,6 +34,7 @@ pub mod publish;
 pub mod report;
 pub mod request_log;
 pub mod results;
+pub mod routing;
 pub mod stored_batches;
 pub mod waiters;
 
@@ -138,6 +141,12 @@ pub async fn run(
     // Read once: every server of a deployment is expected to share one nats.conf.
     let max_batch_bytes = protocol::item_budget(client.server_info().max_payload);
     let batcher = batcher::Batcher::spawn(args.batch, max_batch_bytes, waiters.clone(), publisher);
+    let fleet = routing::Fleet::spawn(
+        js.clone(),
+        std::time::Duration::from_millis(args.topology.heartbeat_interval_ms),
+        std::time::Duration::from_millis(args.routing.no_worker_grace_ms),
+        stop.clone(),
+    );
     let state = Arc::new(http::AppState {
         gateway_id: gateway_id.clone(),
         batcher,
@@ -149,7 +158,10 @@ pub async fn run(
         admission: http::admission::Admission::new(args.limits.max_in_flight),
         idempotency,
         images: http::image::Images::default(),
+        routes: args.routing.model_routes.clone(),
+        fleet,
     });
+    tracing::info!(gateway_id = %gateway_id, model_routes = %args.routing.model_routes.describe(), no_worker_grace_ms = args.routing.no_worker_grace_ms, "routing");
     tracing::info!(gateway_id = %gateway_id, listen = %listener.local_addr()?, "gateway ready");
     // A request waiting for its answer moves no bytes: the idle timeout must
     // outlast the request timeout, or it would cut answers that are coming.

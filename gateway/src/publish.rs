@@ -1,6 +1,6 @@
 //! Publishing batches to the work-queue stream.
 //!
-//! A batch is one MessagePack message on `infer.task.<task>.<priority>` with
+//! A batch is one MessagePack message on `infer.task.<model>.<task>.<priority>` with
 //! `Nats-Msg-Id` = batch id (JetStream drops a re-published duplicate) and
 //! headers a person can read with the nats CLI. If JetStream does not
 //! acknowledge it (stream full, no JetStream, timeout) every request in it is
@@ -57,6 +57,7 @@ impl Publisher {
             .collect();
         let batch = TaskBatch {
             batch_id: Uuid::new_v4(),
+            model: flushed.model,
             task,
             priority: flushed.priority,
             reply_subject: self.reply_subject.clone(),
@@ -75,7 +76,7 @@ impl Publisher {
                 let ids = batch.items.iter().map(|i| i.request_id).collect();
                 self.stored
                     .published(seq, batch.batch_id, ids, batch.deadline_ms);
-                tracing::debug!(batch_id = %batch.batch_id, task = %task, requests = batch.items.len(), seq, "batch queued");
+                tracing::debug!(batch_id = %batch.batch_id, model = %batch.model, task = %task, requests = batch.items.len(), seq, "batch queued");
                 if !claims.is_empty() {
                     self.idempotency.published(claims, seq).await;
                 }
@@ -102,11 +103,12 @@ impl Publisher {
         let mut headers = subjects::payload_headers(&batch.batch_id, batch.items.len());
         headers.insert(NATS_MESSAGE_ID, batch.batch_id.to_string().as_str());
         headers.insert(subjects::HEADER_TASK, batch.task.as_str());
+        headers.insert(subjects::HEADER_MODEL, batch.model.as_str());
         headers.insert(
             subjects::HEADER_DEADLINE,
             batch.deadline_ms.to_string().as_str(),
         );
-        let subject = subjects::task_subject(batch.task, batch.priority);
+        let subject = subjects::task_subject(&batch.model, batch.task, batch.priority);
         let mut attempt = 1;
         loop {
             let stored = async {

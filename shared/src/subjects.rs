@@ -1,11 +1,11 @@
 //! Every NATS name jetinfer uses, so no crate spells one by hand.
 //!
 //! The layout is the one in `docs/ARCHITECTURE.md`: tasks flow on
-//! `infer.task.<task>.<priority>` into the work-queue stream, results come
+//! `infer.task.<model>.<task>.<priority>` into the work-queue stream, results come
 //! back on `infer.result.<gateway-id>`, events go out on
 //! `infer.event.<worker-id>.<kind>`.
 
-use crate::protocol::{Priority, Task};
+use crate::protocol::{ModelName, Priority, Task};
 
 /// Work-queue stream that holds task batches until a worker acks them.
 pub const TASK_STREAM: &str = "INFER_TASKS";
@@ -36,6 +36,8 @@ pub const TERMINATED_ADVISORY: &str = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATE
 pub const HEADER_BATCH_ID: &str = "Jetinfer-Batch-Id";
 /// Header carrying the task name.
 pub const HEADER_TASK: &str = "Jetinfer-Task";
+/// Header carrying the model a batch runs on.
+pub const HEADER_MODEL: &str = "Jetinfer-Model";
 /// Header carrying the number of requests in a batch.
 pub const HEADER_REQUESTS: &str = "Jetinfer-Requests";
 /// Header carrying the batch deadline in Unix milliseconds.
@@ -55,18 +57,29 @@ pub fn payload_headers(batch_id: &uuid::Uuid, requests: usize) -> async_nats::He
     headers
 }
 
-/// Subject a batch of `task` at `priority` is published on.
-pub fn task_subject(task: Task, priority: Priority) -> String {
-    format!("infer.task.{}.{}", task.as_str(), priority.as_str())
+/// Subject a batch of `task` on `model` at `priority` is published on. The
+/// model comes first, so `infer.task.<model>.>` is everything one model serves.
+pub fn task_subject(model: &ModelName, task: Task, priority: Priority) -> String {
+    format!("infer.task.{model}.{}.{}", task.as_str(), priority.as_str())
 }
 
-/// Durable pull consumer that every worker serving `task` at `priority` shares.
+/// Durable pull consumer that every worker serving `task` with `model` at
+/// `priority` shares.
 ///
 /// Sharing one consumer is what makes dispatch load-aware: an idle worker
-/// pulls the next batch, a busy one simply does not ask.
-pub fn work_consumer(task: Task, priority: Priority) -> String {
-    format!("work-{}-{}", task.as_str(), priority.as_str())
+/// pulls the next batch, a busy one simply does not ask. One consumer per
+/// model is what routes by capability: a worker only pulls from the
+/// consumers of the models it serves.
+pub fn work_consumer(model: &ModelName, task: Task, priority: Priority) -> String {
+    format!(
+        "{WORK_CONSUMER_PREFIX}{model}-{}-{}",
+        task.as_str(),
+        priority.as_str()
+    )
 }
+
+/// What every work consumer's name starts with.
+pub const WORK_CONSUMER_PREFIX: &str = "work-";
 
 /// Subject on which one gateway receives the results of the batches it sent.
 pub fn result_subject(gateway_id: &str) -> String {
@@ -88,13 +101,14 @@ mod tests {
 
     #[test]
     fn names_follow_the_design() {
+        let text = ModelName::default_for(Task::Embed);
         assert_eq!(
-            task_subject(Task::Embed, Priority::Normal),
-            "infer.task.embed.normal"
+            task_subject(&text, Task::Embed, Priority::Normal),
+            "infer.task.all-minilm-l6-v2.embed.normal"
         );
         assert_eq!(
-            work_consumer(Task::Similarity, Priority::High),
-            "work-similarity-high"
+            work_consumer(&text, Task::Similarity, Priority::High),
+            "work-all-minilm-l6-v2-similarity-high"
         );
         assert_eq!(result_subject("gw1"), "infer.result.gw1");
         assert_eq!(event_subject("w1", "started"), "infer.event.w1.started");

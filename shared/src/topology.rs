@@ -4,7 +4,7 @@
 //! any order and a fresh nats-server needs no manual setup. Creation keeps an
 //! existing object as it is: operators may tune limits with the nats CLI.
 
-use crate::protocol::{Priority, Task};
+use crate::protocol::{ModelName, Priority, Task};
 use crate::subjects;
 use async_nats::jetstream::{self, consumer, kv, stream};
 use clap::Args;
@@ -146,20 +146,22 @@ pub async fn ensure_streams(
     .map_err(failed(subjects::TASK_STREAM))
 }
 
-/// Create (or join) the shared durable pull consumer for one task queue.
+/// Create (or join) the shared durable pull consumer for one queue: a
+/// model's task at a priority.
 pub async fn ensure_work_consumer(
     tasks: &stream::Stream,
     args: &TopologyArgs,
+    model: &ModelName,
     task: Task,
     priority: Priority,
 ) -> Result<consumer::Consumer<consumer::pull::Config>, TopologyError> {
-    let name = subjects::work_consumer(task, priority);
+    let name = subjects::work_consumer(model, task, priority);
     tasks
         .get_or_create_consumer(
             &name,
             consumer::pull::Config {
                 durable_name: Some(name.clone()),
-                filter_subject: subjects::task_subject(task, priority),
+                filter_subject: subjects::task_subject(model, task, priority),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_millis(args.ack_wait_ms),
                 backoff: args.backoff(),
@@ -170,6 +172,23 @@ pub async fn ensure_work_consumer(
         )
         .await
         .map_err(failed(&name))
+}
+
+/// Every work consumer of the task stream (one per model, task and
+/// priority that a worker ever served), with its state, by name: one
+/// `CONSUMER.LIST` request per 256 consumers, whatever models exist.
+pub async fn work_consumers(tasks: &stream::Stream) -> Result<Vec<consumer::Info>, TopologyError> {
+    use futures::TryStreamExt;
+    let mut infos: Vec<consumer::Info> = tasks
+        .consumers()
+        .try_filter(|info| {
+            std::future::ready(info.name.starts_with(subjects::WORK_CONSUMER_PREFIX))
+        })
+        .try_collect()
+        .await
+        .map_err(failed("the work consumer list"))?;
+    infos.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(infos)
 }
 
 /// Create (or open) the heartbeat bucket; a key expires three intervals after its last put.

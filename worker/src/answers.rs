@@ -96,7 +96,7 @@ impl Model {
 
     /// Name of the model that computes `task` here.
     pub fn name_for(&self, task: Task) -> String {
-        self.choice.model_of(task)
+        self.choice.model_of(task).to_string()
     }
 
     /// Answer every item with one backend call per kind of model. A failing

@@ -41,7 +41,9 @@ pub struct WorkerArgs {
     /// When unset, the model is downloaded by `--model-id`.
     #[arg(long, env = "MODEL_DIR", global = true)]
     pub model_dir: Option<PathBuf>,
-    /// Hub id of the model: downloaded when `--model-dir` is unset, reported in answers.
+    /// Hub id of the text model: downloaded when `--model-dir` is unset. Its
+    /// last segment, lower case, is the model's name in answers, subjects and
+    /// `MODELS` (`…/all-MiniLM-L6-v2` → `all-minilm-l6-v2`).
     #[arg(
         long = "model-id",
         alias = "model",

@@ -44,7 +44,7 @@ use faults::{FaultyModel, FaultyResults};
 use health::Health;
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::config::ConnectError;
-use jetinfer_shared::protocol::Priority;
+use jetinfer_shared::protocol::{ModelName, Priority};
 use jetinfer_shared::topology::{self, TopologyError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,7 +135,7 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
 
     // Reaching NATS may take forever (it is down); a stop must not wait for it.
     let Some(reached) = stop
-        .run_until_cancelled(reach_nats(&args, &choice.tasks, &worker_id))
+        .run_until_cancelled(reach_nats(&args, &choice.queues(), &worker_id))
         .await
     else {
         tracing::info!(worker_id = %worker_id, "stopped before NATS was reached");
@@ -201,7 +201,9 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
     ));
     let registration = service::Registration {
         worker_id: worker_id.clone(),
-        models: choice.names().join(","),
+        models: (choice.served().into_iter().map(|m| m.name))
+            .collect::<Vec<_>>()
+            .join(","),
         tasks: choice
             .tasks
             .iter()
@@ -246,7 +248,7 @@ fn load_models(
     };
     let image = match &choice.image {
         Some(dir) => {
-            tracing::info!(model = models::IMAGE_MODEL, dir = %dir.display(), "loading the image model");
+            tracing::info!(model = jetinfer_shared::protocol::IMAGE_MODEL, dir = %dir.display(), "loading the image model");
             Some(backend::vision::efficientnet::EfficientNetLite0::load(
                 dir,
                 &candle_core::Device::Cpu,
@@ -269,10 +271,11 @@ struct Reached {
 }
 
 /// Connect and open (or create) the streams, the heartbeat bucket and one
-/// work consumer per task and priority served, high priority first.
+/// work consumer per queue served (a model's task) and priority, high
+/// priority first.
 async fn reach_nats(
     args: &WorkerArgs,
-    tasks: &[jetinfer_shared::protocol::Task],
+    queues: &[(ModelName, jetinfer_shared::protocol::Task)],
     worker_id: &str,
 ) -> Result<Reached, WorkerError> {
     let client = args.nats.connect(worker_id).await?;
@@ -281,10 +284,11 @@ async fn reach_nats(
     let kv = topology::ensure_workers_bucket(&js, &args.topology).await?;
     let mut sources = Vec::new();
     for priority in Priority::ALL {
-        for task in tasks {
+        for (model, task) in queues {
             let consumer =
-                topology::ensure_work_consumer(&stream, &args.topology, *task, priority).await?;
-            let name = jetinfer_shared::subjects::work_consumer(*task, priority);
+                topology::ensure_work_consumer(&stream, &args.topology, model, *task, priority)
+                    .await?;
+            let name = jetinfer_shared::subjects::work_consumer(model, *task, priority);
             sources.push(Source::new(name, consumer));
         }
     }

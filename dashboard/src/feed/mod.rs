@@ -16,9 +16,7 @@ use crate::state::{Queue, StackState};
 use async_nats::jetstream::kv::Operation;
 use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
-use jetinfer_shared::protocol::{
-    GatewayStats, Heartbeat, Priority, RequestRecord, Task, WorkerEvent,
-};
+use jetinfer_shared::protocol::{GatewayStats, Heartbeat, RequestRecord, WorkerEvent};
 use jetinfer_shared::subjects;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -139,19 +137,17 @@ async fn queue_depth(client: async_nats::Client, stack: Shared) {
     loop {
         tick.tick().await;
         let queue = match js.get_stream(subjects::TASK_STREAM).await {
-            Ok(stream) => {
-                let mut q = Queue::default();
-                for task in Task::ALL {
-                    for priority in Priority::ALL {
-                        let name = subjects::work_consumer(task, priority);
-                        if let Ok(info) = stream.consumer_info(&name).await {
-                            q.pending += info.num_pending;
-                            q.in_flight += info.num_ack_pending as u64;
-                        }
-                    }
-                }
-                q
-            }
+            Ok(stream) => match jetinfer_shared::topology::work_consumers(&stream).await {
+                Ok(infos) => Queue {
+                    pending: infos.iter().map(|i| i.num_pending).sum(),
+                    in_flight: infos.iter().map(|i| i.num_ack_pending as u64).sum(),
+                    ..Default::default()
+                },
+                Err(e) => Queue {
+                    error: Some(e.to_string()),
+                    ..Default::default()
+                },
+            },
             Err(e) => Queue {
                 error: Some(e.to_string()),
                 ..Default::default()

@@ -43,6 +43,7 @@ fn record(id: Uuid, outcome: &str, latency_ms: f64) -> RequestRecord {
 fn embed_batch(ids: &[Uuid], deadline_ms: u64) -> TaskBatch {
     TaskBatch {
         batch_id: Uuid::new_v4(),
+        model: jetinfer_shared::protocol::ModelName::default_for(Task::Embed),
         task: Task::Embed,
         priority: Priority::Normal,
         reply_subject: "r".into(),

@@ -4,7 +4,7 @@
 
 use crate::harness::{args, http, snapshot, Dashboard, WAIT};
 use jetinfer_shared::protocol::{
-    self, BatchItem, Priority, RequestRecord, Task, TaskBatch, TaskInput,
+    self, BatchItem, ModelName, Priority, RequestRecord, Task, TaskBatch, TaskInput,
 };
 use jetinfer_shared::{clock::now_ms, subjects};
 use jetinfer_testsupport::{wait_for, NatsServer};
@@ -16,8 +16,10 @@ const CANARY: &str = "canary-4f1d-private-text";
 /// [`CANARY`] and, a moment later, that request's finished record.
 async fn traffic(admin: &async_nats::Client) {
     let request_id = Uuid::new_v4();
+    let echo = ModelName::default_for(Task::Echo);
     let batch = TaskBatch {
         batch_id: Uuid::new_v4(),
+        model: echo.clone(),
         task: Task::Echo,
         priority: Priority::Normal,
         reply_subject: subjects::result_subject("gw-t"),
@@ -30,7 +32,7 @@ async fn traffic(admin: &async_nats::Client) {
             idempotency: None,
         }],
     };
-    let subject = subjects::task_subject(Task::Echo, Priority::Normal);
+    let subject = subjects::task_subject(&echo, Task::Echo, Priority::Normal);
     admin
         .publish(subject, protocol::encode(&batch).unwrap().into())
         .await

@@ -79,6 +79,19 @@ impl Harness {
         task: Task,
         text: &str,
     ) -> Result<(), SubmitError> {
+        self.try_submit_on(n, ModelName::default_for(task), priority, task, text)
+            .await
+    }
+
+    /// Submit request `n` for `model`, and say what the batcher said.
+    async fn try_submit_on(
+        &self,
+        n: u128,
+        model: ModelName,
+        priority: Priority,
+        task: Task,
+        text: &str,
+    ) -> Result<(), SubmitError> {
         self.waiting.0.fetch_add(1, Ordering::SeqCst);
         let text = String::from(text);
         let input = match task {
@@ -105,6 +118,7 @@ impl Harness {
                 input,
                 idempotency: None,
             },
+            model,
             priority,
             deadline_ms: 0,
             claim_revision: None,
@@ -196,6 +210,35 @@ async fn each_task_and_priority_has_its_own_queue() {
     assert_eq!(h.next().await, (MAX_WAIT, Priority::High, EMBED, vec![2]));
     assert_eq!(h.next().await, (MAX_WAIT, N, EMBED, vec![1, 4]));
     assert_eq!(h.next().await, (MAX_WAIT, N, Task::Classify, vec![3]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_model_of_a_task_has_its_own_queue() {
+    let mut h = Harness::new(32);
+    h.busy();
+    let canary: ModelName = "canary".parse().unwrap();
+    for (n, model) in [(1, None), (2, Some(&canary)), (3, None), (4, Some(&canary))] {
+        let model = model.cloned().unwrap_or(ModelName::default_for(EMBED));
+        h.try_submit_on(n, model, N, EMBED, "x").await.unwrap();
+    }
+    let mut models = Vec::new();
+    for _ in 0..2 {
+        let batch = h.flushed.recv().await.expect("a batch");
+        let ids: Vec<u128> = batch
+            .items
+            .iter()
+            .map(|q| q.item.request_id.as_u128())
+            .collect();
+        assert!(batch.items.iter().all(|q| q.model == batch.model));
+        models.push((batch.model.to_string(), ids));
+    }
+    assert_eq!(
+        models,
+        [
+            ("all-minilm-l6-v2".to_owned(), vec![1, 3]),
+            ("canary".to_owned(), vec![2, 4])
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]

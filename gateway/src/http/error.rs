@@ -125,6 +125,10 @@ pub enum ApiError {
         /// The failed request.
         request_id: Uuid,
     },
+    /// No live worker serves the request's model for its task (and none
+    /// did within `NO_WORKER_GRACE_MS`): refused at once, not after a timeout.
+    #[error(transparent)]
+    NoWorker(#[from] crate::routing::NoWorker),
     /// The gateway is stopping.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -210,6 +214,7 @@ impl ApiError {
                 "worker_error",
                 Some(*request_id),
             ),
+            ApiError::NoWorker(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_worker", None),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", None),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded", None),

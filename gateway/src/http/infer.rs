@@ -20,7 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{
-    body_hash, kv_key, BatchItem, ItemOutcome, Priority, StoredAnswer, Task, TaskInput, TaskOutput,
+    body_hash, kv_key, BatchItem, ItemOutcome, ModelName, Priority, StoredAnswer, Task, TaskInput,
+    TaskOutput,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -80,6 +81,7 @@ struct Answer {
     params(
         ("task" = Option<UploadTask>, Query, description = "`classify_image`, what a raw photo upload is (also when omitted). A JSON body names its own task; its query is checked, not read"),
         ("priority" = Option<Priority>, Query, description = "Raw photo uploads only: the queue to wait in (a JSON body's query is checked, not read)"),
+        ("model" = Option<ModelName>, Query, description = "Raw photo uploads only: the model to run on (a JSON body names its own `model`; its query is checked, not read)"),
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
             description = "Makes retries safe: a retry with the same key and body within IDEMPOTENCY_TTL_S (600 s) gets the first answer (waiting for it if it is still computing) and the model runs once. 1 to 255 visible ASCII characters; keys of different API keys never collide."),
     ),
@@ -94,7 +96,7 @@ struct Answer {
         (status = 422, body = ErrorBody, description = "a field is missing, unknown, of the wrong type, empty or over a limit; the photo is not a PNG or JPEG that decodes (`invalid_image`); or the Idempotency-Key was used with another body (`idempotency_key_reused`)"),
         (status = 429, body = ErrorBody, description = "MAX_IN_FLIGHT requests are already waiting; see Retry-After"),
         (status = 500, body = ErrorBody, description = "the model failed on this input"),
-        (status = 503, body = ErrorBody, description = "the work queue is full or unreachable, or every retry failed; see Retry-After"),
+        (status = 503, body = ErrorBody, description = "no live worker serves the request's model for its task (`no_worker`, naming the model, at once), the work queue is full or unreachable, or every retry failed; see Retry-After"),
         (status = 504, body = ErrorBody, description = "no answer within REQUEST_TIMEOUT_MS"),
     ))]
 pub async fn infer(
@@ -114,6 +116,18 @@ pub async fn infer(
         Err(e) => Err(e),
     }
     .inspect_err(|e| state.report.rejected(e))?;
+    // Route, and refuse what no live worker can compute, before anything is spent on it.
+    let task = request.task();
+    let named = request.model().cloned();
+    let model = match &named {
+        Some(model) => model.clone(),
+        None => (state.routes).pick(task, |m| state.fleet.serving(m, task)),
+    };
+    state
+        .fleet
+        .check(&model, task)
+        .map_err(ApiError::from)
+        .inspect_err(|e| state.report.rejected(e))?;
     // Shed before queueing: a request over the limit costs nothing downstream.
     let _slot = state
         .admission
@@ -126,7 +140,6 @@ pub async fn infer(
             .await
             .inspect_err(|e| state.report.rejected(e))?,
     };
-    let task = input.task();
     // What the records fingerprint: the main text (a photo has none).
     let text = input
         .texts()
@@ -135,7 +148,10 @@ pub async fn infer(
     let request_id = Uuid::new_v4();
     let keyed = key.map(|key| {
         let tenant = tenant.as_ref().map_or("", |Extension(t)| t.0.as_str());
-        (kv_key(tenant, key), body_hash(&input, priority))
+        (
+            kv_key(tenant, key),
+            body_hash(&input, priority, named.as_ref()),
+        )
     });
     // The header values are slices of the buffer hyper read the head into
     // (8 KiB): dropped now, it is not held while the request waits.
@@ -153,7 +169,8 @@ pub async fn infer(
     // largest step, and this one waits in the smallest (`await_reply`) for as
     // long as the answer takes; inline, submit (~1 KB) and the report (~1 KB)
     // would double every waiting request's memory.
-    let submitted = Box::pin(submit(&state, request_id, input, priority, claim.as_ref())).await;
+    let queue = Queue { model, priority };
+    let submitted = Box::pin(submit(&state, request_id, input, queue, claim.as_ref())).await;
     let (waiting, answer) = match submitted {
         Ok(submitted) => submitted,
         Err(e) => {
@@ -272,11 +289,11 @@ async fn read(
             Ok(_) => ApiError::PayloadTooLarge(too_large(kind, limits)),
             Err(e) => ApiError::InvalidJson(format!("cannot read the request body: {e}")),
         })?;
-    let priority = upload_query(&query)?;
+    let upload_query = upload_query(&query)?;
     match kind {
-        // The body names its own task and priority; the query was only checked.
+        // The body names its own task, priority and model; the query was only checked.
         BodyKind::Json => validate::parse(&bytes, limits),
-        BodyKind::Image => upload(priority, bytes.to_vec()),
+        BodyKind::Image => upload(upload_query, bytes.to_vec()),
     }
 }
 
@@ -297,19 +314,29 @@ fn too_large(kind: BodyKind, limits: &crate::config::Limits) -> String {
     }
 }
 
-/// The `priority` of `/infer`'s query, checked with its `task`: each given
-/// at most once, `task` only `classify_image` (what a photo upload is, also
-/// when omitted), `priority` a known name; anything else is 400 `invalid_query`.
-fn upload_query(query: &[(String, String)]) -> Result<Option<Priority>, ApiError> {
+/// What a photo upload's query asks for: its queue and model.
+#[derive(Debug, Default, PartialEq)]
+struct UploadQuery {
+    priority: Option<Priority>,
+    model: Option<ModelName>,
+}
+
+/// The `priority` and `model` of `/infer`'s query, checked with its `task`:
+/// each given at most once, `task` only `classify_image` (what a photo upload
+/// is, also when omitted), `priority` a known name, `model` a valid model
+/// name; anything else is 400 `invalid_query`.
+fn upload_query(query: &[(String, String)]) -> Result<UploadQuery, ApiError> {
     let mut task = None;
     let mut priority = None;
+    let mut model = None;
     for (name, value) in query {
         let slot = match name.as_str() {
             "task" => &mut task,
             "priority" => &mut priority,
+            "model" => &mut model,
             other => {
                 return Err(ApiError::InvalidQuery(format!(
-                    "unknown query parameter `{other}`; /infer takes `task` and `priority` (for photo uploads)"
+                    "unknown query parameter `{other}`; /infer takes `task`, `priority` and `model` (for photo uploads)"
                 )))
             }
         };
@@ -325,21 +352,23 @@ fn upload_query(query: &[(String, String)]) -> Result<Option<Priority>, ApiError
              (a photo upload's task); a JSON body names its own task"
         )));
     }
-    priority
-        .map(str::parse::<Priority>)
-        .transpose()
-        .map_err(|e| ApiError::InvalidQuery(e.to_string()))
+    let invalid = |e: &dyn std::fmt::Display| ApiError::InvalidQuery(e.to_string());
+    Ok(UploadQuery {
+        priority: (priority.map(str::parse::<Priority>).transpose()).map_err(|e| invalid(&e))?,
+        model: (model.map(str::parse::<ModelName>).transpose()).map_err(|e| invalid(&e))?,
+    })
 }
 
-/// A raw photo upload: `classify_image` (the one task on photos), at
-/// `priority` from the query.
-fn upload(priority: Option<Priority>, photo: Vec<u8>) -> Result<InferRequest, ApiError> {
+/// A raw photo upload: `classify_image` (the one task on photos), at the
+/// priority and on the model its query names.
+fn upload(query: UploadQuery, photo: Vec<u8>) -> Result<InferRequest, ApiError> {
     if photo.is_empty() {
         return Err(ApiError::InvalidImage("the uploaded photo is empty".into()));
     }
     Ok(InferRequest::ClassifyImage {
         input: Photo(photo),
-        priority,
+        priority: query.priority,
+        model: query.model,
     })
 }
 
@@ -352,6 +381,12 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
     }
 }
 
+/// Where a request waits: its model's queue at its priority.
+struct Queue {
+    model: ModelName,
+    priority: Priority,
+}
+
 /// Register a waiter for `request_id`, then queue the request (with its
 /// key's claim, if any). The waiter exists before the request can be
 /// published, so no result can beat it; the guard forgets it when the handler
@@ -360,7 +395,7 @@ async fn submit<'a>(
     state: &'a AppState,
     request_id: Uuid,
     input: TaskInput,
-    priority: Priority,
+    queue: Queue,
     claim: Option<&Claim>,
 ) -> Result<(Waiting<'a>, oneshot::Receiver<Reply>), ApiError> {
     let answer = state.waiters.register(request_id);
@@ -374,7 +409,8 @@ async fn submit<'a>(
             input,
             idempotency: claim.map(|c| c.tag.clone()),
         },
-        priority,
+        model: queue.model,
+        priority: queue.priority,
         deadline_ms: now_ms() + state.limits.request_timeout_ms,
         claim_revision: claim.map(|c| c.revision),
     };

@@ -61,6 +61,10 @@ pub struct AppState {
     pub idempotency: crate::idempotency::Idempotency,
     /// Decodes `classify_image` photos into crops.
     pub images: image::Images,
+    /// The model of a request that names none (`MODEL_ROUTES`).
+    pub routes: crate::routing::ModelRoutes,
+    /// What live workers serve: requests nobody can compute get 503 `no_worker`.
+    pub fleet: crate::routing::Fleet,
 }
 
 /// Every route with its key check and body limit, for `run` to serve.

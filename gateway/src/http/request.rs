@@ -11,7 +11,7 @@
 //! a test holds the served schema to `parse`'s verdict on the same bodies.
 
 use crate::config::{DEFAULT_MAX_INPUT_CHARS, DEFAULT_MAX_ITEMS};
-use jetinfer_shared::protocol::{Priority, TaskInput};
+use jetinfer_shared::protocol::{ModelName, Priority, Task, TaskInput};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
@@ -211,7 +211,8 @@ pub struct SimilarityInput {
 }
 
 /// Body of `POST /infer`: `task` names the shape. `priority` is `high` or
-/// `normal` (the default).
+/// `normal` (the default); `model` one `GET /v1/models` lists for the task
+/// (default: the task's route, `MODEL_ROUTES`, or its default model).
 #[derive(Debug, Clone, PartialEq, ToSchema)]
 #[serde(tag = "task", rename_all = "snake_case")]
 pub enum InferRequest {
@@ -221,6 +222,8 @@ pub enum InferRequest {
         input: Text,
         /// Queue to wait in.
         priority: Option<Priority>,
+        /// Model to run on.
+        model: Option<ModelName>,
     },
     /// `similarity`: candidates ranked by cosine similarity to the query.
     Similarity {
@@ -228,6 +231,8 @@ pub enum InferRequest {
         input: SimilarityInput,
         /// Queue to wait in.
         priority: Option<Priority>,
+        /// Model to run on.
+        model: Option<ModelName>,
     },
     /// `classify`: zero-shot classification of `input` against `labels`.
     Classify {
@@ -237,6 +242,8 @@ pub enum InferRequest {
         labels: Option<Labels>,
         /// Queue to wait in.
         priority: Option<Priority>,
+        /// Model to run on.
+        model: Option<ModelName>,
     },
     /// `echo`: `input` back, without the model (pipeline overhead).
     Echo {
@@ -244,6 +251,8 @@ pub enum InferRequest {
         input: Text,
         /// Queue to wait in.
         priority: Option<Priority>,
+        /// Model to run on.
+        model: Option<ModelName>,
     },
     /// `classify_image`: the ImageNet-1k classes of a photo (EfficientNet-Lite0).
     ClassifyImage {
@@ -251,6 +260,8 @@ pub enum InferRequest {
         input: Photo,
         /// Queue to wait in.
         priority: Option<Priority>,
+        /// Model to run on.
+        model: Option<ModelName>,
     },
 }
 
@@ -273,6 +284,28 @@ impl InferRequest {
             | Self::Classify { priority, .. }
             | Self::Echo { priority, .. }
             | Self::ClassifyImage { priority, .. } => priority.unwrap_or_default(),
+        }
+    }
+
+    /// The model the request names, if it names one.
+    pub fn model(&self) -> Option<&ModelName> {
+        match self {
+            Self::Embed { model, .. }
+            | Self::Similarity { model, .. }
+            | Self::Classify { model, .. }
+            | Self::Echo { model, .. }
+            | Self::ClassifyImage { model, .. } => model.as_ref(),
+        }
+    }
+
+    /// The task asked for.
+    pub fn task(&self) -> Task {
+        match self {
+            Self::Embed { .. } => Task::Embed,
+            Self::Similarity { .. } => Task::Similarity,
+            Self::Classify { .. } => Task::Classify,
+            Self::Echo { .. } => Task::Echo,
+            Self::ClassifyImage { .. } => Task::ClassifyImage,
         }
     }
 

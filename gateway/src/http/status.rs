@@ -13,7 +13,7 @@ use axum::Json;
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::heartbeats;
 use jetinfer_shared::protocol::RequestRecord;
-use jetinfer_shared::protocol::{Heartbeat, Priority, Task};
+use jetinfer_shared::protocol::{Heartbeat, Task};
 use jetinfer_shared::subjects;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -112,22 +112,24 @@ async fn queue(js: &async_nats::jetstream::Context) -> QueueStatus {
         }
     };
     let mut status = QueueStatus::default();
-    for task in Task::ALL {
-        for priority in Priority::ALL {
-            let name = subjects::work_consumer(task, priority);
-            if let Ok(info) = stream.consumer_info(&name).await {
-                let c = ConsumerStatus {
-                    name,
-                    pending: info.num_pending,
-                    in_flight: info.num_ack_pending as u64,
-                    redelivered: info.num_redelivered as u64,
-                };
-                status.pending += c.pending;
-                status.in_flight += c.in_flight;
-                status.redelivered += c.redelivered;
-                status.consumers.push(c);
-            }
+    let infos = match jetinfer_shared::topology::work_consumers(&stream).await {
+        Ok(infos) => infos,
+        Err(e) => {
+            status.error = Some(e.to_string());
+            return status;
         }
+    };
+    for info in infos {
+        let c = ConsumerStatus {
+            name: info.name,
+            pending: info.num_pending,
+            in_flight: info.num_ack_pending as u64,
+            redelivered: info.num_redelivered as u64,
+        };
+        status.pending += c.pending;
+        status.in_flight += c.in_flight;
+        status.redelivered += c.redelivered;
+        status.consumers.push(c);
     }
     status
 }

@@ -8,10 +8,10 @@
 use super::error::ApiError;
 use super::request::{has_visible, InferRequest, Labels, Photo, SimilarityInput, Text};
 use crate::config::Limits;
-use jetinfer_shared::protocol::{Priority, Task};
+use jetinfer_shared::protocol::{ModelName, Priority, Task};
 use serde_json::{Map, Value};
 
-const FIELDS: &[&str] = &["task", "input", "labels", "priority"];
+const FIELDS: &[&str] = &["task", "input", "labels", "priority", "model"];
 const SIMILARITY_FIELDS: &[&str] = &["query", "candidates"];
 
 /// Validate a raw body against `limits`.
@@ -34,14 +34,8 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<InferRequest, ApiError> {
             .map_err(|e| ApiError::UnknownTask(format!("{e}")))?,
         Some(_) => return Err(ApiError::InvalidInput("`task` must be a string".into())),
     };
-    let priority: Option<Priority> = match fields.get("priority") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(p)) => Some(
-            p.parse()
-                .map_err(|e| ApiError::InvalidInput(format!("{e}")))?,
-        ),
-        Some(_) => return Err(ApiError::InvalidInput("`priority` must be a string".into())),
-    };
+    let priority: Option<Priority> = optional_name(&fields, "priority")?;
+    let model: Option<ModelName> = optional_name(&fields, "model")?;
     if task != Task::Classify && fields.contains_key("labels") {
         return Err(ApiError::InvalidInput(format!(
             "`labels` only applies to task `classify`, not `{task}`"
@@ -55,25 +49,51 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<InferRequest, ApiError> {
         Task::Embed => InferRequest::Embed {
             input: text(input, "input", limits)?,
             priority,
+            model,
         },
         Task::Echo => InferRequest::Echo {
             input: text(input, "input", limits)?,
             priority,
+            model,
         },
         Task::Similarity => InferRequest::Similarity {
             input: similarity(input, limits)?,
             priority,
+            model,
         },
         Task::Classify => InferRequest::Classify {
             input: text(input, "input", limits)?,
             labels: labels(&fields, limits)?,
             priority,
+            model,
         },
         Task::ClassifyImage => InferRequest::ClassifyImage {
             input: base64_image(input)?,
             priority,
+            model,
         },
     })
+}
+
+/// An optional field holding a name (`priority`, `model`): absent or null is
+/// `None`, a string must parse (its error says what the names are).
+fn optional_name<T: std::str::FromStr>(
+    fields: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<T>, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    match fields.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(name)) => name
+            .parse()
+            .map(Some)
+            .map_err(|e| ApiError::InvalidInput(format!("`{field}`: {e}"))),
+        Some(_) => Err(ApiError::InvalidInput(format!(
+            "`{field}` must be a string"
+        ))),
+    }
 }
 
 /// The bytes of a base64 photo ([`decode_base64`]); whether they are an
@@ -244,6 +264,9 @@ mod tests {
     fn accepts_every_task_shape() {
         let v = check(r#"{"task":"embed","input":"hi"}"#).unwrap();
         assert_eq!(v.priority(), Priority::Normal);
+        assert_eq!(v.model(), None);
+        let named = check(r#"{"task":"embed","input":"hi","model":"All-MiniLM-L6-v2"}"#).unwrap();
+        assert_eq!(named.model().map(|m| m.as_str()), Some("all-minilm-l6-v2"));
         assert_eq!(
             v.into_input().ready(),
             TaskInput::Embed { text: "hi".into() }
@@ -321,6 +344,11 @@ mod tests {
                 r#"{"task":"embed","input":"x","priority":"urgent"}"#,
                 "invalid_input",
             ),
+            (
+                r#"{"task":"embed","input":"x","model":"a.b"}"#,
+                "invalid_input",
+            ),
+            (r#"{"task":"embed","input":"x","model":7}"#, "invalid_input"),
             (
                 r#"{"task":"classify_image","input":"%%%"}"#,
                 "invalid_image",
@@ -401,7 +429,7 @@ mod tests {
         let error = check(r#"{"task":"embed","input":"x","lables":["a"]}"#).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "unknown field `lables`; allowed: task, input, labels, priority"
+            "unknown field `lables`; allowed: task, input, labels, priority, model"
         );
     }
 }

@@ -72,7 +72,7 @@ fn gateway(name: &str) -> Permissions {
         "$JS.API.CONSUMER.INFO.INFER_RESULTS.>",
         "$JS.API.CONSUMER.DELETE.INFER_RESULTS.>",
         // queue depth, read only
-        "$JS.API.CONSUMER.INFO.INFER_TASKS.*",
+        "$JS.API.CONSUMER.LIST.INFER_TASKS",
         // its own work
         "infer.task.>",
         "$JS.API.STREAM.MSG.DELETE.INFER_TASKS",
@@ -152,7 +152,7 @@ fn dashboard(name: &str) -> Permissions {
             "$JS.API.CONSUMER.CREATE.KV_INFER_WORKERS.>",
             "$JS.FC.KV_INFER_WORKERS.>",
             "$JS.API.STREAM.INFO.INFER_TASKS",
-            "$JS.API.CONSUMER.INFO.INFER_TASKS.*",
+            "$JS.API.CONSUMER.LIST.INFER_TASKS",
         ])),
         publish_deny: Vec::new(),
         subscribe_allow: Some(vec![own_inboxes(name), "infer.event.>".to_owned()]),

@@ -3,6 +3,7 @@
 //! batch's reply subject. Both travel as MessagePack ([`super::encode`]).
 
 use super::idempotency::IdempotencyTag;
+use super::model::ModelName;
 use super::task::{Priority, Task, TaskInput, TaskOutput};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -21,11 +22,14 @@ pub struct BatchItem {
     pub idempotency: Option<IdempotencyTag>,
 }
 
-/// The unit of work on the task stream: requests of one task and priority.
+/// The unit of work on the task stream: requests of one model, task and priority.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskBatch {
     /// Unique per batch; also the `Nats-Msg-Id`, so a re-published batch is deduplicated.
     pub batch_id: Uuid,
+    /// Model every item runs on: the subject's model token, so only workers
+    /// serving it pull the batch.
+    pub model: ModelName,
     /// Task shared by every item.
     pub task: Task,
     /// Queue the batch was published to.
@@ -137,6 +141,7 @@ mod tests {
     fn batches_survive_msgpack() {
         round_trip(TaskBatch {
             batch_id: Uuid::new_v4(),
+            model: ModelName::default_for(Task::Similarity),
             task: Task::Similarity,
             priority: Priority::High,
             reply_subject: "infer.result.g".into(),

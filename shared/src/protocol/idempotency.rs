@@ -8,6 +8,7 @@
 //! entry travels as MessagePack ([`super::encode`]) like every hot-path message.
 
 use super::batch::ItemOutcome;
+use super::model::ModelName;
 use super::task::{Priority, TaskInput};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -94,13 +95,19 @@ pub fn kv_key(tenant: &str, idempotency_key: &str) -> String {
 }
 
 /// What makes two requests "the same" for a key: SHA-256 of the validated
-/// input (task, texts, labels, defaults filled in) and the priority, as
+/// input (task, texts, labels, defaults filled in), the priority and the
+/// model the request named (none named: whichever model `MODEL_ROUTES`
+/// picks, so a retry replays the first answer whichever it picks), as
 /// MessagePack. JSON spelling (field order, whitespace, escapes, an explicit
 /// default) does not change it.
-pub fn body_hash(input: &TaskInput, priority: Priority) -> String {
+pub fn body_hash(input: &TaskInput, priority: Priority, model: Option<&ModelName>) -> String {
     // Encoding our own enums and strings cannot fail; were it to, every such
     // request would share one hash and still be told apart by its key.
-    let canonical = super::encode(&(input, priority)).unwrap_or_default();
+    let canonical = match model {
+        None => super::encode(&(input, priority)),
+        Some(model) => super::encode(&(input, priority, model)),
+    }
+    .unwrap_or_default();
     hex(Sha256::digest(&canonical).as_slice())
 }
 
@@ -130,22 +137,32 @@ mod tests {
     #[test]
     fn the_body_hash_tells_inputs_and_priorities_apart() {
         let embed = |text: &str| TaskInput::Embed { text: text.into() };
-        let h = body_hash(&embed("a"), Priority::Normal);
-        assert_eq!(h, body_hash(&embed("a"), Priority::Normal));
-        assert_ne!(h, body_hash(&embed("b"), Priority::Normal));
-        assert_ne!(h, body_hash(&embed("a"), Priority::High));
+        let h = body_hash(&embed("a"), Priority::Normal, None);
+        assert_eq!(h, body_hash(&embed("a"), Priority::Normal, None));
+        assert_ne!(h, body_hash(&embed("b"), Priority::Normal, None));
+        assert_ne!(h, body_hash(&embed("a"), Priority::High, None));
         assert_ne!(
             h,
-            body_hash(&TaskInput::Echo { text: "a".into() }, Priority::Normal)
+            body_hash(
+                &TaskInput::Echo { text: "a".into() },
+                Priority::Normal,
+                None
+            )
         );
         let classify = |labels: &[&str]| TaskInput::Classify {
             text: "t".into(),
             labels: labels.iter().map(|l| l.to_string()).collect(),
         };
         assert_ne!(
-            body_hash(&classify(&["x", "y"]), Priority::Normal),
-            body_hash(&classify(&["y", "x"]), Priority::Normal),
+            body_hash(&classify(&["x", "y"]), Priority::Normal, None),
+            body_hash(&classify(&["y", "x"]), Priority::Normal, None),
             "label order is part of the answer"
+        );
+        let named = "all-minilm-l6-v2".parse().unwrap();
+        assert_ne!(
+            h,
+            body_hash(&embed("a"), Priority::Normal, Some(&named)),
+            "naming a model is asking for something else"
         );
     }
 

@@ -128,6 +128,7 @@ mod tests {
         let request_id = Uuid::nil();
         let batch = |input| TaskBatch {
             batch_id: Uuid::nil(),
+            model: crate::protocol::ModelName::default_for(Task::Embed),
             task: Task::Embed,
             priority: Priority::Normal,
             reply_subject: "r".into(),

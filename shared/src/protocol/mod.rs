@@ -12,6 +12,7 @@
 //! - `task`: the vocabulary — [`Task`], [`Priority`], [`TaskInput`], [`TaskOutput`].
 //! - `batch`: the hot-path messages — [`TaskBatch`] out, [`ResultBatch`] back.
 //! - `limits`: the batch size a worker agrees to compute ([`TaskBatch::check_limits`]).
+//! - `model`: [`ModelName`], the checked name of a model, and each task's default.
 //! - `codec`: MessagePack [`encode`]/[`decode`] and their [`WireError`].
 //! - `idempotency`: safe retries — the [`IdempotencyTag`] a keyed item carries,
 //!   the [`IdempotencyEntry`] a key holds in its bucket, [`kv_key`], [`body_hash`].
@@ -24,6 +25,7 @@ mod batch;
 mod codec;
 mod idempotency;
 mod limits;
+mod model;
 mod preview;
 mod records;
 mod task;
@@ -37,6 +39,7 @@ pub use idempotency::{
 pub use limits::{
     item_budget, LimitError, ENVELOPE_BYTES, MAX_BATCH_ITEMS, MAX_ITEM_TEXTS, MAX_TEXT_BYTES,
 };
+pub use model::{BadModelName, ModelName, ECHO_MODEL, IMAGE_MODEL, MAX_MODEL_NAME, TEXT_MODEL};
 pub use preview::{preview, Fingerprint};
 pub use records::{GatewayStats, Heartbeat, RequestRecord, ServedModel, WorkerEvent};
 pub use task::{

@@ -124,7 +124,7 @@ impl FromStr for Task {
 /// Which queue a request waits in.
 ///
 /// Each priority has its own durable pull consumer
-/// (`work-<task>-<priority>`, see [`crate::subjects::work_consumer`]) and
+/// (`work-<model>-<task>-<priority>`, see [`crate::subjects::work_consumer`]) and
 /// every worker runs a standing pull loop on each of them, so a `high` batch
 /// is pulled as soon as a worker is free and never queues behind the
 /// `normal` backlog.

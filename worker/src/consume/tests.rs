@@ -18,7 +18,8 @@ use clap::Parser;
 use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{
-    self, BatchItem, ItemOutcome, Priority, ResultBatch, Task, TaskBatch, TaskInput, TaskOutput,
+    self, BatchItem, ItemOutcome, ModelName, Priority, ResultBatch, Task, TaskBatch, TaskInput,
+    TaskOutput,
 };
 use jetinfer_shared::subjects;
 use jetinfer_shared::topology::{self, TopologyArgs};
@@ -85,10 +86,14 @@ impl Rig {
         let stream = topology::ensure_streams(&js, &topo).await.expect("streams");
         let mut consumers = Vec::new();
         for priority in Priority::ALL {
-            let consumer = topology::ensure_work_consumer(&stream, &topo, Task::Embed, priority)
-                .await
-                .expect("consumer");
-            consumers.push((subjects::work_consumer(Task::Embed, priority), consumer));
+            let consumer =
+                topology::ensure_work_consumer(&stream, &topo, &toy_model(), Task::Embed, priority)
+                    .await
+                    .expect("consumer");
+            consumers.push((
+                subjects::work_consumer(&toy_model(), Task::Embed, priority),
+                consumer,
+            ));
         }
         let toy = ToyEmbedder::default();
         let passes = toy.passes.clone();
@@ -98,7 +103,7 @@ impl Rig {
         };
         let backend = BackendThread::spawn(loaded, 1).expect("toy backend");
         let choice = Choice {
-            text: Some("toy".into()),
+            text: Some(toy_model()),
             image: None,
             tasks: vec![Task::Embed],
         };
@@ -166,7 +171,7 @@ impl Rig {
     async fn publish_to(&self, priority: Priority, payload: Vec<u8>) {
         jetstream::new(self.admin.clone())
             .publish(
-                subjects::task_subject(Task::Embed, priority),
+                subjects::task_subject(&toy_model(), Task::Embed, priority),
                 payload.into(),
             )
             .await
@@ -185,7 +190,11 @@ impl Rig {
         let js = jetstream::new(self.admin.clone());
         let stream = js.get_stream(subjects::TASK_STREAM).await.expect("stream");
         let mut consumer: jetstream::consumer::PullConsumer = stream
-            .get_consumer(&subjects::work_consumer(Task::Embed, priority))
+            .get_consumer(&subjects::work_consumer(
+                &toy_model(),
+                Task::Embed,
+                priority,
+            ))
             .await
             .expect("consumer");
         consumer.info().await.expect("consumer info").clone()
@@ -234,9 +243,15 @@ impl Drop for Rig {
     }
 }
 
+/// The text model the toy backend stands for.
+fn toy_model() -> ModelName {
+    "toy".parse().expect("a model name")
+}
+
 fn batch(texts: &[&str], deadline_ms: u64) -> TaskBatch {
     TaskBatch {
         batch_id: uuid::Uuid::new_v4(),
+        model: toy_model(),
         task: Task::Embed,
         priority: Priority::Normal,
         reply_subject: REPLY.into(),

@@ -18,7 +18,12 @@ const KEY: &str = "fuzz-key";
 /// - a schema-valid (non-empty string) `classify_image` input becomes a real
 ///   photo, base64: the schema says "base64", not "a PNG that decodes", and
 ///   random base64 is rightly refused with 422 `invalid_image` (that refusal
-///   is `images.rs`'s to test). Wrong types and empty strings stay as generated.
+///   is `images.rs`'s to test). Wrong types and empty strings stay as generated;
+/// - a schema-valid `model` (in the body, or a photo upload's query) becomes
+///   the model the stack serves the request's task with: the schema says "a
+///   model name", not "one a live worker serves", and any other name is
+///   rightly answered 503 `no_worker` (`routing.rs` tests that). Names the
+///   pattern refuses stay as generated.
 const HOOKS: &str = r#"
 import base64, re, struct, uuid, zlib
 import schemathesis
@@ -30,6 +35,11 @@ def png_1x1():
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b"")
 
 PHOTO = base64.b64encode(png_1x1()).decode()
+MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+SERVED = {"classify_image": "efficientnet-lite0", "echo": "echo"}
+
+def valid_model(value):
+    return isinstance(value, str) and MODEL.fullmatch(value)
 
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):
@@ -40,6 +50,10 @@ def before_call(ctx, case, **kwargs):
     if isinstance(body, dict) and body.get("task") == "classify_image" \
             and isinstance(body.get("input"), str) and body["input"]:
         body["input"] = PHOTO
+    if isinstance(body, dict) and valid_model(body.get("model")):
+        body["model"] = SERVED.get(body.get("task"), "all-minilm-l6-v2")
+    if case.query and valid_model(case.query.get("model")):
+        case.query["model"] = "efficientnet-lite0"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

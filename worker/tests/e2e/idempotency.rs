@@ -233,7 +233,7 @@ async fn a_claim_nobody_will_answer_is_taken_over() {
         for (key, age_ms, published) in orphans {
             let text = format!("text of {key}");
             let claim = IdempotencyEntry {
-                body_hash: body_hash(&TaskInput::Embed { text }, Priority::Normal),
+                body_hash: body_hash(&TaskInput::Embed { text }, Priority::Normal, None),
                 request_id: uuid::Uuid::new_v4(),
                 state: KeyState::Pending {
                     gateway_id: "gw-dead".into(),

@@ -62,12 +62,13 @@ async fn photos_are_classified_by_the_image_model() {
         let want = json!([
             {"name": "all-minilm-l6-v2", "tasks": ["embed", "similarity", "classify"]},
             {"name": "efficientnet-lite0", "tasks": ["classify_image"]},
+            {"name": "echo", "tasks": ["echo"]},
         ]);
         assert_eq!(models, &want);
         let ready = stack.get_json("/readyz").await;
         assert_eq!(
             ready["models"],
-            json!({"all-minilm-l6-v2": 2, "efficientnet-lite0": 2}),
+            json!({"all-minilm-l6-v2": 2, "echo": 2, "efficientnet-lite0": 2}),
             "{ready}"
         );
         let listed = stack.get_json("/v1/models").await;
@@ -92,6 +93,7 @@ async fn photos_are_classified_by_the_image_model() {
                     2,
                     &json!(["embed", "similarity", "classify"])
                 ),
+                ("echo", 2, &json!(["echo"])),
                 ("efficientnet-lite0", 2, &json!(["classify_image"])),
             ],
             "{listed}"

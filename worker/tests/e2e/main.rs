@@ -21,6 +21,7 @@ mod payload;
 mod permissions;
 mod pipeline;
 mod privacy;
+mod routing;
 mod slowloris;
 mod stack;
 mod stopping;

@@ -3,7 +3,7 @@
 //! every forbidden one is refused by the server with a permissions violation.
 
 use futures::StreamExt;
-use jetinfer_shared::protocol::{Priority, Task};
+use jetinfer_shared::protocol::{ModelName, Priority, Task};
 use jetinfer_shared::topology::{self, TopologyArgs};
 use jetinfer_testsupport::{nats_server_bin, repo_nats_conf, NatsServer};
 use std::time::Duration;
@@ -35,10 +35,26 @@ const ALL: [&str; 4] = [ADMIN, GATEWAY, WORKER, DASHBOARD];
 /// The matrix: (role, action, allowed). Reads as the permission table in the README.
 const MATRIX: &[(&str, Op, bool)] = &[
     // Publishing a task: only the gateway (and admin).
-    (GATEWAY, Publish("infer.task.embed.normal"), true),
-    (WORKER, Publish("infer.task.embed.normal"), false),
-    (DASHBOARD, Publish("infer.task.embed.normal"), false),
-    (ADMIN, Publish("infer.task.embed.normal"), true),
+    (
+        GATEWAY,
+        Publish("infer.task.all-minilm-l6-v2.embed.normal"),
+        true,
+    ),
+    (
+        WORKER,
+        Publish("infer.task.all-minilm-l6-v2.embed.normal"),
+        false,
+    ),
+    (
+        DASHBOARD,
+        Publish("infer.task.all-minilm-l6-v2.embed.normal"),
+        false,
+    ),
+    (
+        ADMIN,
+        Publish("infer.task.all-minilm-l6-v2.embed.normal"),
+        true,
+    ),
     // Results: only workers produce them; a gateway reads them from the
     // result stream (an ordered consumer), never from the bare subject.
     (WORKER, Publish("infer.result.gw-1"), true),
@@ -94,7 +110,7 @@ const MATRIX: &[(&str, Op, bool)] = &[
     (
         WORKER,
         Api(
-            "$JS.API.CONSUMER.MSG.NEXT.INFER_TASKS.work-embed-normal",
+            "$JS.API.CONSUMER.MSG.NEXT.INFER_TASKS.work-all-minilm-l6-v2-embed-normal",
             r#"{"batch":1,"no_wait":true}"#,
         ),
         true,
@@ -102,7 +118,7 @@ const MATRIX: &[(&str, Op, bool)] = &[
     (
         DASHBOARD,
         Api(
-            "$JS.API.CONSUMER.MSG.NEXT.INFER_TASKS.work-embed-normal",
+            "$JS.API.CONSUMER.MSG.NEXT.INFER_TASKS.work-all-minilm-l6-v2-embed-normal",
             r#"{"batch":1,"no_wait":true}"#,
         ),
         false,
@@ -110,31 +126,32 @@ const MATRIX: &[(&str, Op, bool)] = &[
     (
         GATEWAY,
         Api(
-            "$JS.API.CONSUMER.MSG.NEXT.INFER_TASKS.work-embed-normal",
+            "$JS.API.CONSUMER.MSG.NEXT.INFER_TASKS.work-all-minilm-l6-v2-embed-normal",
             r#"{"batch":1,"no_wait":true}"#,
         ),
         false,
     ),
     (
         WORKER,
-        Publish("$JS.ACK.INFER_TASKS.work-embed-normal.1.1.1.1.0"),
+        Publish("$JS.ACK.INFER_TASKS.work-all-minilm-l6-v2-embed-normal.1.1.1.1.0"),
         true,
     ),
     (
         DASHBOARD,
-        Publish("$JS.ACK.INFER_TASKS.work-embed-normal.1.1.1.1.0"),
+        Publish("$JS.ACK.INFER_TASKS.work-all-minilm-l6-v2-embed-normal.1.1.1.1.0"),
         false,
     ),
     (
         GATEWAY,
-        Publish("$JS.ACK.INFER_TASKS.work-embed-normal.1.1.1.1.0"),
+        Publish("$JS.ACK.INFER_TASKS.work-all-minilm-l6-v2-embed-normal.1.1.1.1.0"),
         false,
     ),
     // Reading queue depth: everyone.
     (DASHBOARD, Api("$JS.API.STREAM.INFO.INFER_TASKS", ""), true),
+    (GATEWAY, Api("$JS.API.CONSUMER.LIST.INFER_TASKS", ""), true),
     (
-        GATEWAY,
-        Api("$JS.API.CONSUMER.INFO.INFER_TASKS.work-embed-normal", ""),
+        DASHBOARD,
+        Api("$JS.API.CONSUMER.LIST.INFER_TASKS", ""),
         true,
     ),
     (WORKER, Api("$JS.API.STREAM.INFO.INFER_TASKS", ""), true),
@@ -152,7 +169,10 @@ const MATRIX: &[(&str, Op, bool)] = &[
     ),
     (
         DASHBOARD,
-        Api("$JS.API.CONSUMER.DELETE.INFER_TASKS.work-embed-normal", ""),
+        Api(
+            "$JS.API.CONSUMER.DELETE.INFER_TASKS.work-all-minilm-l6-v2-embed-normal",
+            "",
+        ),
         false,
     ),
     (
@@ -169,14 +189,20 @@ const MATRIX: &[(&str, Op, bool)] = &[
     ),
     (
         WORKER,
-        Api("$JS.API.CONSUMER.DELETE.INFER_TASKS.work-embed-normal", ""),
+        Api(
+            "$JS.API.CONSUMER.DELETE.INFER_TASKS.work-all-minilm-l6-v2-embed-normal",
+            "",
+        ),
         false,
     ),
     (GATEWAY, Api("$JS.API.STREAM.DELETE.INFER_TASKS", ""), false),
     (GATEWAY, Api("$JS.API.STREAM.PURGE.INFER_TASKS", ""), false),
     (
         GATEWAY,
-        Api("$JS.API.CONSUMER.DELETE.INFER_TASKS.work-embed-normal", ""),
+        Api(
+            "$JS.API.CONSUMER.DELETE.INFER_TASKS.work-all-minilm-l6-v2-embed-normal",
+            "",
+        ),
         false,
     ),
     (
@@ -234,7 +260,8 @@ async fn topology(admin: &async_nats::Client) {
     let js = async_nats::jetstream::new(admin.clone());
     let stream = topology::ensure_streams(&js, &args).await.unwrap();
     topology::ensure_workers_bucket(&js, &args).await.unwrap();
-    topology::ensure_work_consumer(&stream, &args, Task::Embed, Priority::Normal)
+    let text = ModelName::default_for(Task::Embed);
+    topology::ensure_work_consumer(&stream, &args, &text, Task::Embed, Priority::Normal)
         .await
         .unwrap();
 }
@@ -330,7 +357,7 @@ async fn each_role_can_do_what_it_must_and_nothing_more() {
         .expect("stream still there");
     stream.info().await.unwrap();
     stream
-        .consumer_info("work-embed-normal")
+        .consumer_info("work-all-minilm-l6-v2-embed-normal")
         .await
         .expect("consumer still there");
 }

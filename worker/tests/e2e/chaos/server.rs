@@ -6,7 +6,7 @@ use super::{assert_answered_once, report, worker_field, LIMIT};
 use crate::stack::Stack;
 use crate::stack::WORKER;
 use futures::StreamExt;
-use jetinfer_shared::protocol::{self, BatchItem, Priority, Task, TaskBatch, TaskInput};
+use jetinfer_shared::protocol::{self, BatchItem, ModelName, Priority, Task, TaskBatch, TaskInput};
 use jetinfer_testsupport::{wait_for, WorkerProcess};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -115,6 +115,7 @@ async fn hostile_messages_on_task_subjects_are_terminated_and_reported() {
 
         let batch = |items: Vec<BatchItem>| TaskBatch {
             batch_id: uuid::Uuid::new_v4(),
+            model: ModelName::default_for(Task::Embed),
             task: Task::Embed,
             priority: Priority::Normal,
             reply_subject: "infer.result.nobody".into(),
@@ -165,11 +166,14 @@ async fn hostile_messages_on_task_subjects_are_terminated_and_reported() {
             ),
         ];
         for (what, payload) in &hostile {
-            js.publish("infer.task.embed.normal", payload.clone().into())
-                .await
-                .unwrap()
-                .await
-                .unwrap_or_else(|e| panic!("{what}: stored in the task stream: {e}"));
+            js.publish(
+                "infer.task.all-minilm-l6-v2.embed.normal",
+                payload.clone().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: stored in the task stream: {e}"));
         }
         // Over the server's max_payload: refused at the door, never stored.
         // The server answers it by closing the publisher's connection, so it
@@ -179,7 +183,7 @@ async fn hostile_messages_on_task_subjects_are_terminated_and_reported() {
         let doomed = async_nats::jetstream::new(stack.nats.client().await);
         let refused = async {
             doomed
-                .publish("infer.task.embed.normal", huge)
+                .publish("infer.task.all-minilm-l6-v2.embed.normal", huge)
                 .await?
                 .await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
