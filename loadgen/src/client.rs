@@ -1,6 +1,6 @@
 //! One request and what became of it.
 
-use jetinfer_shared::protocol::Task;
+use jetinfer_shared::protocol::{Priority, Task};
 use rand::Rng;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -15,6 +15,8 @@ pub struct Record {
     pub request_id: Option<String>,
     /// Task asked for.
     pub task: Task,
+    /// Queue it was sent to (`--high-share`).
+    pub priority: Priority,
     /// When it was sent, in ms since the run started.
     pub sent_at_ms: f64,
     /// Time to the answer (or the failure).
@@ -63,7 +65,7 @@ pub async fn send(
     http: &reqwest::Client,
     url: &str,
     index: usize,
-    task: Task,
+    (task, priority): (Task, Priority),
     body: Value,
     t0: Instant,
 ) -> Record {
@@ -73,6 +75,7 @@ pub async fn send(
         index,
         request_id: None,
         task,
+        priority,
         sent_at_ms: (sent - t0).as_secs_f64() * 1000.0,
         latency_ms: 0.0,
         status: 0,

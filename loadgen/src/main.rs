@@ -86,6 +86,10 @@ struct RunArgs {
     /// Task mix with weights, e.g. `embed=3,classify=1,similarity=1`.
     #[arg(long, default_value = "embed")]
     tasks: TaskMix,
+    /// Share of requests sent with `"priority": "high"` (0 to 1); the report
+    /// then gives each priority's latency and their ratio.
+    #[arg(long, env = "HIGH_SHARE", default_value_t = 0.0, value_parser = share)]
+    high_share: f64,
     /// Print one line per request as it finishes (instead of a progress bar).
     #[arg(long)]
     per_request: bool,
@@ -140,6 +144,15 @@ fn photos(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(photos)
 }
 
+/// A share: a number from 0 to 1.
+fn share(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    (0.0..=1.0)
+        .contains(&x)
+        .then_some(x)
+        .ok_or_else(|| format!("{s} is not between 0 and 1"))
+}
+
 fn plan(common: &Common, pattern: Pattern, shape: Shape, tasks: TaskMix) -> anyhow::Result<Plan> {
     let texts = corpus::load(common.corpus.as_deref())?;
     let photos = match &common.images {
@@ -158,6 +171,7 @@ fn plan(common: &Common, pattern: Pattern, shape: Shape, tasks: TaskMix) -> anyh
         tasks,
         corpus: Arc::new(texts),
         photos: Arc::new(photos),
+        high_share: 0.0,
         seed: common.seed,
         timeout: Duration::from_millis(common.timeout_ms),
         api_key: common.api_key.clone(),
@@ -178,7 +192,10 @@ async fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
         burst_size: a.burst_size,
         burst_gap: Duration::from_millis(a.burst_gap_ms),
     };
-    let plan = plan(&a.common, a.pattern, shape, a.tasks.clone())?;
+    let plan = Plan {
+        high_share: a.high_share,
+        ..plan(&a.common, a.pattern, shape, a.tasks.clone())?
+    };
     println!(
         "{:?} traffic: {} requests against {}",
         a.pattern, a.common.requests, plan.url

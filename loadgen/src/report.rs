@@ -1,7 +1,7 @@
 //! The summary of a run: counts, failures by reason, throughput, latency percentiles.
 
 use crate::client::Record;
-use jetinfer_shared::protocol::Task;
+use jetinfer_shared::protocol::{Priority, Task};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,6 +45,8 @@ pub struct Summary {
     /// Latency of the successful answers of each task (a mixed load's
     /// classes, e.g. photos beside texts).
     pub latency_ms_per_task: BTreeMap<Task, Latency>,
+    /// Latency of the successful answers of each priority (`--high-share`).
+    pub latency_ms_per_priority: BTreeMap<Priority, Latency>,
     /// Successful answers per worker.
     pub per_worker: BTreeMap<String, usize>,
 }
@@ -82,6 +84,13 @@ pub fn summarize(records: &[Record], duration_s: f64) -> Summary {
         .into_iter()
         .map(|task| (task, latency(ok.iter().filter(|r| r.task == task))))
         .collect();
+    let mut priorities: Vec<Priority> = ok.iter().map(|r| r.priority).collect();
+    priorities.sort();
+    priorities.dedup();
+    let latency_ms_per_priority = priorities
+        .into_iter()
+        .map(|p| (p, latency(ok.iter().filter(|r| r.priority == p))))
+        .collect();
     let mut failures_by_reason = BTreeMap::new();
     for r in records.iter().filter(|r| !r.ok()) {
         *failures_by_reason.entry(r.outcome.clone()).or_default() += 1;
@@ -106,6 +115,7 @@ pub fn summarize(records: &[Record], duration_s: f64) -> Summary {
         },
         latency_ms: latency(ok.iter()),
         latency_ms_per_task,
+        latency_ms_per_priority,
         per_worker,
     }
 }
@@ -135,6 +145,15 @@ pub fn print(s: &Summary) {
             line(&format!("  {task}"), l);
         }
     }
+    if let [(_, high), (_, normal)] = s.latency_ms_per_priority.iter().collect::<Vec<_>>()[..] {
+        line("  high", high);
+        line("  normal", normal);
+        println!(
+            "  normal ÷ high: p50 {:.2}×  p99 {:.2}×",
+            normal.p50 / high.p50,
+            normal.p99 / high.p99
+        );
+    }
     let workers: Vec<String> = s
         .per_worker
         .iter()
@@ -159,6 +178,7 @@ mod tests {
             index: 0,
             request_id: None,
             task: Task::Embed,
+            priority: Priority::Normal,
             sent_at_ms: 0.0,
             latency_ms,
             status: if outcome == "ok" { 200 } else { 503 },
@@ -182,9 +202,13 @@ mod tests {
 
     #[test]
     fn summary_counts_outcomes_workers_and_retries() {
+        let urgent = Record {
+            priority: Priority::High,
+            ..rec(30.0, "ok", "b", 1)
+        };
         let records = vec![
             rec(10.0, "ok", "a", 0),
-            rec(30.0, "ok", "b", 1),
+            urgent,
             rec(20.0, "ok", "a", 0),
             rec(5.0, "unavailable", "-", 0),
             rec(5.0, "timeout", "-", 0),
@@ -199,5 +223,8 @@ mod tests {
         assert_eq!(s.latency_ms.min, 10.0);
         assert_eq!(s.latency_ms.p50, 20.0);
         assert_eq!(s.latency_ms.max, 30.0);
+        let by_priority = &s.latency_ms_per_priority;
+        assert_eq!(by_priority[&Priority::High].p50, 30.0);
+        assert_eq!(by_priority[&Priority::Normal].p50, 10.0);
     }
 }

@@ -3,6 +3,8 @@
 use crate::client::{self, Record};
 use crate::traffic::{self, Pattern, Shape, TaskMix};
 use indicatif::{ProgressBar, ProgressStyle};
+use jetinfer_shared::protocol::Priority;
+use rand::Rng;
 use rand::SeedableRng;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,7 +30,9 @@ pub struct Plan {
     pub corpus: Arc<Vec<String>>,
     /// Photos for `classify_image`, base64-encoded (`--images`).
     pub photos: Arc<Vec<String>>,
-    /// Seed of every random choice (schedule, tasks, texts).
+    /// Share of requests sent with `"priority": "high"` (0 to 1).
+    pub high_share: f64,
+    /// Seed of every random choice (schedule, tasks, texts, priorities).
     pub seed: u64,
     /// Per-request client timeout.
     pub timeout: Duration,
@@ -134,11 +138,16 @@ pub async fn execute(plan: &Plan, progress: Progress) -> anyhow::Result<(Vec<Rec
     let requests: Vec<_> = (0..plan.shape.requests)
         .map(|i| {
             let task = plan.tasks.pick(&mut rng);
-            (
-                i,
-                task,
-                client::body(task, &plan.corpus, &plan.photos, &mut rng),
-            )
+            let mut body = client::body(task, &plan.corpus, &plan.photos, &mut rng);
+            // Drawn only when asked for, so a seed without it sends what it always did.
+            let priority = match plan.high_share > 0.0 && rng.random_bool(plan.high_share) {
+                true => Priority::High,
+                false => Priority::Normal,
+            };
+            if priority == Priority::High {
+                body["priority"] = "high".into();
+            }
+            (i, (task, priority), body)
         })
         .collect();
 

@@ -24,6 +24,7 @@ async fn plan(pattern: Pattern, requests: usize) -> Plan {
         tasks: "embed=1,echo=1".parse().unwrap(),
         corpus: Arc::new(vec!["hello".into(), "fail".into()]),
         photos: Arc::new(Vec::new()),
+        high_share: 0.0,
         seed: 7,
         timeout: Duration::from_secs(10),
         api_key: None,
@@ -45,6 +46,30 @@ async fn every_pattern_counts_every_request_once() {
             .unwrap();
         check_counts(pattern, &records, took);
     }
+}
+
+/// `--high-share`: about that share goes as `high`, and the summary gives
+/// each priority its own percentiles; without it, every request is `normal`.
+#[tokio::test]
+async fn a_high_share_sends_that_share_at_high_priority() {
+    use jetinfer_shared::protocol::Priority;
+    let mixed = Plan {
+        high_share: 0.3,
+        ..plan(Pattern::Closed, 300).await
+    };
+    let (records, took) = execute(&mixed, Progress::Quiet).await.unwrap();
+    let high = records
+        .iter()
+        .filter(|r| r.priority == Priority::High)
+        .count();
+    // 90 expected; 5 standard deviations (7.9 each) either side.
+    assert!((50..=130).contains(&high), "{high} of 300 high");
+    let summary = report::summarize(&records, took.as_secs_f64());
+    assert_eq!(summary.latency_ms_per_priority.len(), 2, "{summary:?}");
+    let (records, _) = execute(&plan(Pattern::Closed, 40).await, Progress::Quiet)
+        .await
+        .unwrap();
+    assert!(records.iter().all(|r| r.priority == Priority::Normal));
 }
 
 /// The trivial handler served over HTTP/2 only (prior knowledge), so a

@@ -20,6 +20,7 @@ mod invariants;
 mod payload;
 mod permissions;
 mod pipeline;
+mod priority;
 mod privacy;
 mod routing;
 mod slowloris;
