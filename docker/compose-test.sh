@@ -5,16 +5,20 @@
 #   1. copy the repository to a temp dir: the working tree as a fresh clone
 #      would have it (tracked and untracked files git does not ignore; no .env,
 #      .state or target), or with --clone a `git clone` of HEAD
-#   2. build the image, `up -d --build`, wait for 3 workers in the gateway's /status
+#   2. build the image, `up -d --build`, wait for 3 workers in the gateway's /status;
+#      the init service created the NATS identities (admin, gateway, dashboard,
+#      the worker pool), each file its service's user's alone; every container
+#      (nats, the 3 replicas of the worker service, gateway, dashboard) healthy
 #   3. one /infer per task (embed, similarity, classify, echo, classify_image on
 #      Debian's chelsea.png, PHOTOS_DIR), GET /v1/models, a task asked of a
 #      model that lacks it (503 no_worker), the dashboard page
-#   4. 300 requests while one worker's process is SIGKILLed (a crash, as the OOM
-#      killer does it): every one 200, the container restarted by its restart
-#      policy. Not `docker kill`: Docker counts that as a manual stop and never
+#   4. 300 requests while one worker replica's process is SIGKILLed (a crash, as
+#      the OOM killer does it): every one 200, the container restarted by its
+#      restart policy, healthy again under the same worker identity. Not `docker kill`: Docker counts that as a manual stop and never
 #      restarts the container (`restart: unless-stopped` or `always` alike)
-#   5. `down` then `up -d`: image not rebuilt, passwords kept, JetStream data kept
-#      (stream sequences, consumers, the heartbeat bucket)
+#   5. `down` then `up -d`: image not rebuilt, NATS identities and nats-server's
+#      access.conf kept byte for byte (init not rotating), JetStream data kept
+#      (stream sequences, consumers, the heartbeat bucket), no model download
 #   6. `stop`: bounded, and no container SIGKILLed (exit status 137)
 #
 # and prints build time, image size, memory per container and the time from
@@ -107,6 +111,13 @@ for port in 8000 3000 4222 8222; do
   fi
 done
 
+# "Created on first up" needs no volume of this project yet (a KEEP=1 run's?).
+left=$(docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")
+if [ -n "$left" ]; then
+  echo "volumes of an earlier $COMPOSE_PROJECT_NAME stack exist ($(echo $left)): remove them first (docker volume rm $(echo $left))" >&2
+  exit 1
+fi
+
 # --- 1. a fresh copy -------------------------------------------------------------
 if [ "$mode" = clone ]; then
   say "git clone $repo (HEAD: $(git -C "$repo" rev-parse --short HEAD))"
@@ -157,19 +168,48 @@ ok "3 workers ready ${ready_s}s after \`up\` (the up command itself: ${up_cmd_s}
 [ "$(docker image inspect -f '{{.Id}}' "$image")" = "$image_id" ] || fail "up --build rebuilt the image"
 # (Logs into a variable first: `grep -q` closing the pipe early would fail it under pipefail.)
 logs_of() { compose logs --no-color "$1" 2>&1; }
-created=$(logs_of init | grep -c 'password created' || true)
-[ "$created" = 4 ] || fail "init created $created passwords, not 4"
-ok "init created the 4 passwords"
-for s in worker-1 worker-2 worker-3 gateway dashboard nats; do
-  h=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$(container $s)")
-  deadline=$((SECONDS + 60))
-  while [ "$h" != healthy ] && [ "$SECONDS" -lt "$deadline" ]; do
-    sleep 1
-    h=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$(container $s)")
+# The secrets step: admin, gateway, dashboard and the worker pool (init's
+# WORKERS), said once in init's log and on the volume, as nats sees it.
+pool=$(compose config | sed -n "s/^ *WORKERS: *['\"]\{0,1\}\([0-9][0-9]*\)['\"]\{0,1\} *$/\1/p" | head -1)
+[ -n "$pool" ] && [ "$pool" -ge 3 ] || fail "init's WORKERS (the worker identity pool) is '${pool}', not 3 or more"
+expected=$(printf '%s\n' admin gateway dashboard $(seq -f 'worker-%g' 1 "$pool") | sort | tr '\n' ' ')
+init_log=$(logs_of init)
+ready_line=$(grep -o 'ready: NATS identities in [^ ]* (.*)' <<<"$init_log" || true)
+[ "$(grep -c . <<<"$ready_line")" = 1 ] || fail "init did not say 'ready: NATS identities in …' once: $(tail -c 400 <<<"$init_log")"
+listed=$(sed 's/.*(\(.*\))/\1/' <<<"$ready_line" | tr -d ' ' | tr ',' '\n' | sort | tr '\n' ' ')
+[ "$listed" = "$expected" ] || fail "init's identities: '$listed', not '$expected'"
+! grep -q 'rotated' <<<"$init_log" || fail "init rotated the identities"
+nats_id=$(container nats)
+on_volume=$(docker exec -u 0 "$nats_id" sh -c 'cd /run/secrets/jetinfer/identities && for f in *.env; do n=${f%.env}; grep -qx "NATS_USER=$n" "$f" && grep -q "^NATS_PASSWORD=..*" "$f" && echo "$n"; done' | sort | tr '\n' ' ')
+[ "$on_volume" = "$expected" ] || fail "identity files with their own NATS_USER and a NATS_PASSWORD: '$on_volume', not '$expected'"
+docker exec -u 0 "$nats_id" test -s /run/secrets/jetinfer/nats-server/access.conf || fail "no nats-server/access.conf on the secrets volume"
+# Each file its service's user's alone (the jetinfer image has the users; admin: root).
+owners=$(docker exec -u 0 "$(container gateway)" sh -c 'cd /run/secrets/jetinfer/identities && stat -c "%n %U %a" admin.env gateway.env dashboard.env worker-1.env')
+[ "$owners" = "admin.env root 600
+gateway.env jetinfer-gateway 600
+dashboard.env jetinfer-dashboard 600
+worker-1.env jetinfer-worker 600" ] || fail "identity files' owners and modes: $(echo $owners)"
+ok "init created $(wc -w <<<"$expected") NATS identities (admin, gateway, dashboard, worker-1 … worker-$pool) and access.conf; each file 0600, its service's user's"
+# Every container: nats, gateway, dashboard and each replica of the worker service.
+checked=0
+for s in nats worker gateway dashboard; do
+  ids=$(container $s)
+  [ -n "$ids" ] || fail "no $s container"
+  for id in $ids; do
+    name=$(docker inspect -f '{{.Name}}' "$id"); name=${name#/}; name=${name#"$COMPOSE_PROJECT_NAME"[_-]}
+    h=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id")
+    deadline=$((SECONDS + 60))
+    while [ "$h" != healthy ] && [ "$SECONDS" -lt "$deadline" ]; do
+      sleep 1
+      h=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id")
+    done
+    [ "$h" = healthy ] || fail "$name is ${h:-without a healthcheck}, not healthy ($(docker inspect -f '{{range .State.Health.Log}}{{.ExitCode}}: {{.Output}} {{end}}' "$id" | tail -c 300))"
+    checked=$((checked + 1))
   done
-  [ "$h" = healthy ] || fail "$s is ${h:-without a healthcheck}, not healthy ($(docker inspect -f '{{range .State.Health.Log}}{{.ExitCode}}: {{.Output}} {{end}}' "$(container $s)" | tail -c 300))"
 done
-ok "nats, 3 workers, gateway, dashboard healthy"
+workers_n=$(container worker | wc -l)
+[ "$workers_n" = 3 ] || fail "$workers_n worker containers, not the 3 replicas of the worker service"
+ok "all $checked healthy: nats, the 3 worker replicas, gateway, dashboard"
 
 # --- 3. every task, the dashboard ---------------------------------------------------
 say "POST /infer, one per task"
@@ -207,8 +247,18 @@ workers_seen=$(curl -fsS --max-time 5 "$DASH/api/snapshot" | json 'len(j["worker
 ok "GET / ($(echo "$page" | wc -c) bytes), /api/snapshot shows $workers_seen workers"
 
 # --- 4. kill a worker under load -----------------------------------------------------
-say "300 requests, worker-2's process SIGKILLed in the middle"
-victim=$(container worker-2)
+# The worker service's second replica (by compose's container number), and the
+# worker-<n> identity its process claimed from the pool (its id in answers).
+victim=
+for id in $(container worker); do
+  [ "$(docker inspect -f '{{index .Config.Labels "com.docker.compose.container-number"}}' "$id")" = 2 ] && victim=$id
+done
+[ -n "$victim" ] || fail "no worker replica number 2"
+vname=$(docker inspect -f '{{.Name}}' "$victim"); vname=${vname#/}; vname=${vname#"$COMPOSE_PROJECT_NAME"[_-]}
+claimed() { docker logs "$1" 2>&1 | grep -o '"worker_id":"worker-[0-9]*"' | tail -1 | cut -d'"' -f4; }
+vid=$(claimed "$victim")
+[ -n "$vid" ] || fail "$vname's log names no worker identity"
+say "300 requests, $vname's process ($vid) SIGKILLed in the middle"
 restarts0=$(docker inspect -f '{{.RestartCount}}' "$victim")
 results="$work/load.txt"
 bodies="$work/bodies"
@@ -233,16 +283,23 @@ by_worker=$(cat "$bodies"/*.json | grep -o '"worker_id":"[^"]*"' | cut -d'"' -f4
   sort "$results" | uniq -c >&2
   fail "$good of $total answered 200"
 }
-ok "300/300 answered 200 in ${load_s}s (worker-2 killed after $killed_at answers; $retried answered after a redelivery)"
+ok "300/300 answered 200 in ${load_s}s ($vname, $vid, killed after $killed_at answers; $retried answered after a redelivery)"
 info "per worker: $by_worker"
 deadline=$((SECONDS + 60))
 while [ "$SECONDS" -lt "$deadline" ]; do
   [ "$(docker inspect -f '{{.RestartCount}} {{.State.Running}}' "$victim")" = "$((restarts0 + 1)) true" ] && break
   sleep 0.5
 done
-[ "$(docker inspect -f '{{.State.Running}}' "$victim")" = true ] || fail "worker-2 was not restarted"
-wait_workers 3 60 || fail "worker-2 did not come back into /status"
-ok "worker-2 restarted by its restart policy (restart count $(docker inspect -f '{{.RestartCount}}' "$victim")), 3 workers ready again"
+[ "$(docker inspect -f '{{.RestartCount}} {{.State.Running}}' "$victim")" = "$((restarts0 + 1)) true" ] \
+  || fail "$vname was not restarted ($(docker inspect -f 'restart count {{.RestartCount}}, {{.State.Status}}, exit status {{.State.ExitCode}}' "$victim"))"
+# Healthy again: its new process connected to NATS and heartbeats (the old
+# heartbeat alone could still make /status count it ready).
+deadline=$((SECONDS + 60))
+while [ "$(docker inspect -f '{{.State.Health.Status}}' "$victim")" != healthy ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.5; done
+[ "$(docker inspect -f '{{.State.Health.Status}}' "$victim")" = healthy ] || fail "$vname not healthy again after its restart"
+[ "$(claimed "$victim")" = "$vid" ] || fail "$vname came back as $(claimed "$victim"), not $vid (the kernel drops a dead process's claim)"
+wait_workers 3 60 || fail "$vname did not come back into /status"
+ok "$vname restarted by its restart policy (restart count $(docker inspect -f '{{.RestartCount}}' "$victim")), healthy again as $vid; 3 workers ready"
 
 # --- 5. down, up: what survives ---------------------------------------------------------
 streams() { # name:last_seq:consumers for each stream, from nats' monitoring endpoint
@@ -255,7 +312,13 @@ say "down, then up -d"
 sleep 4
 before=$(streams)
 info "before: $before"
-passwords_before=$(docker exec "$(container nats)" sh -c 'cat /run/secrets/jetinfer/*.password | md5sum')
+# The identity files and access.conf, as nats (root) reads them: content and mtime.
+secrets_sum() {
+  docker exec -u 0 "$(container nats)" sh -c 'cd /run/secrets/jetinfer && for f in identities/*.env nats-server/access.conf; do echo "$f $(md5sum <"$f")"; done' | md5sum
+}
+mtimes() { docker exec -u 0 "$(container nats)" sh -c 'stat -c "%n %Y" /run/secrets/jetinfer/identities/*.env' | md5sum; }
+secrets_before=$(secrets_sum)
+mtimes_before=$(mtimes)
 compose down >"$work/down.log" 2>&1 || { cat "$work/down.log" >&2; fail "down"; }
 [ -z "$(compose ps -q)" ] || fail "containers left after down"
 t=$(now)
@@ -265,11 +328,12 @@ ready2_s=$(since "$t")
 [ "$(docker image inspect -f '{{.Id}}' "$image")" = "$image_id" ] || fail "the image was rebuilt"
 grep -qiE 'Building|Step [0-9]' "$work/up2.log" && fail "the second up built something"
 ok "image not rebuilt; 3 workers ready ${ready2_s}s after the second up"
-created=$(logs_of init | grep -c 'password created' || true)
-[ "$created" = 0 ] || fail "init re-created $created passwords"
-[ "$(docker exec "$(container nats)" sh -c 'cat /run/secrets/jetinfer/*.password | md5sum')" = "$passwords_before" ] \
-  || fail "the passwords changed"
-ok "passwords kept (init: $(logs_of init | grep -c 'password kept' || true) kept)"
+init_log=$(logs_of init)
+grep -q 'ready: NATS identities in ' <<<"$init_log" || fail "init did not run again on the second up: $(tail -c 400 <<<"$init_log")"
+! grep -q 'rotated' <<<"$init_log" || fail "init rotated the identities on the second up"
+[ "$(secrets_sum)" = "$secrets_before" ] || fail "the NATS identities or access.conf changed across down/up"
+[ "$(mtimes)" = "$mtimes_before" ] || fail "init rewrote identity files across down/up"
+ok "NATS identities kept: init ran again, $(wc -w <<<"$expected") identity files and access.conf unchanged, none rewritten"
 after=$(streams)
 info "after:  $after"
 for name in INFER_TASKS INFER_RESULTS KV_INFER_WORKERS; do
@@ -288,9 +352,12 @@ cons_a=$(tr ' ' '\n' <<<"$after" | grep '^INFER_TASKS:' | cut -d: -f3)
 ok "JetStream kept: INFER_TASKS at sequence $tasks_a with its $cons_a consumers, INFER_RESULTS, KV_INFER_WORKERS"
 out=$(infer '{"task":"embed","input":"after the restart"}') || fail "infer after the second up"
 ok "embed after the second up: worker $(echo "$out" | json 'j["worker_id"]')"
-w1_log=$(logs_of worker-1)
-! grep -qi 'download' <<<"$w1_log" || fail "worker-1 downloaded something"
-ok "no model download: $(grep -o '"model_dir":"[^"]*"' <<<"$w1_log" | tail -1)"
+workers_log=$(logs_of worker)
+! grep -qi 'download' <<<"$workers_log" || fail "a worker downloaded something: $(grep -i 'download' <<<"$workers_log" | tail -1)"
+text_dir=$(grep 'loading the text model' <<<"$workers_log" | grep -o '"dir":"[^"]*"' | sort -u | cut -d'"' -f4 | tr '\n' ' ')
+image_dir=$(grep 'loading the image model' <<<"$workers_log" | grep -o '"dir":"[^"]*"' | sort -u | cut -d'"' -f4 | tr '\n' ' ')
+[ -n "$text_dir" ] && [ -n "$image_dir" ] || fail "the workers' logs say no model folder (text '$text_dir', image '$image_dir')"
+ok "no model download: every worker loaded ${text_dir}and ${image_dir% } from the image"
 
 say "resources"
 docker stats --no-stream --format '{{.Name}}\t{{.MemUsage}}\t{{.CPUPerc}}' \
@@ -321,7 +388,8 @@ cat >&2 <<EOF
     build                ${build_s}s
     image                $image ${image_mb} MB
     up -> 3 workers      ${ready_s}s (second up: ${ready2_s}s)
-    300 requests, kill   ${load_s}s, 300/300 200, $retried after a redelivery
+    NATS identities      $(wc -w <<<"$expected") created on first up, kept across down/up
+    300 requests, kill   ${load_s}s, 300/300 200, $retried after a redelivery ($vname restarted as $vid)
     stop                 ${stop_s}s, no SIGKILL
 EOF
 echo "compose-test passed" >&2

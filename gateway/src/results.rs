@@ -85,6 +85,7 @@ pub async fn route(
                 model: batch.model.clone(),
                 attempt: batch.attempt,
                 outcome: item.outcome,
+                tokens: item.tokens,
             };
             if waiters.answer(item.request_id, reply) {
                 continue;

@@ -27,6 +27,8 @@ pub enum Reply {
         attempt: u64,
         /// Output or error.
         outcome: ItemOutcome,
+        /// Model tokens its texts took (0 when replayed from a stored answer).
+        tokens: u32,
     },
     /// The batch never reached the work queue; the text says why.
     NotQueued(String),

@@ -12,7 +12,7 @@
 //! # Layout
 //!
 //! - `paths.rs`: where things are: [`repo_nats_conf`], [`nats_server_bin`],
-//!   [`schemathesis_bin`], [`model_dir`].
+//!   [`schemathesis_bin`], [`openai_python`], [`model_dir`].
 //! - `nats_server.rs`: [`NatsServer`], one server per test, with the
 //!   identities that log in to it (made on first use).
 //! - `worker_process.rs`: [`WorkerProcess`], a real worker binary to kill.
@@ -31,7 +31,7 @@ pub use cut_proxy::CutProxy;
 pub use gateway_process::GatewayProcess;
 pub use nats_server::NatsServer;
 pub use paths::{
-    image_model_dir, model_dir, nats_server_bin, photo, png_header, repo_nats_conf,
+    image_model_dir, model_dir, nats_server_bin, openai_python, photo, png_header, repo_nats_conf,
     schemathesis_bin,
 };
 pub use wait::wait_for;

@@ -28,6 +28,16 @@ pub fn schemathesis_bin() -> PathBuf {
     )
 }
 
+/// A Python that can `import openai` (the official client): `OPENAI_PYTHON`,
+/// or `python3` on `PATH`.
+pub fn openai_python() -> PathBuf {
+    program(
+        "OPENAI_PYTHON",
+        "python3",
+        "`./jetinfer test` installs the client with `pip install openai`",
+    )
+}
+
 /// A program named by `var`, else found on `PATH`; panics with `hint` otherwise.
 fn program(var: &str, name: &str, hint: &str) -> PathBuf {
     if let Some(bin) = std::env::var_os(var) {

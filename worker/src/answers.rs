@@ -74,6 +74,15 @@ fn answer(input: &TaskInput, embeddings: &[Vec<f32>], temperature: f32) -> TaskO
     }
 }
 
+/// One request's answer and the model tokens its texts took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answered {
+    /// Output or error.
+    pub outcome: ItemOutcome,
+    /// Tokens of its texts (0 for echo and photos).
+    pub tokens: u32,
+}
+
 /// The models as a forward pass uses them: the compute thread, which model
 /// serves which task, and the settings that turn embeddings into answers.
 #[derive(Clone)]
@@ -102,12 +111,16 @@ impl Model {
     /// Answer every item with one backend call per kind of model. A failing
     /// forward pass answers every item with its error: retrying the same
     /// inputs would fail again.
-    pub async fn answer(&self, items: &[BatchItem]) -> Vec<ItemOutcome> {
+    pub async fn answer(&self, items: &[BatchItem]) -> Vec<Answered> {
         compute(&self.backend, items, self.temperature)
             .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, requests = items.len(), "forward pass failed in the model");
-                vec![ItemOutcome::Error(format!("model error: {e}")); items.len()]
+                let failed = Answered {
+                    outcome: ItemOutcome::Error(format!("model error: {e}")),
+                    tokens: 0,
+                };
+                vec![failed; items.len()]
             })
     }
 }
@@ -118,7 +131,7 @@ async fn compute(
     backend: &BackendThread,
     items: &[BatchItem],
     temperature: f32,
-) -> Result<Vec<ItemOutcome>, BackendError> {
+) -> Result<Vec<Answered>, BackendError> {
     // Echo needs no model: its items contribute no texts to the forward pass.
     let per_item: Vec<Vec<&str>> = items
         .iter()
@@ -128,8 +141,8 @@ async fn compute(
         })
         .collect();
     let texts: Vec<String> = per_item.iter().flatten().map(|t| t.to_string()).collect();
-    let embeddings = if texts.is_empty() {
-        Vec::new()
+    let embedded = if texts.is_empty() {
+        Default::default()
     } else {
         backend.embed(texts).await?
     };
@@ -153,14 +166,19 @@ async fn compute(
         .map(|(item, texts)| {
             if let TaskInput::ClassifyImage { .. } = item.input {
                 let top = classes.next().unwrap_or_default();
-                return ItemOutcome::Ok(TaskOutput::ImageClassification {
+                let outcome = ItemOutcome::Ok(TaskOutput::ImageClassification {
                     label: top.first().map(|c| c.label.clone()).unwrap_or_default(),
                     top,
                 });
+                return Answered { outcome, tokens: 0 };
             }
-            let own = &embeddings[offset..offset + texts.len()];
+            let own = offset..offset + texts.len();
             offset += texts.len();
-            ItemOutcome::Ok(answer(&item.input, own, temperature))
+            let tokens: usize = embedded.tokens[own.clone()].iter().sum();
+            Answered {
+                outcome: ItemOutcome::Ok(answer(&item.input, &embedded.vectors[own], temperature)),
+                tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+            }
         })
         .collect())
 }

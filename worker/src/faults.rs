@@ -8,11 +8,11 @@
 //! [`Unanswered`], the same error a real failure gives. Each fault that fires
 //! is logged with `fault=<kind>` and counted in `jetinfer_worker_faults_injected_total`.
 
-use crate::answers::Model;
+use crate::answers::{Answered, Model};
 use crate::consume::progress::Progress;
 use crate::consume::publish::ResultPublisher;
 use clap::Args;
-use jetinfer_shared::protocol::{BatchItem, ItemOutcome, ResultBatch, TaskBatch};
+use jetinfer_shared::protocol::{BatchItem, ResultBatch, TaskBatch};
 use rand::{Rng, SeedableRng};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -172,7 +172,7 @@ impl FaultyModel {
         &self,
         items: &[BatchItem],
         progress: &Progress<'_>,
-    ) -> Result<Vec<ItemOutcome>, Unanswered> {
+    ) -> Result<Vec<Answered>, Unanswered> {
         let (delay, fate) = self.faults.pass();
         if !delay.is_zero() {
             injected("delay");

@@ -30,6 +30,15 @@ impl Admission {
             .map_err(|_| ApiError::Overloaded(self.limit))
     }
 
+    /// Take `n` slots at once, for a call that queues `n` requests
+    /// (`/v1/embeddings` with an array): all of them or none.
+    pub fn admit_many(&self, n: u32) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.slots
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| ApiError::Overloaded(self.limit))
+    }
+
     /// Requests holding a slot now.
     pub fn admitted(&self) -> usize {
         self.limit as usize - self.slots.available_permits()

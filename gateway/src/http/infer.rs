@@ -50,7 +50,7 @@ pub struct InferResponse {
 
 /// Removes the request from the waiter map if the handler ends before its
 /// answer (timeout, client disconnect), so an abandoned request frees its slot.
-struct Waiting<'a> {
+pub(super) struct Waiting<'a> {
     waiters: &'a Waiters,
     id: Uuid,
 }
@@ -62,10 +62,10 @@ impl Drop for Waiting<'_> {
 }
 
 /// What a reply means for the client, and who answered it, for the records.
-struct Answer {
-    result: Result<InferResponse, ApiError>,
-    worker_id: Option<String>,
-    retries: u64,
+pub(super) struct Answer {
+    pub(super) result: Result<InferResponse, ApiError>,
+    pub(super) worker_id: Option<String>,
+    pub(super) retries: u64,
 }
 
 /// Run one task on one input; the answer comes back on this connection.
@@ -382,16 +382,16 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
 }
 
 /// Where a request waits: its model's queue at its priority.
-struct Queue {
-    model: ModelName,
-    priority: Priority,
+pub(super) struct Queue {
+    pub(super) model: ModelName,
+    pub(super) priority: Priority,
 }
 
 /// Register a waiter for `request_id`, then queue the request (with its
 /// key's claim, if any). The waiter exists before the request can be
 /// published, so no result can beat it; the guard forgets it when the handler
 /// ends unanswered.
-async fn submit<'a>(
+pub(super) async fn submit<'a>(
     state: &'a AppState,
     request_id: Uuid,
     input: TaskInput,
@@ -425,7 +425,7 @@ async fn submit<'a>(
 
 /// The one reply before `deadline` (`timeout_ms` after the request came), or
 /// why none will come.
-async fn await_reply(
+pub(super) async fn await_reply(
     answer: oneshot::Receiver<Reply>,
     request_id: Uuid,
     timeout_ms: u64,
@@ -442,7 +442,7 @@ async fn await_reply(
 }
 
 /// Turn the reply into the client's answer.
-fn respond(
+pub(super) fn respond(
     reply: Result<Reply, ApiError>,
     request_id: Uuid,
     task: Task,
@@ -459,6 +459,7 @@ fn respond(
             model,
             attempt,
             outcome,
+            ..
         }) => {
             let retries = attempt.saturating_sub(1);
             let result = match outcome {

@@ -11,6 +11,7 @@
 //! - [`validate`]: JSON body → [`request::InferRequest`], with the documented limits.
 //! - [`infer`]: `POST /infer`, step by step: read, admit, submit, await the reply, respond.
 //! - [`models`]: `GET /v1/models`, the models live workers serve (OpenAI's list shape).
+//! - [`openai`]: `POST /v1/embeddings`, OpenAI's embeddings API on the same batcher and queue.
 //! - [`keyed`]: the HTTP side of `Idempotency-Key`: the header, who sent it, the replay.
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers and their types.
 //! - [`status`]: `GET /status`, `/healthz`, `/readyz`, `/recent_requests`, `/metrics`.
@@ -22,6 +23,7 @@ pub mod image;
 pub mod infer;
 pub mod keyed;
 pub mod models;
+pub mod openai;
 pub mod openapi;
 pub mod request;
 pub mod status;
@@ -76,6 +78,7 @@ pub fn app(state: Arc<AppState>, keys: jetinfer_shared::keys::Keys) -> Router {
         .route("/status", get(status::status))
         .route("/recent_requests", get(status::recent_requests))
         .route("/v1/models", get(models::models))
+        .route("/v1/embeddings", post(openai::embeddings))
         .route_layer(middleware::from_fn_with_state(
             Arc::new(keys),
             auth::require_key,

@@ -8,6 +8,10 @@
 use super::error::ErrorBody;
 use super::infer::InferResponse;
 use super::models::{ModelEntry, ModelList};
+use super::openai::{
+    EmbeddingData, EmbeddingInput, EmbeddingValue, EmbeddingsRequest, EmbeddingsResponse,
+    EncodingFormat, OpenAiError, OpenAiErrorBody, Usage,
+};
 use super::request::{InferRequest, Labels, Photo, RawImage, SimilarityInput, Text, UploadTask};
 use super::status::{ConsumerStatus, Health, QueueStatus, Readiness, Status, WorkerStatus};
 use axum::Json;
@@ -65,6 +69,7 @@ impl Modify for ClosedShapes {
         super::status::status,
         super::status::recent_requests,
         super::models::models,
+        super::openai::embeddings,
         super::status::healthz,
         super::status::readyz,
         super::status::metrics,
@@ -76,6 +81,8 @@ impl Modify for ClosedShapes {
         Priority, ErrorBody,
         Status, WorkerStatus, Heartbeat, QueueStatus, ConsumerStatus, GatewayStats,
         RequestRecord, Health, Readiness, ModelList, ModelEntry, ServedModel,
+        EmbeddingsRequest, EmbeddingInput, EncodingFormat, EmbeddingsResponse, EmbeddingData,
+        EmbeddingValue, Usage, OpenAiErrorBody, OpenAiError,
     )),
     modifiers(&BearerKeys, &ClosedShapes),
 )]
@@ -104,6 +111,7 @@ mod tests {
             "/status",
             "/recent_requests",
             "/v1/models",
+            "/v1/embeddings",
             "/healthz",
             "/readyz",
             "/metrics",

@@ -136,7 +136,7 @@ pub(crate) fn decode_base64(encoded: &str) -> Result<Vec<u8>, String> {
 }
 
 /// A string with a visible character ([`has_visible`]), within the length limit.
-fn text(value: &Value, field: &str, limits: &Limits) -> Result<Text, ApiError> {
+pub(super) fn text(value: &Value, field: &str, limits: &Limits) -> Result<Text, ApiError> {
     let Value::String(s) = value else {
         return Err(ApiError::InvalidInput(format!(
             "`{field}` must be a string"

@@ -84,6 +84,7 @@ pub fn settle(reply: &Reply, latency_ms: f64) -> Settle {
             model,
             attempt,
             outcome,
+            ..
         } => Settle::Store(StoredAnswer::Computed {
             worker_id: worker_id.clone(),
             model: model.clone(),
@@ -122,6 +123,7 @@ pub fn replayed(answer: StoredAnswer) -> (Reply, f64) {
                 model,
                 attempt,
                 outcome,
+                tokens: 0,
             },
             latency_ms,
         ),
@@ -217,6 +219,7 @@ mod tests {
             model: "m".into(),
             attempt: 1,
             outcome: ItemOutcome::Ok(TaskOutput::Echo { echo: "e".into() }),
+            tokens: 0,
         };
         assert_eq!(settle(&done, 3.0), Settle::Store(computed()));
         let exhausted = Reply::Abandoned {

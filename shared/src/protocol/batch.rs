@@ -68,6 +68,15 @@ pub struct ItemResult {
     pub request_id: Uuid,
     /// Output or error.
     pub outcome: ItemOutcome,
+    /// Model tokens its texts took (special tokens included, after
+    /// truncation): the usage `/v1/embeddings` reports. 0 for what runs on
+    /// no text model; absent on the wire then, and from older workers.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tokens: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What a worker publishes on the batch's reply subject.
@@ -121,9 +130,11 @@ mod tests {
             .map(|o| ItemResult {
                 request_id: Uuid::new_v4(),
                 outcome: ItemOutcome::Ok(o),
+                tokens: 7,
             })
             .chain([ItemResult {
                 request_id: Uuid::new_v4(),
+                tokens: 0,
                 outcome: ItemOutcome::Error("too long".into()),
             }])
             .collect();

@@ -6,7 +6,7 @@
 //! attention mask (so padding in a batch changes nothing), L2 normalisation.
 
 use super::files::ModelFiles;
-use super::{BackendError, Embedder};
+use super::{BackendError, Embedded, Embedder};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::BertModel;
 use std::path::Path;
@@ -42,11 +42,12 @@ impl BertEmbedder {
 }
 
 impl Embedder for BertEmbedder {
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
+    fn embed_counted(&self, texts: &[&str]) -> Result<Embedded, BackendError> {
         if texts.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Embedded::default());
         }
         let encodings = super::encode(&self.tokenizer, texts)?;
+        let tokens = super::token_counts(&encodings);
         let rows = encodings.len();
         let cols = encodings[0].get_ids().len();
         let flat = |f: fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
@@ -65,6 +66,9 @@ impl Embedder for BertEmbedder {
         let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
         let mean = summed.broadcast_div(&counts)?;
         let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        Ok(mean.broadcast_div(&norms)?.to_vec2::<f32>()?)
+        Ok(Embedded {
+            vectors: mean.broadcast_div(&norms)?.to_vec2::<f32>()?,
+            tokens,
+        })
     }
 }

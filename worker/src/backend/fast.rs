@@ -23,7 +23,7 @@ use super::attention::{Group, SelfAttention};
 use super::files::ModelFiles;
 use super::gemm::{Isa, Kernels};
 use super::kernels::{Activation, LayerNorm, Linear, Project, ProjectNorm};
-use super::{BackendError, Embedder};
+use super::{BackendError, Embedded, Embedder};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 use std::path::Path;
@@ -209,18 +209,19 @@ impl FastBert {
 }
 
 impl Embedder for FastBert {
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
+    fn embed_counted(&self, texts: &[&str]) -> Result<Embedded, BackendError> {
         if texts.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Embedded::default());
         }
         super::awake::while_awake(|| self.forward(texts))
     }
 }
 
 impl FastBert {
-    /// [`Embedder::embed`] on a non-empty batch.
-    fn forward(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
+    /// [`Embedder::embed_counted`] on a non-empty batch.
+    fn forward(&self, texts: &[&str]) -> Result<Embedded, BackendError> {
         let encodings = super::encode(&self.tokenizer, texts)?;
+        let counts = super::token_counts(&encodings);
         // Longest first, so equal lengths are neighbours.
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
@@ -274,10 +275,13 @@ impl FastBert {
             .broadcast_div(&norms)?
             .to_dtype(DType::F32)?
             .to_vec2::<f32>()?;
-        let mut out = vec![Vec::new(); sorted.len()];
+        let mut vectors = vec![Vec::new(); sorted.len()];
         for (row, &i) in sorted.into_iter().zip(&order) {
-            out[i] = row;
+            vectors[i] = row;
         }
-        Ok(out)
+        Ok(Embedded {
+            vectors,
+            tokens: counts,
+        })
     }
 }

@@ -81,10 +81,34 @@ pub fn encode(
         .map_err(|e| BackendError::Tokenizer(e.to_string()))
 }
 
+/// The tokens the model reads of each encoded text (special tokens
+/// included, after truncation, padding not): what usage reports count.
+pub fn token_counts(encodings: &[tokenizers::Encoding]) -> Vec<usize> {
+    encodings
+        .iter()
+        .map(|e| e.get_attention_mask().iter().filter(|&&m| m != 0).count())
+        .collect()
+}
+
+/// What one forward pass gives: an L2-normalised embedding per text and the
+/// tokens the model read of each ([`token_counts`]), in the texts' order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Embedded {
+    /// The embeddings.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens per text.
+    pub tokens: Vec<usize>,
+}
+
 /// A sentence-embedding model. One call is one forward pass over all texts.
 pub trait Embedder: Send + Sync {
+    /// Embeddings and token counts of `texts`, in one forward pass.
+    fn embed_counted(&self, texts: &[&str]) -> Result<Embedded, BackendError>;
+
     /// L2-normalised embeddings, one per text, in order.
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError>;
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.embed_counted(texts).map(|e| e.vectors)
+    }
 }
 
 /// Which implementation computes embeddings.

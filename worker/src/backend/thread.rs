@@ -8,7 +8,7 @@
 
 use super::vision::efficientnet::EfficientNetLite0;
 use super::vision::preprocess;
-use super::{BackendError, Embedder};
+use super::{BackendError, Embedded, Embedder};
 use jetinfer_shared::image::ImageCrop;
 use jetinfer_shared::protocol::ScoredClass;
 use tokio::sync::{mpsc, oneshot};
@@ -26,10 +26,7 @@ pub struct Loaded {
 
 /// Work for the compute thread, with where its answer goes.
 enum Job {
-    Embed(
-        Vec<String>,
-        oneshot::Sender<Result<Vec<Vec<f32>>, BackendError>>,
-    ),
+    Embed(Vec<String>, oneshot::Sender<Result<Embedded, BackendError>>),
     Classify(
         Vec<ImageCrop>,
         oneshot::Sender<Result<Vec<Vec<ScoredClass>>, BackendError>>,
@@ -79,7 +76,7 @@ impl BackendThread {
     }
 
     /// Embed `texts` in one forward pass on the compute thread.
-    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, BackendError> {
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Embedded, BackendError> {
         let (tx, rx) = oneshot::channel();
         self.send(Job::Embed(texts, tx)).await?;
         rx.await.map_err(|_| BackendError::Stopped)?
@@ -100,13 +97,13 @@ impl BackendThread {
     }
 }
 
-fn embed(models: &Loaded, texts: &[String]) -> Result<Vec<Vec<f32>>, BackendError> {
+fn embed(models: &Loaded, texts: &[String]) -> Result<Embedded, BackendError> {
     let model = models
         .text
         .as_ref()
         .ok_or(BackendError::NotServed("text"))?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    model.embed(&refs)
+    model.embed_counted(&refs)
 }
 
 fn classify(models: &Loaded, images: &[ImageCrop]) -> Result<Vec<Vec<ScoredClass>>, BackendError> {

@@ -1,7 +1,7 @@
 //! A tiny deterministic embedder for unit tests of the consume path: no model
 //! files, instant, and it counts its forward passes so tests can see merging.
 
-use super::{BackendError, Embedder};
+use super::{BackendError, Embedded, Embedder};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -25,9 +25,14 @@ pub fn toy_embedding(text: &str) -> Vec<f32> {
     v.iter().map(|x| x / norm).collect()
 }
 
+/// Embeds a text as its normalised (length, vowels, spaces, 1) vector and
+/// counts a token per word.
 impl Embedder for ToyEmbedder {
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
+    fn embed_counted(&self, texts: &[&str]) -> Result<Embedded, BackendError> {
         self.passes.fetch_add(1, Ordering::SeqCst);
-        Ok(texts.iter().map(|t| toy_embedding(t)).collect())
+        Ok(Embedded {
+            vectors: texts.iter().map(|t| toy_embedding(t)).collect(),
+            tokens: texts.iter().map(|t| t.split_whitespace().count()).collect(),
+        })
     }
 }

@@ -5,8 +5,9 @@
 use super::admit::Delivery;
 use super::progress::Progress;
 use super::Processor;
+use crate::answers::Answered;
 use async_nats::jetstream::Message;
-use jetinfer_shared::protocol::{BatchItem, ItemOutcome, ItemResult, ResultBatch, Task, TaskBatch};
+use jetinfer_shared::protocol::{BatchItem, ItemResult, ResultBatch, Task, TaskBatch};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -83,13 +84,13 @@ impl Processor {
             }
         };
         for d in group {
-            let mine: Vec<ItemOutcome> = outcomes.by_ref().take(d.batch.items.len()).collect();
+            let mine: Vec<Answered> = outcomes.by_ref().take(d.batch.items.len()).collect();
             self.deliver(d, mine, compute_ms).await;
         }
     }
 
     /// Publish one batch's result, then ack its task.
-    async fn deliver(&self, d: &Delivery, outcomes: Vec<ItemOutcome>, compute_ms: f64) {
+    async fn deliver(&self, d: &Delivery, answers: Vec<Answered>, compute_ms: f64) {
         let batch = &d.batch;
         let mut result = ResultBatch {
             batch_id: batch.batch_id,
@@ -100,10 +101,11 @@ impl Processor {
             items: batch
                 .items
                 .iter()
-                .zip(outcomes)
-                .map(|(item, outcome)| ItemResult {
+                .zip(answers)
+                .map(|(item, answered)| ItemResult {
                     request_id: item.request_id,
-                    outcome,
+                    outcome: answered.outcome,
+                    tokens: answered.tokens,
                 })
                 .collect(),
         };

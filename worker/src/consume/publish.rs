@@ -183,6 +183,7 @@ mod tests {
                     outcome: ItemOutcome::Ok(TaskOutput::Echo {
                         echo: "e".repeat(n),
                     }),
+                    tokens: 0,
                 })
                 .collect(),
         }

@@ -23,7 +23,10 @@ const KEY: &str = "fuzz-key";
 ///   the model the stack serves the request's task with: the schema says "a
 ///   model name", not "one a live worker serves", and any other name is
 ///   rightly answered 503 `no_worker` (`routing.rs` tests that). Names the
-///   pattern refuses stay as generated.
+///   pattern refuses stay as generated;
+/// - a schema-valid `/v1/embeddings` `dimensions` becomes 384, the model's:
+///   the schema cannot say which size a model has, and any other is rightly
+///   refused with 400.
 const HOOKS: &str = r#"
 import base64, re, struct, uuid, zlib
 import schemathesis
@@ -52,6 +55,10 @@ def before_call(ctx, case, **kwargs):
         body["input"] = PHOTO
     if isinstance(body, dict) and valid_model(body.get("model")):
         body["model"] = SERVED.get(body.get("task"), "all-minilm-l6-v2")
+    dims = body.get("dimensions") if isinstance(body, dict) else None
+    if isinstance(dims, (int, float)) and not isinstance(dims, bool) \
+            and dims >= 1 and float(dims).is_integer():
+        body["dimensions"] = 384
     if case.query and valid_model(case.query.get("model")):
         case.query["model"] = "efficientnet-lite0"
 "#;

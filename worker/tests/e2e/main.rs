@@ -17,6 +17,7 @@ mod head_of_line;
 mod idempotency;
 mod images;
 mod invariants;
+mod openai;
 mod payload;
 mod permissions;
 mod pipeline;
