@@ -10,7 +10,8 @@ use jetinfer_shared::topology::TopologyArgs;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Which model a request runs on, and when one nobody serves is refused.
+/// Which model a request runs on, when one nobody serves is refused, and
+/// when a computed answer is reused.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RoutingArgs {
     /// The models of requests that name none, per task, split by weight
@@ -26,6 +27,15 @@ pub struct RoutingArgs {
     /// gateway's start.
     #[arg(long, env = "NO_WORKER_GRACE_MS", default_value_t = 10_000)]
     pub no_worker_grace_ms: u64,
+    /// How long a computed answer is reused for an identical request (same
+    /// model, task and input; priority aside), which is then answered
+    /// without the queue and says `"cached": true`. 0 turns the cache off.
+    #[arg(long, env = "CACHE_TTL_S", default_value_t = 60)]
+    pub cache_ttl_s: u64,
+    /// Most answers the cache keeps (least recently used out first); each
+    /// costs its output's size (an embedding: about 1.6 KB).
+    #[arg(long, env = "CACHE_MAX_ENTRIES", default_value_t = 10_000)]
+    pub cache_max_entries: usize,
 }
 
 /// Default of `MAX_INPUT_CHARS`; the published API description states it.

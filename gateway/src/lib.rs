@@ -4,6 +4,7 @@
 //! - [`config`]: the command line (`GatewayArgs`).
 //! - [`http`]: routes, handlers, the JSON error type, request shapes and their
 //!   validation, the `MAX_IN_FLIGHT` admission limit.
+//! - [`cache`]: computed answers reused for identical requests (`CACHE_TTL_S`).
 //! - [`batcher`]: the micro-batching actor; hands full batches to a
 //!   [`batcher::BatchSink`] (no HTTP, no NATS details).
 //! - [`publish`]: the sink: batch → MessagePack → `infer.task.<model>.<task>.<priority>`.
@@ -24,6 +25,7 @@
 
 pub mod advisories;
 pub mod batcher;
+pub mod cache;
 pub mod config;
 pub mod counters;
 pub mod events;
@@ -160,6 +162,10 @@ pub async fn run(
         images: http::image::Images::default(),
         routes: args.routing.model_routes.clone(),
         fleet,
+        cache: cache::AnswerCache::new(
+            std::time::Duration::from_secs(args.routing.cache_ttl_s),
+            args.routing.cache_max_entries,
+        ),
     });
     tracing::info!(gateway_id = %gateway_id, model_routes = %args.routing.model_routes.describe(), no_worker_grace_ms = args.routing.no_worker_grace_ms, "routing");
     tracing::info!(gateway_id = %gateway_id, listen = %listener.local_addr()?, "gateway ready");

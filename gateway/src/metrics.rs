@@ -46,6 +46,12 @@ pub fn batch_published(task: Task, size: usize, stored: bool) {
         .increment(1);
 }
 
+/// The answer cache was asked: `hit` (answered from it) or a miss.
+pub fn cache(hit: bool) {
+    let outcome = if hit { "hit" } else { "miss" };
+    metrics::counter!("jetinfer_gateway_cache_total", "outcome" => outcome).increment(1);
+}
+
 /// A batch publish was sent again because its acknowledgement never came.
 pub fn publish_retried() {
     metrics::counter!("jetinfer_gateway_publish_retries_total").increment(1);

@@ -76,7 +76,15 @@ async fn closed(base: &Plan, url: &str, task: &str, concurrency: usize) -> anyho
         ..base.clone()
     };
     let (records, took) = run::execute(&plan, Progress::Quiet).await?;
-    Ok(report::summarize(&records, took.as_secs_f64()))
+    let summary = report::summarize(&records, took.as_secs_f64());
+    anyhow::ensure!(
+        summary.cached == 0,
+        "{} of {} answers came from the gateway's answer cache, so this measures no model: \
+         run the gateway with CACHE_TTL_S=0 for a benchmark",
+        summary.cached,
+        summary.succeeded
+    );
+    Ok(summary)
 }
 
 /// Run every measurement.

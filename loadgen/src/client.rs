@@ -29,6 +29,8 @@ pub struct Record {
     pub worker_id: Option<String>,
     /// Redeliveries before the answer.
     pub retries: u64,
+    /// Answered from the gateway's answer cache (`"cached": true`).
+    pub cached: bool,
     /// Error message, when not ok.
     pub error: Option<String>,
 }
@@ -82,6 +84,7 @@ pub async fn send(
         outcome: String::new(),
         worker_id: None,
         retries: 0,
+        cached: false,
         error: None,
     };
     match response {
@@ -91,6 +94,7 @@ pub async fn send(
             record.request_id = json["request_id"].as_str().map(str::to_owned);
             record.worker_id = json["worker_id"].as_str().map(str::to_owned);
             record.retries = json["retries"].as_u64().unwrap_or(0);
+            record.cached = json["cached"].as_bool().unwrap_or(false);
             if record.status == 200 {
                 record.outcome = "ok".into();
             } else {

@@ -36,6 +36,8 @@ pub struct Summary {
     pub failures_by_reason: BTreeMap<String, usize>,
     /// Successful answers that needed at least one redelivery.
     pub retried: usize,
+    /// Successful answers the gateway took from its answer cache.
+    pub cached: usize,
     /// Wall time of the run, first send to last answer.
     pub duration_s: f64,
     /// Successful answers per second.
@@ -107,6 +109,7 @@ pub fn summarize(records: &[Record], duration_s: f64) -> Summary {
         failed: records.len() - ok.len(),
         failures_by_reason,
         retried: ok.iter().filter(|r| r.retries > 0).count(),
+        cached: ok.iter().filter(|r| r.cached).count(),
         duration_s,
         throughput_rps: if duration_s > 0.0 {
             ok.len() as f64 / duration_s
@@ -123,8 +126,8 @@ pub fn summarize(records: &[Record], duration_s: f64) -> Summary {
 /// Print the summary for a person.
 pub fn print(s: &Summary) {
     println!(
-        "sent {}  succeeded {}  failed {}  retried {}",
-        s.sent, s.succeeded, s.failed, s.retried
+        "sent {}  succeeded {}  failed {}  retried {}  cached {}",
+        s.sent, s.succeeded, s.failed, s.retried, s.cached
     );
     if !s.failures_by_reason.is_empty() {
         println!("failures by reason: {:?}", s.failures_by_reason);
@@ -185,6 +188,7 @@ mod tests {
             outcome: outcome.into(),
             worker_id: Some(worker.into()),
             retries,
+            cached: false,
             error: None,
         }
     }

@@ -17,7 +17,7 @@ pub fn app() -> Router {
                 return (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(err));
             }
             let answer = json!({"request_id": "trivial", "task": body["task"], "model": "none",
-                "worker_id": "trivial", "retries": 0, "latency_ms": 0.0, "output": {"echo": body["input"]}});
+                "worker_id": "trivial", "retries": 0, "latency_ms": 0.0, "output": {"echo": body["input"]}, "cached": false});
             (axum::http::StatusCode::OK, Json(answer))
         }),
     )

@@ -46,6 +46,9 @@ pub struct InferResponse {
     pub latency_ms: f64,
     /// Task-specific output.
     pub output: TaskOutput,
+    /// True when an identical request's answer was reused (within
+    /// `CACHE_TTL_S`): `worker_id` and `model` are the ones that computed it.
+    pub cached: bool,
 }
 
 /// Removes the request from the waiter map if the handler ends before its
@@ -145,6 +148,15 @@ pub async fn infer(
         .texts()
         .first()
         .map_or_else(String::new, |t| t.to_string());
+    let cache_key = state.cache.key(&model, &input);
+    // A request with an Idempotency-Key is answered by its key's rules
+    // (replay, 422 for another body); its answer still feeds the cache.
+    let cached = cache_key.as_ref().filter(|_| key.is_none());
+    if let Some(hit) = cached.and_then(|k| state.cache.get(k)) {
+        return Ok(Box::pin(from_cache(&state, hit, task, &text, started))
+            .await
+            .into_response());
+    }
     let request_id = Uuid::new_v4();
     let keyed = key.map(|key| {
         let tenant = tenant.as_ref().map_or("", |Extension(t)| t.0.as_str());
@@ -187,6 +199,14 @@ pub async fn infer(
         Box::pin(settle(&state, claim, reply, latency_ms)).await;
     }
     let answer = respond(reply, waiting.id, task, latency_ms);
+    if let (Some(key), Ok(done)) = (cache_key, &answer.result) {
+        let kept = crate::cache::Cached {
+            output: done.output.clone(),
+            model: done.model.clone(),
+            worker_id: done.worker_id.clone(),
+        };
+        state.cache.put(key, kept);
+    }
     Box::pin(state.report.answered(Finished {
         request_id: waiting.id,
         task,
@@ -198,6 +218,42 @@ pub async fn infer(
     }))
     .await;
     answer.result.map(|r| Json(r).into_response())
+}
+
+/// The answer of an identical request, from the cache: reported like any
+/// other, with a fresh request id and `"cached": true`.
+async fn from_cache(
+    state: &AppState,
+    hit: crate::cache::Cached,
+    task: Task,
+    text: &str,
+    started: Instant,
+) -> Json<InferResponse> {
+    let request_id = Uuid::new_v4();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    state.report.submitted();
+    state
+        .report
+        .answered(Finished {
+            request_id,
+            task,
+            input: text,
+            latency_ms,
+            worker_id: Some(hit.worker_id.clone()),
+            retries: 0,
+            outcome: Ok(&hit.output),
+        })
+        .await;
+    Json(InferResponse {
+        request_id,
+        task,
+        model: hit.model,
+        worker_id: hit.worker_id,
+        retries: 0,
+        latency_ms,
+        output: hit.output,
+        cached: true,
+    })
 }
 
 /// Claim the request's key (`(kv key, body hash)`) for `request_id`, or learn
@@ -471,6 +527,7 @@ pub(super) fn respond(
                     retries,
                     latency_ms,
                     output,
+                    cached: false,
                 }),
                 ItemOutcome::Error(message) => Err(ApiError::Worker {
                     message,

@@ -67,6 +67,8 @@ pub struct AppState {
     pub routes: crate::routing::ModelRoutes,
     /// What live workers serve: requests nobody can compute get 503 `no_worker`.
     pub fleet: crate::routing::Fleet,
+    /// Answers reused for identical requests.
+    pub cache: crate::cache::AnswerCache,
 }
 
 /// Every route with its key check and body limit, for `run` to serve.

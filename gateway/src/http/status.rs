@@ -31,7 +31,7 @@ pub struct WorkerStatus {
 /// One work consumer's backlog.
 #[derive(Debug, Serialize, Default, utoipa::ToSchema)]
 pub struct ConsumerStatus {
-    /// Consumer name (`work-<task>-<priority>`).
+    /// Consumer name (`work-<model>-<task>-<priority>`).
     pub name: String,
     /// Batches not yet delivered to any worker.
     pub pending: u64,

@@ -111,6 +111,14 @@ pub fn body_hash(input: &TaskInput, priority: Priority, model: Option<&ModelName
     hex(Sha256::digest(&canonical).as_slice())
 }
 
+/// What makes two requests share an answer in the gateway's cache: SHA-256
+/// of the model and the validated input (defaults filled in) as
+/// MessagePack. Priority is not part of it: the answer is the same.
+pub fn answer_key(model: &ModelName, input: &TaskInput) -> [u8; 32] {
+    let canonical = super::encode(&(model, input)).unwrap_or_default();
+    Sha256::digest(&canonical).into()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

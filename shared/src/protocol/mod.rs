@@ -34,7 +34,7 @@ pub use crate::image::ImageCrop;
 pub use batch::{BatchItem, ItemOutcome, ItemResult, ResultBatch, TaskBatch};
 pub use codec::{decode, encode, WireError};
 pub use idempotency::{
-    body_hash, kv_key, IdempotencyEntry, IdempotencyTag, KeyState, StoredAnswer,
+    answer_key, body_hash, kv_key, IdempotencyEntry, IdempotencyTag, KeyState, StoredAnswer,
 };
 pub use limits::{
     item_budget, LimitError, ENVELOPE_BYTES, MAX_BATCH_ITEMS, MAX_ITEM_TEXTS, MAX_TEXT_BYTES,

@@ -124,12 +124,14 @@ async fn the_same_key_twice_computes_once_and_replays_the_first_answer() {
         println!("same key twice: computed {}", after - before);
         assert_eq!(after - before, 1, "the model ran once");
 
-        // Without a key, the same body is simply computed again.
+        // Without a key, the same body is an identical request: answered
+        // from the answer cache, not replayed and not computed again.
         let unkeyed = send(&stack.url, None, &body).await.unwrap();
         assert_embedding(&unkeyed);
         assert!(!unkeyed.replayed);
+        assert_eq!(unkeyed.body["cached"], true, "{}", unkeyed.body);
         assert_ne!(unkeyed.body["request_id"], first.body["request_id"]);
-        assert_eq!(processed(&stack.nats).await - before, 2);
+        assert_eq!(processed(&stack.nats).await - before, 1);
         stack.shutdown().await;
     })
     .await

@@ -7,6 +7,7 @@
 //! when stale), and the chaos tests need real worker processes to kill.
 
 mod bad_input;
+mod cache;
 mod chaos;
 mod compose;
 mod dashboard;
