@@ -4,10 +4,18 @@
 //! it, JetStream publishes an advisory naming its stream sequence. The
 //! gateway that published the batch answers its waiting requests at once with
 //! the number of attempts, and removes a given-up batch from the work queue.
+//!
+//! Async requests have no waiting gateway: every gateway that hears a
+//! max-deliveries advisory reads the batch from the stream, stores
+//! `retries_exhausted` as the answer of each async request in it (unless it
+//! has one), and only then deletes the batch, so the answer survives the
+//! gateway that took the request.
 
+use crate::deferred::AsyncResults;
 use crate::stored_batches::StoredBatches;
 use crate::waiters::{Reply, Waiters};
 use futures::StreamExt;
+use jetinfer_shared::protocol::{self, TaskBatch};
 use jetinfer_shared::subjects;
 use serde::Deserialize;
 
@@ -18,12 +26,13 @@ struct Advisory {
     deliveries: u64,
 }
 
-/// Subscribe to the advisories; the returned future runs until the connection closes.
+/// Subscribe to the advisories, then return the loop that answers them.
 pub async fn watch(
     client: async_nats::Client,
     js: async_nats::jetstream::Context,
     stored: StoredBatches,
     waiters: Waiters,
+    deferred: AsyncResults,
 ) -> Result<impl std::future::Future<Output = ()>, async_nats::SubscribeError> {
     let max_deliveries = client.subscribe(subjects::MAX_DELIVERIES_ADVISORY).await?;
     let terminated = client.subscribe(subjects::TERMINATED_ADVISORY).await?;
@@ -38,33 +47,80 @@ pub async fn watch(
                 tracing::warn!(subject = %msg.subject, "unreadable advisory");
                 continue;
             };
-            let Some(requests) = stored.abandoned(advisory.stream_seq) else {
-                continue; // another gateway's batch, or already answered
-            };
-            tracing::warn!(
-                stream_seq = advisory.stream_seq,
-                attempts = advisory.deliveries,
-                requests = requests.len(),
-                exhausted,
-                "JetStream gave up on a batch"
-            );
-            for id in requests {
-                waiters.answer(
-                    id,
-                    Reply::Abandoned {
-                        attempts: advisory.deliveries,
-                        exhausted,
-                    },
-                );
-            }
+            let seq = advisory.stream_seq;
+            let mut remove = false;
             if exhausted {
-                // A work-queue message past MaxDeliver stays stored forever otherwise.
+                remove = exhaust_async(&js, &deferred, seq, advisory.deliveries).await;
+            }
+            if let Some(requests) = stored.abandoned(seq) {
+                tracing::warn!(
+                    stream_seq = seq,
+                    attempts = advisory.deliveries,
+                    requests = requests.len(),
+                    exhausted,
+                    "JetStream gave up on a batch"
+                );
+                for id in requests {
+                    waiters.answer(
+                        id,
+                        Reply::Abandoned {
+                            attempts: advisory.deliveries,
+                            exhausted,
+                        },
+                    );
+                }
+                remove |= exhausted;
+            }
+            if remove {
                 if let Ok(stream) = js.get_stream(subjects::TASK_STREAM).await {
-                    if let Err(e) = stream.delete_message(advisory.stream_seq).await {
+                    if let Err(e) = stream.delete_message(seq).await {
                         tracing::debug!(error = %e, "given-up batch already gone");
                     }
                 }
             }
         }
     })
+}
+
+/// Store `retries_exhausted` for the async requests of the given-up batch
+/// at `seq`; true when it had any and all were stored (then this gateway
+/// removes the batch, whoever published it). A batch already gone was
+/// handled by another gateway.
+async fn exhaust_async(
+    js: &async_nats::jetstream::Context,
+    deferred: &AsyncResults,
+    seq: u64,
+    attempts: u64,
+) -> bool {
+    let Ok(stream) = js.get_stream(subjects::TASK_STREAM).await else {
+        return false;
+    };
+    let Ok(message) = stream.get_raw_message(seq).await else {
+        return false;
+    };
+    let Ok(batch) = protocol::decode::<TaskBatch>(&message.payload) else {
+        return false;
+    };
+    let ids: Vec<_> = (batch.items.iter())
+        .filter(|i| i.deferred.is_some())
+        .map(|i| i.request_id)
+        .collect();
+    if ids.is_empty() {
+        return false;
+    }
+    tracing::warn!(
+        stream_seq = seq,
+        attempts,
+        requests = ids.len(),
+        "JetStream gave up on async requests"
+    );
+    let mut stored = true;
+    for &id in &ids {
+        if let Err(e) = deferred.exhausted(id, attempts).await {
+            tracing::warn!(request_id = %id, stream_seq = seq, error = %e,
+                "retries_exhausted not stored for an async request; batch kept for another gateway");
+            stored = false;
+        }
+    }
+    stored
 }

@@ -13,7 +13,7 @@
 use crate::config::BatchArgs;
 use jetinfer_shared::protocol::{self, BatchItem, ModelName, Priority, Task};
 use std::collections::BTreeMap;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 #[cfg(test)]
@@ -33,6 +33,10 @@ pub struct Queued {
     /// Revision of its `Idempotency-Key` claim (sent with a key only): the
     /// publisher records the batch's stream sequence there, expecting it.
     pub claim_revision: Option<u64>,
+    /// Told once JetStream stored the request's batch (its stream sequence)
+    /// or refused it (why): an async request is answered 202 only once it
+    /// is in the queue. Dropped unsent only when the gateway stops.
+    pub stored: Option<oneshot::Sender<Result<u64, String>>>,
 }
 
 /// Requests of one model, task and priority that leave the batcher together.

@@ -98,6 +98,13 @@ pub struct GatewayArgs {
     /// bucket keeps its own max age.
     #[arg(long, env = "IDEMPOTENCY_TTL_S", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub idempotency_ttl_s: u64,
+    /// How long an async request (`POST /infer/async`) and then its answer
+    /// are kept, in seconds: `GET /result/{id}` is 404 after it, and a
+    /// request still queued after it is dropped uncomputed. Applies when
+    /// this gateway creates the `INFER_RESULTS_KV` bucket; an existing
+    /// bucket keeps its own max age.
+    #[arg(long, env = "ASYNC_RESULT_TTL_S", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub async_result_ttl_s: u64,
     /// API keys clients must send as `Authorization: Bearer <key>`, comma
     /// separated. Unset or empty: the API is open. `/healthz`, `/readyz`,
     /// `/metrics` and `/openapi.json` never need a key.

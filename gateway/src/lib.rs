@@ -16,7 +16,12 @@
 //!   `INFER_IDEMPOTENCY` bucket (safe retries); its decisions in `rules`.
 //! - [`stored_batches`]: batches JetStream stored and nobody reported on yet, by
 //!   stream sequence, for advisories.
-//! - [`advisories`]: JetStream's max-deliveries/terminated advisories → immediate errors.
+//! - [`deferred`]: async requests' entries in the `INFER_RESULTS_KV` bucket
+//!   (`POST /infer/async`, `GET /result/{id}`), readable by any gateway.
+//! - [`advisories`]: JetStream's max-deliveries/terminated advisories → immediate errors
+//!   (and, for async requests, a stored `retries_exhausted` answer).
+//! - [`service`]: the same API over NATS request-reply: the micro service
+//!   `jetinfer-gateway`, `infer.api.<task>`.
 //! - [`report`]: one call per request outcome, feeding the four below.
 //! - [`metrics`]: Prometheus counters, histograms and queue gauges.
 //! - [`counters`]: request counters for `/status` and the dashboard.
@@ -28,6 +33,7 @@ pub mod batcher;
 pub mod cache;
 pub mod config;
 pub mod counters;
+pub mod deferred;
 pub mod events;
 pub mod http;
 pub mod idempotency;
@@ -37,6 +43,7 @@ pub mod report;
 pub mod request_log;
 pub mod results;
 pub mod routing;
+pub mod service;
 pub mod stored_batches;
 pub mod waiters;
 
@@ -99,6 +106,11 @@ pub async fn run(
     )
     .await?;
     let idempotency = idempotency::Idempotency::new(keyed, tasks, gateway_id.clone());
+    let async_ttl = std::time::Duration::from_secs(args.async_result_ttl_s);
+    let deferred = deferred::AsyncResults::new(
+        topology::ensure_results_bucket(&js, async_ttl).await?,
+        gateway_id.clone(),
+    );
 
     let reply_subject = subjects::result_subject(&gateway_id);
     let results = results::subscribe(&js, &gateway_id).await?;
@@ -124,7 +136,14 @@ pub async fn run(
         report.clone(),
     ));
     tokio::spawn(
-        advisories::watch(client.clone(), js.clone(), stored.clone(), waiters.clone()).await?,
+        advisories::watch(
+            client.clone(),
+            js.clone(),
+            stored.clone(),
+            waiters.clone(),
+            deferred.clone(),
+        )
+        .await?,
     );
 
     let publisher = Arc::new(publish::Publisher {
@@ -166,7 +185,18 @@ pub async fn run(
             std::time::Duration::from_secs(args.routing.cache_ttl_s),
             args.routing.cache_max_entries,
         ),
+        deferred,
+        async_ttl,
     });
+    {
+        // The same API over NATS request-reply (`infer.api.<task>`).
+        let (client, state, stop) = (state.nats.clone(), state.clone(), stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = service::run(client, state, stop).await {
+                tracing::error!(error = %e, "NATS API (micro service jetinfer-gateway) stopped");
+            }
+        });
+    }
     tracing::info!(gateway_id = %gateway_id, model_routes = %args.routing.model_routes.describe(), no_worker_grace_ms = args.routing.no_worker_grace_ms, "routing");
     tracing::info!(gateway_id = %gateway_id, listen = %listener.local_addr()?, "gateway ready");
     // A request waiting for its answer moves no bytes: the idle timeout must

@@ -38,6 +38,12 @@ pub fn idempotent(outcome: &'static str) {
     metrics::counter!("jetinfer_gateway_idempotent_total", "outcome" => outcome).increment(1);
 }
 
+/// An async request was `accepted` (queued, 202), `cancelled` or
+/// `forgotten` (`DELETE /result/{id}` before or after its answer).
+pub fn async_request(outcome: &'static str) {
+    metrics::counter!("jetinfer_gateway_async_total", "outcome" => outcome).increment(1);
+}
+
 /// A batch of `size` requests was published (or failed to be).
 pub fn batch_published(task: Task, size: usize, stored: bool) {
     let outcome = if stored { "stored" } else { "refused" };

@@ -6,7 +6,9 @@
 //! acknowledge it (stream full, no JetStream, timeout) every request in it is
 //! answered at once with the reason: nothing hangs on a lost publish. Once
 //! stored, the batch's sequence is recorded in the claim of each request sent
-//! with an `Idempotency-Key`, so a retry can tell it is still queued.
+//! with an `Idempotency-Key`, so a retry can tell it is still queued, and
+//! each async request (`POST /infer/async`) hears that it is queued (or why
+//! not) before its client gets 202.
 
 use crate::batcher::{Batch, BatchSink};
 use crate::idempotency::Idempotency;
@@ -55,27 +57,40 @@ impl Publisher {
                 Some((q.item.request_id, tag, q.claim_revision?))
             })
             .collect();
+        let mut told = Vec::new();
+        let mut items = Vec::with_capacity(flushed.items.len());
+        for mut queued in flushed.items {
+            if let Some(stored) = queued.stored.take() {
+                told.push(stored);
+            }
+            items.push(queued);
+        }
         let batch = TaskBatch {
             batch_id: Uuid::new_v4(),
             model: flushed.model,
             task,
             priority: flushed.priority,
             reply_subject: self.reply_subject.clone(),
-            deadline_ms: flushed
-                .items
-                .iter()
-                .map(|q| q.deadline_ms)
-                .max()
-                .unwrap_or(0),
-            items: flushed.items.into_iter().map(|q| q.item).collect(),
+            deadline_ms: items.iter().map(|q| q.deadline_ms).max().unwrap_or(0),
+            items: items.into_iter().map(|q| q.item).collect(),
         };
         let sent = self.send(&batch).await;
         crate::metrics::batch_published(task, batch.items.len(), sent.is_ok());
+        for stored in told {
+            let _ = stored.send(sent.clone());
+        }
         match sent {
             Ok(seq) => {
-                let ids = batch.items.iter().map(|i| i.request_id).collect();
-                self.stored
-                    .published(seq, batch.batch_id, ids, batch.deadline_ms);
+                // Waited on: async requests are answered from the results
+                // bucket, by whichever gateway is asked.
+                let ids: Vec<Uuid> = (batch.items.iter())
+                    .filter(|i| i.deferred.is_none())
+                    .map(|i| i.request_id)
+                    .collect();
+                if !ids.is_empty() {
+                    self.stored
+                        .published(seq, batch.batch_id, ids, batch.deadline_ms);
+                }
                 tracing::debug!(batch_id = %batch.batch_id, model = %batch.model, task = %task, requests = batch.items.len(), seq, "batch queued");
                 if !claims.is_empty() {
                     self.idempotency.published(claims, seq).await;

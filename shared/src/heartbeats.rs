@@ -95,6 +95,7 @@ mod tests {
             processed: 0,
             failed: 0,
             redelivered: 0,
+            cancelled: 0,
             last_batch_ms: 0.0,
             started_at_ms: 0,
             updated_at_ms: 0,

@@ -25,6 +25,19 @@ pub const WORKERS_KEY_PREFIX: &str = "$KV.INFER_WORKERS.";
 /// `protocol::kv_key`: the claim while one computes, then its answer. The
 /// gateway creates it; workers only open it (their role cannot create it).
 pub const IDEMPOTENCY_BUCKET: &str = "INFER_IDEMPOTENCY";
+/// Prefix of the gateways' NATS API (the micro service `jetinfer-gateway`):
+/// `infer.api.<task>`, request-reply, answered by any gateway (queue group).
+pub const API_PREFIX: &str = "infer.api";
+
+/// The NATS API subject of `task`: `infer.api.embed`, …
+pub fn api_subject(task: Task) -> String {
+    format!("{API_PREFIX}.{}", task.as_str())
+}
+
+/// KV bucket of async requests (`POST /infer/async`), keyed by request id:
+/// queued, running, then the answer, for any gateway to serve. The gateway
+/// creates it (TTL `ASYNC_RESULT_TTL_S`); workers only open it.
+pub const RESULTS_BUCKET: &str = "INFER_RESULTS_KV";
 
 /// Advisory JetStream publishes when a task batch reached its MaxDeliver.
 pub const MAX_DELIVERIES_ADVISORY: &str =

@@ -209,6 +209,16 @@ pub async fn ensure_idempotency_bucket(
     ensure_bucket(js, subjects::IDEMPOTENCY_BUCKET, ttl).await
 }
 
+/// Create (or open) the async results bucket; an entry (queued, running,
+/// then the answer) expires `ttl` after its last write. Only the gateway
+/// calls this: workers open the bucket, their role may not create it.
+pub async fn ensure_results_bucket(
+    js: &jetstream::Context,
+    ttl: Duration,
+) -> Result<kv::Store, TopologyError> {
+    ensure_bucket(js, subjects::RESULTS_BUCKET, ttl).await
+}
+
 /// Open `bucket`, or create it with history 1 and `max_age`; an existing
 /// bucket is kept as it is.
 async fn ensure_bucket(

@@ -16,6 +16,7 @@ struct Inner {
     processed: AtomicU64,
     failed: AtomicU64,
     redelivered: AtomicU64,
+    cancelled: AtomicU64,
     last_batch_us: AtomicU64,
 }
 
@@ -30,6 +31,8 @@ pub struct Snapshot {
     pub failed: u64,
     /// Batches received on a redelivery (attempt > 1).
     pub redelivered: u64,
+    /// Async requests not computed because they were cancelled (or expired).
+    pub cancelled: u64,
     /// Compute time of the last batch.
     pub last_batch_ms: f64,
 }
@@ -55,6 +58,11 @@ impl Counters {
         self.0.redelivered.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Async requests left uncomputed: cancelled before a worker took them.
+    pub fn cancelled(&self, requests: u64) {
+        self.0.cancelled.fetch_add(requests, Ordering::Relaxed);
+    }
+
     /// Requests that failed without being computed (malformed batch).
     pub fn rejected(&self, failed: u64) {
         self.0.failed.fetch_add(failed, Ordering::Relaxed);
@@ -67,6 +75,7 @@ impl Counters {
             processed: self.0.processed.load(Ordering::Relaxed),
             failed: self.0.failed.load(Ordering::Relaxed),
             redelivered: self.0.redelivered.load(Ordering::Relaxed),
+            cancelled: self.0.cancelled.load(Ordering::Relaxed),
             last_batch_ms: self.0.last_batch_us.load(Ordering::Relaxed) as f64 / 1000.0,
         }
     }

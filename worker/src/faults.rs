@@ -9,6 +9,7 @@
 //! is logged with `fault=<kind>` and counted in `jetinfer_worker_faults_injected_total`.
 
 use crate::answers::{Answered, Model};
+use crate::consume::deferred::Claims;
 use crate::consume::progress::Progress;
 use crate::consume::publish::ResultPublisher;
 use clap::Args;
@@ -218,6 +219,7 @@ impl FaultyResults {
     pub async fn publish(
         &self,
         batch: &TaskBatch,
+        claims: &Claims,
         result: &mut ResultBatch,
     ) -> Result<(), Unanswered> {
         if self.faults.loses_result() {
@@ -225,7 +227,7 @@ impl FaultyResults {
             return Err(Unanswered::fault("drop", "injected lost result"));
         }
         self.results
-            .publish(batch, result)
+            .publish(batch, claims, result)
             .await
             .map_err(|error| Unanswered {
                 outcome: "unpublished",

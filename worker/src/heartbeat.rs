@@ -35,6 +35,7 @@ fn record(me: &Identity, counters: &Counters, state: &str) -> Heartbeat {
         processed: s.processed,
         failed: s.failed,
         redelivered: s.redelivered,
+        cancelled: s.cancelled,
         last_batch_ms: s.last_batch_ms,
         started_at_ms: me.started_at_ms,
         updated_at_ms: now_ms(),

@@ -35,6 +35,7 @@ pub mod service;
 
 use backend::{source, thread::BackendThread, BackendError};
 use config::WorkerArgs;
+use consume::deferred::AsyncResults;
 use consume::publish::ResultPublisher;
 use consume::pull::{Pulling, Source};
 use consume::report::Report;
@@ -156,7 +157,8 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
     let counters = counters::Counters::default();
     let events = Events::new(client.clone(), worker_id.clone());
     let model = answers::Model::new(backend.clone(), choice.clone(), args.classify_temperature);
-    let results = ResultPublisher::new(js.clone(), worker_id.clone());
+    let deferred = AsyncResults::new(js.clone(), worker_id.clone());
+    let results = ResultPublisher::new(js.clone(), worker_id.clone(), deferred.clone());
     let processor = Arc::new(Processor {
         model: FaultyModel::new(
             model,
@@ -164,6 +166,7 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
             args.topology.max_ack_wait() + Duration::from_millis(500),
         ),
         results: FaultyResults::new(results, faults),
+        deferred,
         report: Report::new(events.clone(), counters.clone(), worker_id.clone()),
         worker_id: worker_id.clone(),
         progress_every: (args.topology.min_ack_wait() / 2).max(Duration::from_millis(50)),

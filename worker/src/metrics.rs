@@ -39,6 +39,15 @@ pub fn redelivered() {
     metrics::counter!("jetinfer_worker_redeliveries_total").increment(1);
 }
 
+/// Async requests left uncomputed at admission: `reason` is `cancelled`
+/// (entry gone) or `answered` (answer already stored).
+pub fn skipped(reason: &'static str, requests: u64) {
+    if requests > 0 {
+        metrics::counter!("jetinfer_worker_requests_skipped_total", "reason" => reason)
+            .increment(requests);
+    }
+}
+
 /// A message on a task subject was not a task batch.
 pub fn malformed() {
     metrics::counter!("jetinfer_worker_malformed_total").increment(1);

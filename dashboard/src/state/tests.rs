@@ -16,6 +16,7 @@ fn beat(id: &str) -> Heartbeat {
         processed: 5,
         failed: 0,
         redelivered: 0,
+        cancelled: 0,
         last_batch_ms: 3.0,
         started_at_ms: 0,
         updated_at_ms: 0,
@@ -56,6 +57,7 @@ fn embed_batch(ids: &[Uuid], deadline_ms: u64) -> TaskBatch {
                     text: "hello".into(),
                 },
                 idempotency: None,
+                deferred: None,
             })
             .collect(),
     }

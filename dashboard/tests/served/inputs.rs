@@ -30,6 +30,7 @@ async fn traffic(admin: &async_nats::Client) {
                 text: CANARY.into(),
             },
             idempotency: None,
+            deferred: None,
         }],
     };
     let subject = subjects::task_subject(&echo, Task::Echo, Priority::Normal);

@@ -117,11 +117,13 @@ impl Harness {
                 request_id: Uuid::from_u128(n),
                 input,
                 idempotency: None,
+                deferred: None,
             },
             model,
             priority,
             deadline_ms: 0,
             claim_revision: None,
+            stored: None,
         };
         let batcher = self.batcher.as_ref().expect("not shut down");
         batcher.submit(queued).await
@@ -261,6 +263,7 @@ fn embed_x_bytes() -> usize {
         request_id: Uuid::from_u128(1),
         input: TaskInput::Embed { text: "x".into() },
         idempotency: None,
+        deferred: None,
     };
     protocol::encode(&item).expect("encodes").len()
 }

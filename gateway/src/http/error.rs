@@ -87,6 +87,14 @@ pub enum ApiError {
     /// stands for that request until `IDEMPOTENCY_TTL_S` after it.
     #[error("this Idempotency-Key was already used with another request body; use a new key for a new request")]
     IdempotencyKeyReused,
+    /// `POST /infer/async` was sent an `Idempotency-Key`: its request id
+    /// already names the request, and keys are for the synchronous `/infer`.
+    #[error("POST /infer/async takes no Idempotency-Key: its 202 answer names the request (request_id, status_url); poll that instead of resending, or use POST /infer with the key")]
+    KeyOnAsync,
+    /// `GET` or `DELETE /result/{id}` named no async request this gateway's
+    /// results bucket holds.
+    #[error("{0}")]
+    UnknownResult(String),
     /// A query parameter is malformed.
     #[error("{0}")]
     InvalidQuery(String),
@@ -186,6 +194,12 @@ impl ApiError {
                 None,
             ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::KeyOnAsync => (
+                StatusCode::BAD_REQUEST,
+                "idempotency_key_not_supported",
+                None,
+            ),
+            ApiError::UnknownResult(_) => (StatusCode::NOT_FOUND, "result_not_found", None),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
@@ -222,14 +236,22 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The status code and the JSON body every transport answers with.
+    pub(crate) fn body(&self) -> (StatusCode, ErrorBody) {
         let (status, code, request_id) = self.parts();
         let body = ErrorBody {
             error: code,
             message: self.to_string(),
             request_id,
         };
+        (status, body)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.body();
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match status {

@@ -110,69 +110,77 @@ pub async fn infer(
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let timeout_ms = state.limits.request_timeout_ms;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-    let (key, request) = match keyed::idempotency_key(&headers) {
-        Ok(key) => Box::pin(read(&state, &uri, &headers, body))
-            .await
-            .map(|request| (key, request)),
-        Err(e) => Err(e),
-    }
-    .inspect_err(|e| state.report.rejected(e))?;
-    // Route, and refuse what no live worker can compute, before anything is spent on it.
-    let task = request.task();
-    let named = request.model().cloned();
-    let model = match &named {
-        Some(model) => model.clone(),
-        None => (state.routes).pick(task, |m| state.fleet.serving(m, task)),
-    };
-    state
-        .fleet
-        .check(&model, task)
-        .map_err(ApiError::from)
-        .inspect_err(|e| state.report.rejected(e))?;
-    // Shed before queueing: a request over the limit costs nothing downstream.
-    let _slot = state
-        .admission
-        .admit()
-        .inspect_err(|e| state.report.shed(e))?;
-    let priority = request.priority();
-    let input = match request.into_input() {
-        Pending::Ready(input) => input,
-        Pending::Image(bytes) => Box::pin(state.images.prepare(bytes))
-            .await
-            .inspect_err(|e| state.report.rejected(e))?,
-    };
-    // What the records fingerprint: the main text (a photo has none).
-    let text = input
-        .texts()
-        .first()
-        .map_or_else(String::new, |t| t.to_string());
-    let cache_key = state.cache.key(&model, &input);
-    // A request with an Idempotency-Key is answered by its key's rules
-    // (replay, 422 for another body); its answer still feeds the cache.
-    let cached = cache_key.as_ref().filter(|_| key.is_none());
-    if let Some(hit) = cached.and_then(|k| state.cache.get(k)) {
-        return Ok(Box::pin(from_cache(&state, hit, task, &text, started))
-            .await
-            .into_response());
-    }
-    let request_id = Uuid::new_v4();
+    let key = keyed::idempotency_key(&headers).inspect_err(|e| state.report.rejected(e))?;
+    let accepted = Box::pin(accept(&state, &uri, &headers, body)).await?;
     let keyed = key.map(|key| {
         let tenant = tenant.as_ref().map_or("", |Extension(t)| t.0.as_str());
-        (
-            kv_key(tenant, key),
-            body_hash(&input, priority, named.as_ref()),
-        )
+        let hash = body_hash(&accepted.input, accepted.priority, accepted.named.as_ref());
+        (kv_key(tenant, key), hash)
     });
     // The header values are slices of the buffer hyper read the head into
     // (8 KiB): dropped now, it is not held while the request waits.
     drop(headers);
+    let served = Box::pin(serve(&state, accepted, keyed, started)).await?;
+    let response = match served.result {
+        Ok(done) => Json(done).into_response(),
+        Err(error) => error.into_response(),
+    };
+    Ok(match served.replayed {
+        true => keyed::replayed(response),
+        false => response,
+    })
+}
+
+/// What became of an accepted request: its answer (or the error it ended
+/// in), and whether that is an answer stored earlier under its
+/// `Idempotency-Key`.
+pub(crate) struct Served {
+    /// The answer, or the error the request ended in.
+    pub(crate) result: Result<InferResponse, ApiError>,
+    /// True when `result` is a replay of a stored answer.
+    pub(crate) replayed: bool,
+}
+
+/// Answer an accepted request, however it arrived (`POST /infer`, or the
+/// NATS API, `crate::service`): from the cache, by its key's rules when it
+/// has one (`(kv key, body hash)`: claim or replay), or queued and awaited,
+/// within `REQUEST_TIMEOUT_MS` of `started`. `Err`: refused before it was
+/// queued (a replay and an answer, errors included, are `Ok`).
+pub(crate) async fn serve(
+    state: &AppState,
+    accepted: Accepted,
+    keyed: Option<(String, String)>,
+    started: Instant,
+) -> Result<Served, ApiError> {
+    let timeout_ms = state.limits.request_timeout_ms;
+    let deadline = tokio::time::Instant::from_std(started + Duration::from_millis(timeout_ms));
+    let Accepted {
+        _slot,
+        task,
+        model,
+        priority,
+        input,
+        text,
+        ..
+    } = accepted;
+    let fresh = |result| Served {
+        result,
+        replayed: false,
+    };
+    let cache_key = state.cache.key(&model, &input);
+    // A request with an Idempotency-Key is answered by its key's rules
+    // (replay, 422 for another body); its answer still feeds the cache.
+    let cached = cache_key.as_ref().filter(|_| keyed.is_none());
+    if let Some(hit) = cached.and_then(|k| state.cache.get(k)) {
+        let answer = Box::pin(from_cache(state, hit, task, &text, started)).await;
+        return Ok(fresh(Ok(answer)));
+    }
+    let request_id = Uuid::new_v4();
     let claim = match keyed {
         None => None,
         // Boxed, like the other key steps: the bucket's futures are kilobytes,
         // and inline they would size every request's handler while it waits.
-        Some(keyed) => match Box::pin(begin(&state, keyed, request_id, deadline)).await? {
+        Some(keyed) => match Box::pin(begin(state, keyed, request_id, deadline)).await? {
             Begin::Run(claim) => Some(claim),
             Begin::Replay { request_id, answer } => return Ok(replay(request_id, task, answer)),
         },
@@ -182,7 +190,7 @@ pub async fn infer(
     // long as the answer takes; inline, submit (~1 KB) and the report (~1 KB)
     // would double every waiting request's memory.
     let queue = Queue { model, priority };
-    let submitted = Box::pin(submit(&state, request_id, input, queue, claim.as_ref())).await;
+    let submitted = Box::pin(submit(state, request_id, input, queue, claim.as_ref())).await;
     let (waiting, answer) = match submitted {
         Ok(submitted) => submitted,
         Err(e) => {
@@ -196,7 +204,7 @@ pub async fn infer(
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     if let (Some(claim), Ok(reply)) = (&claim, &reply) {
         // Before the client hears it: every retry gets this very answer.
-        Box::pin(settle(&state, claim, reply, latency_ms)).await;
+        Box::pin(settle(state, claim, reply, latency_ms)).await;
     }
     let answer = respond(reply, waiting.id, task, latency_ms);
     if let (Some(key), Ok(done)) = (cache_key, &answer.result) {
@@ -217,7 +225,82 @@ pub async fn infer(
         outcome: answer.result.as_ref().map(|r| &r.output),
     }))
     .await;
-    answer.result.map(|r| Json(r).into_response())
+    Ok(fresh(answer.result))
+}
+
+/// A request read, validated, routed to a live model and made ready to
+/// queue (a photo decoded), holding one of the `MAX_IN_FLIGHT` slots.
+pub(crate) struct Accepted {
+    /// Its `MAX_IN_FLIGHT` slot, freed when this is dropped.
+    pub(super) _slot: tokio::sync::OwnedSemaphorePermit,
+    /// The task asked for.
+    pub(super) task: Task,
+    /// The model the request named, if it named one.
+    pub(super) named: Option<ModelName>,
+    /// The model it runs on (named, or routed).
+    pub(super) model: ModelName,
+    /// The queue it waits in.
+    pub(super) priority: Priority,
+    /// The validated input, as a worker gets it.
+    pub(super) input: TaskInput,
+    /// What the records fingerprint: the main text (a photo has none).
+    pub(super) text: String,
+}
+
+/// Read, validate and route a request to `/infer` (or `/infer/async`), and
+/// refuse what no live worker can compute or this gateway cannot hold,
+/// before anything downstream is spent on it; a refusal is reported here.
+pub(super) async fn accept(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Accepted, ApiError> {
+    let request = Box::pin(read(state, uri, headers, body))
+        .await
+        .inspect_err(|e| state.report.rejected(e))?;
+    Box::pin(admit(state, request)).await
+}
+
+/// Route a validated request to a live model and make it ready to queue,
+/// however it arrived; a refusal is reported here.
+pub(crate) async fn admit(state: &AppState, request: InferRequest) -> Result<Accepted, ApiError> {
+    let task = request.task();
+    let named = request.model().cloned();
+    let model = match &named {
+        Some(model) => model.clone(),
+        None => (state.routes).pick(task, |m| state.fleet.serving(m, task)),
+    };
+    state
+        .fleet
+        .check(&model, task)
+        .map_err(ApiError::from)
+        .inspect_err(|e| state.report.rejected(e))?;
+    // Shed before queueing: a request over the limit costs nothing downstream.
+    let slot = state
+        .admission
+        .admit()
+        .inspect_err(|e| state.report.shed(e))?;
+    let priority = request.priority();
+    let input = match request.into_input() {
+        Pending::Ready(input) => input,
+        Pending::Image(bytes) => Box::pin(state.images.prepare(bytes))
+            .await
+            .inspect_err(|e| state.report.rejected(e))?,
+    };
+    let text = input
+        .texts()
+        .first()
+        .map_or_else(String::new, |t| t.to_string());
+    Ok(Accepted {
+        _slot: slot,
+        task,
+        named,
+        model,
+        priority,
+        input,
+        text,
+    })
 }
 
 /// The answer of an identical request, from the cache: reported like any
@@ -228,7 +311,7 @@ async fn from_cache(
     task: Task,
     text: &str,
     started: Instant,
-) -> Json<InferResponse> {
+) -> InferResponse {
     let request_id = Uuid::new_v4();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     state.report.submitted();
@@ -244,7 +327,7 @@ async fn from_cache(
             outcome: Ok(&hit.output),
         })
         .await;
-    Json(InferResponse {
+    InferResponse {
         request_id,
         task,
         model: hit.model,
@@ -253,7 +336,7 @@ async fn from_cache(
         latency_ms,
         output: hit.output,
         cached: true,
-    })
+    }
 }
 
 /// Claim the request's key (`(kv key, body hash)`) for `request_id`, or learn
@@ -299,14 +382,14 @@ fn key_error(e: KeyError, timeout_ms: u64, request_id: Uuid) -> ApiError {
 }
 
 /// The answer stored under the key, shaped as the first one was, marked as a replay.
-fn replay(request_id: Uuid, task: Task, stored: StoredAnswer) -> Response {
+fn replay(request_id: Uuid, task: Task, stored: StoredAnswer) -> Served {
     let (reply, latency_ms) = rules::replayed(stored);
     let answer = respond(Ok(reply), request_id, task, latency_ms);
     tracing::info!(request_id = %request_id, task = %task, "answer replayed for its Idempotency-Key");
-    keyed::replayed(match answer.result {
-        Ok(output) => Json(output).into_response(),
-        Err(error) => error.into_response(),
-    })
+    Served {
+        result: answer.result,
+        replayed: true,
+    }
 }
 
 /// What the body of `POST /infer` is, by its `Content-Type`.
@@ -464,19 +547,26 @@ pub(super) async fn submit<'a>(
             request_id,
             input,
             idempotency: claim.map(|c| c.tag.clone()),
+            deferred: None,
         },
         model: queue.model,
         priority: queue.priority,
         deadline_ms: now_ms() + state.limits.request_timeout_ms,
         claim_revision: claim.map(|c| c.revision),
+        stored: None,
     };
-    state.batcher.submit(queued).await.map_err(|e| match e {
+    state.batcher.submit(queued).await.map_err(refused)?;
+    state.report.submitted();
+    Ok((waiting, answer))
+}
+
+/// What the client hears when the batcher does not take its request.
+pub(super) fn refused(e: SubmitError) -> ApiError {
+    match e {
         SubmitError::Stopped => ApiError::ShuttingDown,
         SubmitError::TooLarge { size, limit } => ApiError::MessageTooLarge { size, limit },
         SubmitError::TooCostly { .. } => ApiError::TooLarge(e.to_string()),
-    })?;
-    state.report.submitted();
-    Ok((waiting, answer))
+    }
 }
 
 /// The one reply before `deadline` (`timeout_ms` after the request came), or

@@ -10,6 +10,8 @@
 //! - [`image`]: photos decoded and cropped off the async threads, as many at once as cores.
 //! - [`validate`]: JSON body → [`request::InferRequest`], with the documented limits.
 //! - [`infer`]: `POST /infer`, step by step: read, admit, submit, await the reply, respond.
+//! - [`deferred`]: `POST /infer/async`, `GET` and `DELETE /result/{id}`: the same
+//!   requests answered later, from the results bucket, by any gateway.
 //! - [`models`]: `GET /v1/models`, the models live workers serve (OpenAI's list shape).
 //! - [`openai`]: `POST /v1/embeddings`, OpenAI's embeddings API on the same batcher and queue.
 //! - [`keyed`]: the HTTP side of `Idempotency-Key`: the header, who sent it, the replay.
@@ -18,6 +20,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod deferred;
 pub mod error;
 pub mod image;
 pub mod infer;
@@ -69,6 +72,10 @@ pub struct AppState {
     pub fleet: crate::routing::Fleet,
     /// Answers reused for identical requests.
     pub cache: crate::cache::AnswerCache,
+    /// The results bucket of async requests.
+    pub deferred: crate::deferred::AsyncResults,
+    /// How long an async request is kept (`ASYNC_RESULT_TTL_S`): its deadline.
+    pub async_ttl: std::time::Duration,
 }
 
 /// Every route with its key check and body limit, for `run` to serve.
@@ -77,6 +84,11 @@ pub fn app(state: Arc<AppState>, keys: jetinfer_shared::keys::Keys) -> Router {
     let body_limit = state.limits.max_body_bytes;
     let guarded = Router::new()
         .route("/infer", post(infer::infer))
+        .route("/infer/async", post(deferred::submit))
+        .route(
+            "/result/{id}",
+            get(deferred::result).delete(deferred::delete),
+        )
         .route("/status", get(status::status))
         .route("/recent_requests", get(status::recent_requests))
         .route("/v1/models", get(models::models))

@@ -5,6 +5,7 @@
 //! `/infer` parses its body by hand (for error messages that name the field)
 //! into the types of [`super::request`], whose schemas describe it here.
 
+use super::deferred::{AsyncAccepted, AsyncPending, AsyncStatus, Deleted, Deletion};
 use super::error::ErrorBody;
 use super::infer::InferResponse;
 use super::models::{ModelEntry, ModelList};
@@ -66,6 +67,9 @@ impl Modify for ClosedShapes {
     ),
     paths(
         super::infer::infer,
+        super::deferred::submit,
+        super::deferred::result,
+        super::deferred::delete,
         super::status::status,
         super::status::recent_requests,
         super::models::models,
@@ -76,6 +80,7 @@ impl Modify for ClosedShapes {
         openapi,
     ),
     components(schemas(
+        AsyncAccepted, AsyncPending, AsyncStatus, Deleted, Deletion,
         InferRequest, SimilarityInput, Text, Labels, Photo, RawImage, UploadTask, InferResponse, TaskOutput,
         ScoredCandidate, ScoredClass, Task,
         Priority, ErrorBody,

@@ -56,7 +56,8 @@ fn own_inboxes(name: &str) -> String {
 
 /// Publishes task batches, reads its results from the result stream, hears
 /// JetStream's give-up advisories, deletes a given-up batch, publishes its
-/// request events, keeps Idempotency-Key claims.
+/// request events, keeps Idempotency-Key claims and async requests' entries;
+/// serves the API over NATS request-reply (`infer.api.>`, `$SRV.>`).
 fn gateway(name: &str) -> Permissions {
     let own = [
         // list and read heartbeats (ordered consumers, direct gets)
@@ -89,6 +90,13 @@ fn gateway(name: &str) -> Permissions {
         "$JS.API.CONSUMER.CREATE.KV_INFER_IDEMPOTENCY.>",
         "$JS.FC.KV_INFER_IDEMPOTENCY.>",
         "$JS.API.STREAM.MSG.GET.INFER_TASKS",
+        // async requests: create their entries, read, cancel, store
+        // `retries_exhausted` (a given-up batch is read by sequence, above)
+        "$JS.API.STREAM.INFO.KV_INFER_RESULTS_KV",
+        "$JS.API.STREAM.CREATE.KV_INFER_RESULTS_KV",
+        "$KV.INFER_RESULTS_KV.*",
+        "$JS.API.DIRECT.GET.KV_INFER_RESULTS_KV.>",
+        "$JS.API.STREAM.MSG.GET.KV_INFER_RESULTS_KV",
     ];
     Permissions {
         publish_allow: Some([strings(OPEN_TOPOLOGY), strings(&own)].concat()),
@@ -97,13 +105,17 @@ fn gateway(name: &str) -> Permissions {
             own_inboxes(name),
             "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.INFER_TASKS.*".to_owned(),
             "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.INFER_TASKS.*".to_owned(),
+            // the NATS API (micro service `jetinfer-gateway`) and the
+            // standard `$SRV` discovery, answered to the requester's inbox
+            "infer.api.>".to_owned(),
+            "$SRV.>".to_owned(),
         ]),
-        allow_responses: false,
+        allow_responses: true,
     }
 }
 
 /// Pulls from the shared work consumers and acks, publishes results, the
-/// answers of keyed requests, and *its own* events and heartbeat; answers
+/// answers of keyed and async requests, and *its own* events and heartbeat; answers
 /// NATS micro service requests (`$SRV.*`). Never publishes a task, and never
 /// a gateway's request or stats event.
 fn worker(name: &str) -> Permissions {
@@ -123,6 +135,11 @@ fn worker(name: &str) -> Permissions {
         // the answer of a request sent with an Idempotency-Key
         "$JS.API.STREAM.INFO.KV_INFER_IDEMPOTENCY".to_owned(),
         "$KV.INFER_IDEMPOTENCY.*".to_owned(),
+        // async requests: claim (read, then write `running`) and answer
+        "$JS.API.STREAM.INFO.KV_INFER_RESULTS_KV".to_owned(),
+        "$KV.INFER_RESULTS_KV.*".to_owned(),
+        "$JS.API.DIRECT.GET.KV_INFER_RESULTS_KV.>".to_owned(),
+        "$JS.API.STREAM.MSG.GET.KV_INFER_RESULTS_KV".to_owned(),
     ];
     Permissions {
         publish_allow: Some([strings(OPEN_TOPOLOGY), own.to_vec()].concat()),

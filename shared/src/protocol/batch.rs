@@ -2,6 +2,7 @@
 //! the task stream, and the [`ResultBatch`] a worker publishes back on the
 //! batch's reply subject. Both travel as MessagePack ([`super::encode`]).
 
+use super::deferred::DeferredTag;
 use super::idempotency::IdempotencyTag;
 use super::model::ModelName;
 use super::task::{Priority, Task, TaskInput, TaskOutput};
@@ -20,6 +21,11 @@ pub struct BatchItem {
     /// otherwise, and absent in batches from older gateways.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency: Option<IdempotencyTag>,
+    /// Present for a request sent to `POST /infer/async`: the worker stores
+    /// its answer in the results bucket (`INFER_RESULTS_KV`) under its id
+    /// and leaves it out of the result it publishes. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<DeferredTag>,
 }
 
 /// The unit of work on the task stream: requests of one model, task and priority.
@@ -168,6 +174,7 @@ mod tests {
                     body_hash: "h".into(),
                     accepted_ms: 1,
                 }),
+                deferred: None,
             }],
         });
     }

@@ -137,6 +137,7 @@ mod tests {
                 request_id,
                 input,
                 idempotency: None,
+                deferred: None,
             }],
         };
         let fine = batch(TaskInput::Embed { text: "ok".into() });

@@ -16,6 +16,8 @@
 //! - `codec`: MessagePack [`encode`]/[`decode`] and their [`WireError`].
 //! - `idempotency`: safe retries — the [`IdempotencyTag`] a keyed item carries,
 //!   the [`IdempotencyEntry`] a key holds in its bucket, [`kv_key`], [`body_hash`].
+//! - `deferred`: async requests — the [`DeferredTag`] an async item carries,
+//!   the [`DeferredEntry`] its id holds in the results bucket.
 //! - `records`: JSON observability records — [`Heartbeat`], [`WorkerEvent`],
 //!   [`RequestRecord`], [`GatewayStats`].
 //! - `preview`: one-line summaries of texts and outputs ([`preview()`]), and
@@ -23,6 +25,7 @@
 
 mod batch;
 mod codec;
+mod deferred;
 mod idempotency;
 mod limits;
 mod model;
@@ -33,6 +36,7 @@ mod task;
 pub use crate::image::ImageCrop;
 pub use batch::{BatchItem, ItemOutcome, ItemResult, ResultBatch, TaskBatch};
 pub use codec::{decode, encode, WireError};
+pub use deferred::{DeferredEntry, DeferredState, DeferredTag};
 pub use idempotency::{
     answer_key, body_hash, kv_key, IdempotencyEntry, IdempotencyTag, KeyState, StoredAnswer,
 };

@@ -39,6 +39,10 @@ pub struct Heartbeat {
     /// Batches received on a redelivery since start.
     #[serde(default)]
     pub redelivered: u64,
+    /// Async requests not computed since start because they were cancelled
+    /// (`DELETE /result/{id}`) or expired before a worker took them.
+    #[serde(default)]
+    pub cancelled: u64,
     /// Compute time of the last batch, in milliseconds.
     pub last_batch_ms: f64,
     /// Unix milliseconds when the worker started.

@@ -2,9 +2,12 @@
 //!
 //! A message that is not a valid task batch (undecodable, over the limits)
 //! is terminated — redelivery cannot fix it — and so is a batch whose
-//! deadline passed (its clients stopped waiting). Everything else is a
-//! [`Delivery`] to compute.
+//! deadline passed (its clients stopped waiting). Async requests are then
+//! claimed in the results bucket ([`super::deferred`]): those cancelled or
+//! already answered leave the batch, and a batch left empty is acked.
+//! Everything else is a [`Delivery`] to compute.
 
+use super::deferred::Claims;
 use super::Processor;
 use crate::events::BatchRef;
 use async_nats::jetstream::{AckKind, Message};
@@ -19,6 +22,8 @@ pub struct Delivery {
     pub batch: TaskBatch,
     /// Delivery count (1 for the first).
     pub attempt: u64,
+    /// This delivery's claims on the batch's async requests.
+    pub claims: Claims,
 }
 
 impl Delivery {
@@ -34,7 +39,8 @@ impl Delivery {
 
 impl Processor {
     /// Decode and vet one message: `None` when it was malformed or expired
-    /// (terminated and reported here).
+    /// (terminated and reported here), left nothing to compute (acked), or
+    /// its async requests could not be claimed (left to redelivery).
     pub(super) async fn admit(&self, msg: Message) -> Option<Delivery> {
         let attempt = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
         let checked = protocol::decode::<TaskBatch>(&msg.payload)
@@ -51,10 +57,11 @@ impl Processor {
                 return None;
             }
         };
-        let delivery = Delivery {
+        let mut delivery = Delivery {
             msg,
             batch,
             attempt,
+            claims: Claims::new(),
         };
         if attempt > 1 {
             self.report.redelivered(&delivery).await;
@@ -62,6 +69,24 @@ impl Processor {
         if now_ms() > delivery.batch.deadline_ms {
             term(&delivery.msg).await;
             self.report.expired(&delivery).await;
+            return None;
+        }
+        let claimed = match self.deferred.claim(&mut delivery.batch).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                // No ack: JetStream redelivers the batch after its ack wait.
+                tracing::warn!(batch_id = %delivery.batch.batch_id, attempt, error = %error,
+                    "async requests not claimed; batch left to redelivery");
+                return None;
+            }
+        };
+        self.report
+            .skipped(&delivery, claimed.cancelled, claimed.answered);
+        delivery.claims = claimed.claims;
+        if delivery.batch.items.is_empty() {
+            if let Err(e) = delivery.msg.ack().await {
+                tracing::warn!(batch_id = %delivery.batch.batch_id, error = %e, "ack failed");
+            }
             return None;
         }
         Some(delivery)

@@ -4,7 +4,8 @@
 //!    work consumer; the first batch delivered withdraws the others (and, with
 //!    dynamic batching, takes queued ones along).
 //! 2. [`admit`]: decode and vet each message; malformed or expired ones are
-//!    terminated.
+//!    terminated; async requests are claimed in the results bucket
+//!    ([`deferred`]), and the cancelled ones left out.
 //! 3. [`pass`]: compute the due batches in forward passes, publish each result
 //!    with a JetStream ack ([`publish`]) and only then ack the task.
 //! 4. [`report`]: every outcome told once to metrics, counters, events and log.
@@ -15,6 +16,7 @@
 //! in fault injection (`crate::faults`); nothing here knows which faults exist.
 
 pub mod admit;
+pub mod deferred;
 pub mod pass;
 pub mod progress;
 pub mod publish;
@@ -25,6 +27,7 @@ mod tests;
 
 use crate::faults::{FaultyModel, FaultyResults};
 use async_nats::jetstream::Message;
+use deferred::AsyncResults;
 use progress::Progress;
 use report::Report;
 use std::time::Duration;
@@ -39,6 +42,8 @@ pub struct Processor {
     pub model: FaultyModel,
     /// The result publisher, behind injected lost results.
     pub results: FaultyResults,
+    /// The results bucket, where async requests are claimed.
+    pub deferred: AsyncResults,
     /// Where every outcome is reported.
     pub report: Report,
     /// This worker's id (in results and logs).

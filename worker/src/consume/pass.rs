@@ -109,7 +109,7 @@ impl Processor {
                 })
                 .collect(),
         };
-        if let Err(why) = self.results.publish(batch, &mut result).await {
+        if let Err(why) = self.results.publish(batch, &d.claims, &mut result).await {
             // No ack: JetStream redelivers the batch after its ack wait.
             return self.report.unanswered(d, &why, compute_ms).await;
         }

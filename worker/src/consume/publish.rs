@@ -10,7 +10,13 @@
 //! `INFER_IDEMPOTENCY` bucket first, so the answer survives the gateway that
 //! took the request and any gateway can give it to the client's retry. That
 //! store is best effort: the result is published whether it worked or not.
+//!
+//! The answers of async requests (`POST /infer/async`) go to the results
+//! bucket instead ([`super::deferred`]), and must be stored there before
+//! the ack: they are left out of the published result, which the gateway
+//! still receives (possibly empty) to know the batch was answered.
 
+use super::deferred::{AsyncResults, Claims};
 use async_nats::jetstream::{self, kv};
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{
@@ -28,26 +34,54 @@ pub struct ResultPublisher {
     /// The `Idempotency-Key` bucket, opened at the first keyed request (the
     /// gateway creates it; this role may only open it).
     answers: Arc<OnceCell<kv::Store>>,
+    /// Where the answers of async requests go.
+    deferred: AsyncResults,
 }
 
 impl ResultPublisher {
-    /// Results of `worker_id` (sent in the `Jetinfer-Worker` header) through `js`.
-    pub fn new(js: jetstream::Context, worker_id: String) -> Self {
+    /// Results of `worker_id` (sent in the `Jetinfer-Worker` header) through
+    /// `js`; async answers into `deferred`.
+    pub fn new(js: jetstream::Context, worker_id: String, deferred: AsyncResults) -> Self {
         Self {
             js,
             worker_id,
             answers: Arc::default(),
+            deferred,
         }
     }
 
     /// Publish `result` to `batch`'s reply subject, in as many messages as it
     /// takes, and wait until JetStream stored every one. An answer too large to
     /// travel alone is replaced in `result` by [`ItemOutcome::TooLarge`]. The
-    /// answers of keyed requests are stored under their keys before that.
-    pub async fn publish(&self, batch: &TaskBatch, result: &mut ResultBatch) -> Result<(), String> {
+    /// answers of keyed requests are stored under their keys before that,
+    /// and those of async requests (claimed in `claims`) in the results
+    /// bucket, instead of being published.
+    pub async fn publish(
+        &self,
+        batch: &TaskBatch,
+        claims: &Claims,
+        result: &mut ResultBatch,
+    ) -> Result<(), String> {
         let limit = protocol::item_budget(self.js.client().server_info().max_payload);
-        let parts = split(result, limit)?;
+        let mut parts = split(result, limit)?;
         self.remember(batch, result).await;
+        if !claims.is_empty() {
+            self.deferred.store(batch, claims, result).await?;
+            for part in &mut parts {
+                part.items.retain(|i| !claims.contains_key(&i.request_id));
+            }
+            parts.retain(|p| !p.items.is_empty());
+            if parts.is_empty() {
+                parts.push(ResultBatch {
+                    batch_id: result.batch_id,
+                    worker_id: result.worker_id.clone(),
+                    model: result.model.clone(),
+                    attempt: result.attempt,
+                    compute_ms: result.compute_ms,
+                    items: Vec::new(),
+                });
+            }
+        }
         for part in parts {
             self.publish_part(batch, &part).await?;
         }

@@ -49,6 +49,19 @@ impl Report {
             .await;
     }
 
+    /// Async requests of a batch were left out uncomputed at admission:
+    /// `cancelled` ones (entry gone), `answered` ones (answer already stored).
+    pub fn skipped(&self, d: &Delivery, cancelled: u64, answered: u64) {
+        if cancelled + answered == 0 {
+            return;
+        }
+        tracing::info!(worker_id = %self.worker_id, batch_id = %d.batch.batch_id, attempt = d.attempt,
+            cancelled, answered, "async requests left uncomputed");
+        metrics::skipped("cancelled", cancelled);
+        metrics::skipped("answered", answered);
+        self.counters.cancelled(cancelled);
+    }
+
     /// A batch arrived after its deadline and was terminated uncomputed.
     pub async fn expired(&self, d: &Delivery) {
         self.not_answered(d, 0.0, "expired", None);

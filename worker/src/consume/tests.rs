@@ -1,6 +1,7 @@
 //! The consume path on a real nats-server with the toy embedder: no model
 //! files, so these run in milliseconds and pin what each step does.
 
+use super::deferred::AsyncResults;
 use super::publish::ResultPublisher;
 use super::pull::{Pulling, Source};
 use super::report::Report;
@@ -115,7 +116,15 @@ impl Rig {
                 faults.clone(),
                 Duration::from_secs(1),
             ),
-            results: FaultyResults::new(ResultPublisher::new(js, "w1".into()), faults),
+            results: FaultyResults::new(
+                ResultPublisher::new(
+                    js.clone(),
+                    "w1".into(),
+                    AsyncResults::new(js.clone(), "w1".into()),
+                ),
+                faults,
+            ),
+            deferred: AsyncResults::new(js, "w1".into()),
             report: Report::new(
                 Events::new(worker.clone(), "w1".into()),
                 counters.clone(),
@@ -264,6 +273,7 @@ fn batch(texts: &[&str], deadline_ms: u64) -> TaskBatch {
                     text: (*t).to_owned(),
                 },
                 idempotency: None,
+                deferred: None,
             })
             .collect(),
     }

@@ -4,14 +4,14 @@
 //! new one answers the retry. "Computed once" is read from the workers'
 //! `processed` counters in their heartbeats.
 
-use crate::stack::{Stack, WORKER};
+use crate::stack::{slow_workers, Stack, WORKER};
 use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{
     self, body_hash, kv_key, IdempotencyEntry, KeyState, Priority, TaskInput,
 };
 use jetinfer_shared::subjects;
-use jetinfer_testsupport::{wait_for, GatewayProcess, NatsServer, WorkerProcess};
+use jetinfer_testsupport::{wait_for, GatewayProcess, NatsServer};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -93,15 +93,6 @@ async fn bucket(nats: &NatsServer) -> async_nats::jetstream::kv::Store {
 async fn entry(kv: &async_nats::jetstream::kv::Store, key: &str) -> Option<IdempotencyEntry> {
     let value = kv.get(kv_key("", key)).await.ok()??;
     protocol::decode(&value).ok()
-}
-
-/// Worker processes whose every forward pass takes `delay_ms` longer.
-fn slow_workers(nats: &NatsServer, names: &[&str], delay_ms: &str) -> Vec<WorkerProcess> {
-    let env = [("DELAY_MIN_MS", delay_ms), ("DELAY_MAX_MS", delay_ms)];
-    names
-        .iter()
-        .map(|name| WorkerProcess::start(WORKER, nats, name, &env))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

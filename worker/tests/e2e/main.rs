@@ -6,6 +6,7 @@
 //! their own package's binaries only (`CARGO_BIN_EXE_worker`, always rebuilt
 //! when stale), and the chaos tests need real worker processes to kill.
 
+mod async_results;
 mod bad_input;
 mod cache;
 mod chaos;
@@ -18,6 +19,7 @@ mod head_of_line;
 mod idempotency;
 mod images;
 mod invariants;
+mod nats_api;
 mod openai;
 mod payload;
 mod permissions;

@@ -210,6 +210,55 @@ const MATRIX: &[(&str, Op, bool)] = &[
         Api("$JS.API.STREAM.DELETE.KV_INFER_WORKERS", ""),
         false,
     ),
+    // Async requests' entries (they hold answers): the gateway creates,
+    // reads and cancels them, workers claim and answer them, the dashboard
+    // neither reads nor writes them; only the gateway creates the bucket.
+    (GATEWAY, Publish("$KV.INFER_RESULTS_KV.r-1"), true),
+    (WORKER, Publish("$KV.INFER_RESULTS_KV.r-1"), true),
+    (DASHBOARD, Publish("$KV.INFER_RESULTS_KV.r-1"), false),
+    (
+        GATEWAY,
+        Api(
+            "$JS.API.DIRECT.GET.KV_INFER_RESULTS_KV.$KV.INFER_RESULTS_KV.r-1",
+            "",
+        ),
+        true,
+    ),
+    (
+        WORKER,
+        Api(
+            "$JS.API.DIRECT.GET.KV_INFER_RESULTS_KV.$KV.INFER_RESULTS_KV.r-1",
+            "",
+        ),
+        true,
+    ),
+    (
+        DASHBOARD,
+        Api(
+            "$JS.API.DIRECT.GET.KV_INFER_RESULTS_KV.$KV.INFER_RESULTS_KV.r-1",
+            "",
+        ),
+        false,
+    ),
+    (DASHBOARD, Subscribe("$KV.INFER_RESULTS_KV.>"), false),
+    (
+        GATEWAY,
+        Api("$JS.API.STREAM.CREATE.KV_INFER_RESULTS_KV", "{}"),
+        true,
+    ),
+    (
+        WORKER,
+        Api("$JS.API.STREAM.CREATE.KV_INFER_RESULTS_KV", "{}"),
+        false,
+    ),
+    // The NATS API: gateways serve it; admin (an operator's login) calls it;
+    // workers and the dashboard neither call nor impersonate it.
+    (GATEWAY, Subscribe("infer.api.>"), true),
+    (ADMIN, Publish("infer.api.embed"), true),
+    (WORKER, Publish("infer.api.embed"), false),
+    (DASHBOARD, Publish("infer.api.embed"), false),
+    (WORKER, Subscribe("infer.api.>"), false),
+    (DASHBOARD, Subscribe("infer.api.>"), false),
 ];
 
 /// A client of one role that also collects the errors the server sends it.
@@ -260,6 +309,9 @@ async fn topology(admin: &async_nats::Client) {
     let js = async_nats::jetstream::new(admin.clone());
     let stream = topology::ensure_streams(&js, &args).await.unwrap();
     topology::ensure_workers_bucket(&js, &args).await.unwrap();
+    topology::ensure_results_bucket(&js, Duration::from_secs(60))
+        .await
+        .unwrap();
     let text = ModelName::default_for(Task::Embed);
     topology::ensure_work_consumer(&stream, &args, &text, Task::Embed, Priority::Normal)
         .await

@@ -4,7 +4,9 @@
 
 use clap::Parser;
 use jetinfer_gateway::config::GatewayArgs;
-use jetinfer_testsupport::{image_model_dir, model_dir, wait_for, CutProxy, NatsServer};
+use jetinfer_testsupport::{
+    image_model_dir, model_dir, wait_for, CutProxy, NatsServer, WorkerProcess,
+};
 use jetinfer_worker::config::WorkerArgs;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -236,4 +238,14 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Worker processes whose every forward pass takes `delay_ms` longer (the
+/// delay fault), for tests that need work to be in flight a while.
+pub fn slow_workers(nats: &NatsServer, names: &[&str], delay_ms: &str) -> Vec<WorkerProcess> {
+    let env = [("DELAY_MIN_MS", delay_ms), ("DELAY_MAX_MS", delay_ms)];
+    names
+        .iter()
+        .map(|name| WorkerProcess::start(WORKER, nats, name, &env))
+        .collect()
 }

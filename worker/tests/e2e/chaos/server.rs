@@ -126,6 +126,7 @@ async fn hostile_messages_on_task_subjects_are_terminated_and_reported() {
             request_id: uuid::Uuid::new_v4(),
             input: TaskInput::Embed { text },
             idempotency: None,
+            deferred: None,
         };
         let valid = protocol::encode(&batch(vec![embed("fine".into())])).unwrap();
         // Seeded noise, so a failure reproduces.

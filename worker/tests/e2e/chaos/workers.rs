@@ -154,6 +154,35 @@ async fn exhausted_retries_answer_at_once_with_the_attempts() {
             body["message"].as_str().unwrap().contains("2 attempt"),
             "{body}"
         );
+        // An async request has no waiting client: the gateway stores the
+        // same answer in the results bucket, for `GET /result/{id}`.
+        let accepted: serde_json::Value = (stack.http)
+            .post(format!("{}/infer/async", stack.url))
+            .json(&json!({"task": "embed", "input": "doomed, async"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let url = format!("{}{}", stack.url, accepted["status_url"].as_str().unwrap());
+        let (status, body) = wait_for(
+            "the async request's answer",
+            Duration::from_secs(60),
+            || async {
+                let r = stack.http.get(&url).send().await.ok()?;
+                let status = r.status().as_u16();
+                (status != 202).then_some((status, r.json::<serde_json::Value>().await.ok()?))
+            },
+        )
+        .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "retries_exhausted", "{body}");
+        assert_eq!(body["request_id"], accepted["request_id"]);
+        assert!(
+            body["message"].as_str().unwrap().contains("2 attempt"),
+            "{body}"
+        );
         stack.shutdown().await;
     })
     .await
