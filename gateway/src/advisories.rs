@@ -48,10 +48,15 @@ pub async fn watch(
                 continue;
             };
             let seq = advisory.stream_seq;
-            let mut remove = false;
-            if exhausted {
-                remove = exhaust_async(&js, &deferred, seq, advisory.deliveries).await;
-            }
+            // Only a given-up batch is read or removed.
+            let tasks = match exhausted {
+                true => js.get_stream(subjects::TASK_STREAM).await.ok(),
+                false => None,
+            };
+            let mut remove = match &tasks {
+                Some(tasks) => exhaust_async(tasks, &deferred, seq, advisory.deliveries).await,
+                None => false,
+            };
             if let Some(requests) = stored.abandoned(seq) {
                 tracing::warn!(
                     stream_seq = seq,
@@ -71,11 +76,10 @@ pub async fn watch(
                 }
                 remove |= exhausted;
             }
-            if remove {
-                if let Ok(stream) = js.get_stream(subjects::TASK_STREAM).await {
-                    if let Err(e) = stream.delete_message(seq).await {
-                        tracing::debug!(error = %e, "given-up batch already gone");
-                    }
+            if let Some(stream) = tasks.filter(|_| remove) {
+                // A work-queue message past MaxDeliver stays stored forever otherwise.
+                if let Err(e) = stream.delete_message(seq).await {
+                    tracing::debug!(error = %e, "given-up batch already gone");
                 }
             }
         }
@@ -87,15 +91,12 @@ pub async fn watch(
 /// removes the batch, whoever published it). A batch already gone was
 /// handled by another gateway.
 async fn exhaust_async(
-    js: &async_nats::jetstream::Context,
+    tasks: &async_nats::jetstream::stream::Stream,
     deferred: &AsyncResults,
     seq: u64,
     attempts: u64,
 ) -> bool {
-    let Ok(stream) = js.get_stream(subjects::TASK_STREAM).await else {
-        return false;
-    };
-    let Ok(message) = stream.get_raw_message(seq).await else {
+    let Ok(message) = tasks.get_raw_message(seq).await else {
         return false;
     };
     let Ok(batch) = protocol::decode::<TaskBatch>(&message.payload) else {

@@ -47,7 +47,7 @@ impl BatchSink for Arc<Publisher> {
 
 impl Publisher {
     /// Publish one batch and wait for JetStream to store it.
-    pub async fn publish(&self, flushed: Batch) {
+    pub async fn publish(&self, mut flushed: Batch) {
         let task = flushed.task;
         let claims: Vec<_> = flushed
             .items
@@ -57,22 +57,22 @@ impl Publisher {
                 Some((q.item.request_id, tag, q.claim_revision?))
             })
             .collect();
-        let mut told = Vec::new();
-        let mut items = Vec::with_capacity(flushed.items.len());
-        for mut queued in flushed.items {
-            if let Some(stored) = queued.stored.take() {
-                told.push(stored);
-            }
-            items.push(queued);
-        }
+        let told: Vec<_> = (flushed.items.iter_mut())
+            .filter_map(|q| q.stored.take())
+            .collect();
         let batch = TaskBatch {
             batch_id: Uuid::new_v4(),
             model: flushed.model,
             task,
             priority: flushed.priority,
             reply_subject: self.reply_subject.clone(),
-            deadline_ms: items.iter().map(|q| q.deadline_ms).max().unwrap_or(0),
-            items: items.into_iter().map(|q| q.item).collect(),
+            deadline_ms: flushed
+                .items
+                .iter()
+                .map(|q| q.deadline_ms)
+                .max()
+                .unwrap_or(0),
+            items: flushed.items.into_iter().map(|q| q.item).collect(),
         };
         let sent = self.send(&batch).await;
         crate::metrics::batch_published(task, batch.items.len(), sent.is_ok());

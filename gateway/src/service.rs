@@ -69,23 +69,17 @@ pub async fn run(
 /// Answer one request of `task`'s endpoint.
 async fn answer(client: async_nats::Client, state: Arc<AppState>, task: Task, request: Request) {
     let started = Instant::now();
-    let served = match with_task(&request.message.payload, task, state.limits.max_body_bytes) {
-        Ok(body) => match validate::parse(&body, &state.limits) {
-            Ok(parsed) => match Box::pin(admit(&state, parsed)).await {
-                Ok(accepted) => Box::pin(serve(&state, accepted, None, started)).await,
-                Err(e) => Err(e),
-            },
-            Err(e) => {
-                state.report.rejected(&e);
-                Err(e)
-            }
+    let parsed = with_task(&request.message.payload, task, state.limits.max_body_bytes)
+        .and_then(|body| validate::parse(&body, &state.limits))
+        .inspect_err(|e| state.report.rejected(e));
+    let result = match parsed {
+        Ok(parsed) => match Box::pin(admit(&state, parsed)).await {
+            Ok(accepted) => Box::pin(serve(&state, accepted, None, started)).await,
+            Err(e) => Err(e),
         },
-        Err(e) => {
-            state.report.rejected(&e);
-            Err(e)
-        }
+        Err(e) => Err(e),
     };
-    let result = served.and_then(|Served { result, .. }| result);
+    let result = result.and_then(|Served { result, .. }| result);
     let Some(reply) = request.message.reply.clone() else {
         return; // a publish, not a request: nobody to answer
     };

@@ -119,10 +119,7 @@ pub async fn submit(
     drop(headers);
     let request_id = Uuid::new_v4();
     let accepted_ms = now_ms();
-    let unavailable = |message: String| ApiError::Unavailable {
-        message,
-        request_id,
-    };
+    let unavailable = unavailable(request_id);
     (state.deferred)
         .create(request_id, task, accepted_ms)
         .await
@@ -201,10 +198,8 @@ pub async fn result(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let request_id = request_id(&id)?;
-    let found = (state.deferred.get(request_id).await).map_err(|e| ApiError::Unavailable {
-        message: e.to_string(),
-        request_id,
-    })?;
+    let found = (state.deferred.get(request_id).await)
+        .map_err(|e| unavailable(request_id)(e.to_string()))?;
     let Some((entry, _)) = found else {
         return Err(not_found(request_id));
     };
@@ -241,10 +236,8 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
     let request_id = request_id(&id)?;
-    let deleted = (state.deferred.delete(request_id).await).map_err(|e| ApiError::Unavailable {
-        message: e.to_string(),
-        request_id,
-    })?;
+    let deleted = (state.deferred.delete(request_id).await)
+        .map_err(|e| unavailable(request_id)(e.to_string()))?;
     let Some(entry) = deleted else {
         return Err(not_found(request_id));
     };
@@ -267,6 +260,15 @@ fn request_id(id: &str) -> Result<Uuid, ApiError> {
             "no async request {id:?}: a request id is the UUID POST /infer/async answered with"
         ))
     })
+}
+
+/// 503 `unavailable` for `request_id`, saying why (the work queue or the
+/// results bucket failed).
+fn unavailable(request_id: Uuid) -> impl Fn(String) -> ApiError {
+    move |message| ApiError::Unavailable {
+        message,
+        request_id,
+    }
 }
 
 fn not_found(request_id: Uuid) -> ApiError {

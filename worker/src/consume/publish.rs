@@ -63,25 +63,9 @@ impl ResultPublisher {
         result: &mut ResultBatch,
     ) -> Result<(), String> {
         let limit = protocol::item_budget(self.js.client().server_info().max_payload);
-        let mut parts = split(result, limit)?;
+        let parts = split(result, limit, claims)?;
         self.remember(batch, result).await;
-        if !claims.is_empty() {
-            self.deferred.store(batch, claims, result).await?;
-            for part in &mut parts {
-                part.items.retain(|i| !claims.contains_key(&i.request_id));
-            }
-            parts.retain(|p| !p.items.is_empty());
-            if parts.is_empty() {
-                parts.push(ResultBatch {
-                    batch_id: result.batch_id,
-                    worker_id: result.worker_id.clone(),
-                    model: result.model.clone(),
-                    attempt: result.attempt,
-                    compute_ms: result.compute_ms,
-                    items: Vec::new(),
-                });
-            }
-        }
+        self.deferred.store(batch, claims, result).await?;
         for part in parts {
             self.publish_part(batch, &part).await?;
         }
@@ -156,8 +140,14 @@ impl ResultPublisher {
 
 /// Cut `result` into messages whose items take at most `limit` bytes each,
 /// in order; an item over `limit` on its own becomes `TooLarge` (in `result`
-/// too, so the worker reports what the client will see).
-fn split(result: &mut ResultBatch, limit: usize) -> Result<Vec<ResultBatch>, String> {
+/// too, so the worker reports what the client will see, and the results
+/// bucket stores it). The items of `deferred` (async requests) are left out
+/// of the messages; there is always at least one, possibly empty.
+fn split(
+    result: &mut ResultBatch,
+    limit: usize,
+    deferred: &Claims,
+) -> Result<Vec<ResultBatch>, String> {
     let mut groups: Vec<Vec<ItemResult>> = vec![Vec::new()];
     let mut used = 0;
     for item in &mut result.items {
@@ -168,6 +158,9 @@ fn split(result: &mut ResultBatch, limit: usize) -> Result<Vec<ResultBatch>, Str
                 limit: limit as u64,
             };
             size = encoded_len(item)?;
+        }
+        if deferred.contains_key(&item.request_id) {
+            continue;
         }
         if used + size > limit && groups.last().is_some_and(|g| !g.is_empty()) {
             groups.push(Vec::new());
@@ -234,27 +227,46 @@ mod tests {
     fn results_are_split_in_order_under_the_limit() {
         let mut r = result(&[400, 400, 400, 10]);
         let one = encoded_len(&r.items[0]).unwrap();
-        let parts = split(&mut r, one * 2 + 5).unwrap();
+        let parts = split(&mut r, one * 2 + 5, &Claims::new()).unwrap();
         assert_eq!(sizes(&parts), vec![vec![0, 1], vec![2, 3]]);
         for part in &parts {
             let items: usize = part.items.iter().map(|i| encoded_len(i).unwrap()).sum();
             assert!(items <= one * 2 + 5);
         }
         assert_eq!(
-            sizes(&split(&mut result(&[1, 1]), 10_000).unwrap()),
+            sizes(&split(&mut result(&[1, 1]), 10_000, &Claims::new()).unwrap()),
             vec![vec![0, 1]]
         );
         assert_eq!(
-            split(&mut result(&[]), 100).unwrap().len(),
+            split(&mut result(&[]), 100, &Claims::new()).unwrap().len(),
             1,
             "an empty batch still answers"
         );
     }
 
     #[test]
+    fn async_answers_are_left_out_and_an_empty_result_still_goes() {
+        let claims = |ids: &[u128]| -> Claims {
+            ids.iter().map(|&i| (uuid::Uuid::from_u128(i), 1)).collect()
+        };
+        let mut r = result(&[10, 10, 10]);
+        assert_eq!(
+            sizes(&split(&mut r, 10_000, &claims(&[1])).unwrap()),
+            vec![vec![0, 2]]
+        );
+        assert_eq!(r.items.len(), 3, "the worker still reports all three");
+        let mut r = result(&[10, 10]);
+        assert_eq!(
+            sizes(&split(&mut r, 10_000, &claims(&[0, 1])).unwrap()),
+            vec![Vec::<u128>::new()],
+            "the gateway still learns the batch was answered"
+        );
+    }
+
+    #[test]
     fn an_answer_too_large_alone_becomes_too_large_and_the_rest_travel() {
         let mut r = result(&[10, 5000, 10]);
-        let parts = split(&mut r, 1000).unwrap();
+        let parts = split(&mut r, 1000, &Claims::new()).unwrap();
         assert_eq!(sizes(&parts), vec![vec![0, 1, 2]]);
         assert!(matches!(
             r.items[1].outcome,
