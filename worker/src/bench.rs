@@ -12,7 +12,7 @@
 pub mod images;
 
 use crate::backend::fast::FastBert;
-use crate::backend::gemm::Kernels;
+use crate::backend::gemm::{Kernels, Weights};
 use crate::backend::{self, BackendError, Embedder, Kind};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -65,6 +65,8 @@ pub struct Row {
     pub min_cosine: f32,
     /// The fast backend's micro-kernels (`avx512`, `avx2`, `portable`).
     pub kernels: &'static str,
+    /// How the fast backend stored its weights (`f32`, `f16`).
+    pub weights: &'static str,
 }
 
 /// Embed `texts` in chunks of `batch` (after one warm-up batch) and time
@@ -121,16 +123,19 @@ pub fn measure_all(
     Ok(runs.into_iter().map(|(m, _)| m).collect())
 }
 
-/// Both backends, side by side, the fast one on `kernels` (`--kernels` / `KERNELS`).
+/// Both backends, side by side, the fast one on `kernels` (`--kernels` /
+/// `KERNELS`) with its weights stored as `weights` (`--weights` / `WEIGHTS`).
 pub fn compare(
     model_dir: &Path,
     kernels: Kernels,
+    weights: Weights,
     texts: &[String],
     batch_sizes: &[usize],
     threads: usize,
 ) -> Result<Vec<Row>, BackendError> {
-    let fast = FastBert::load(model_dir, kernels)?;
+    let fast = FastBert::load(model_dir, kernels, weights)?;
     let isa = fast.isa().name();
+    let weights = fast.weights().name();
     let fast = run(&fast, texts, batch_sizes, threads)?;
     let base = backend::load(Kind::Candle, model_dir)?;
     let base = run(&*base, texts, batch_sizes, threads)?;
@@ -149,6 +154,7 @@ pub fn compare(
                 .map(|(x, y)| x.iter().zip(y).map(|(x, y)| x * y).sum::<f32>())
                 .fold(1.0, f32::min),
             kernels: isa,
+            weights,
         })
         .collect())
 }
@@ -180,8 +186,9 @@ pub fn cpu() -> String {
 /// The human-readable table.
 pub fn table(rows: &[Row], texts: usize, threads: usize) -> String {
     let kernels = rows.first().map_or("-", |r| r.kernels);
+    let weights = rows.first().map_or("-", |r| r.weights);
     let mut out = format!(
-        "{texts} sentences, {threads} thread(s), CPU {}, fast kernels: {kernels}\n\
+        "{texts} sentences, {threads} thread(s), CPU {}, fast kernels: {kernels}, weights: {weights}\n\
          batch   fast sent/s   ms/batch   candle BertModel sent/s   ms/batch   speed-up   min cosine\n",
         cpu()
     );

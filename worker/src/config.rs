@@ -76,6 +76,20 @@ pub struct WorkerArgs {
     #[arg(long, env = "KERNELS", value_enum, default_value = "auto", global = true,
           value_parser = available_kernels)]
     pub kernels: crate::backend::gemm::Kernels,
+    /// How the fast backend stores its packed weights: `f32` (as in the
+    /// model), or `f16` (rounded once at load to half precision, widened to
+    /// f32 in registers; all maths stays f32): half the bytes a pass
+    /// streams, which is most of a lone sentence's time. Reduced precision,
+    /// so opt-in; `worker bench --weights f16` prints its smallest cosine
+    /// against the f32 baseline. Also for `worker bench`.
+    #[arg(
+        long,
+        env = "WEIGHTS",
+        value_enum,
+        default_value = "f32",
+        global = true
+    )]
+    pub weights: crate::backend::gemm::Weights,
     /// Worker-side dynamic batching: when JetStream reports more batches of
     /// a task queued behind the one pulled, take up to 8 at once and compute
     /// them in forward passes of at most this many (estimated) tokens, then

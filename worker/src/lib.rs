@@ -245,7 +245,12 @@ fn load_models(
         Some(name) => {
             let dir = source::resolve(args.model_dir.clone(), &args.model_id)?;
             tracing::info!(model = %name, dir = %dir.display(), "loading the text model");
-            Some(backend::load_with(args.backend, args.kernels, &dir)?)
+            Some(backend::load_with(
+                args.backend,
+                args.kernels,
+                args.weights,
+                &dir,
+            )?)
         }
         None => None,
     };

@@ -40,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         let rows = jetinfer_worker::bench::compare(
             &model,
             args.kernels,
+            args.weights,
             &texts,
             &bench.batch_sizes,
             args.threads,

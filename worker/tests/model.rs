@@ -3,7 +3,7 @@
 
 use jetinfer_testsupport::model_dir;
 use jetinfer_worker::backend::fast::FastBert;
-use jetinfer_worker::backend::gemm::Kernels;
+use jetinfer_worker::backend::gemm::{Kernels, Weights};
 use jetinfer_worker::backend::{self, Embedder, Kind};
 
 const EXAMPLE: &str = "This is an example sentence";
@@ -90,7 +90,8 @@ fn paths() -> Vec<Kernels> {
 }
 
 /// The fast backend changes the arithmetic's order, never the answer: on
-/// every kernel path, every text of batches of 1, 3, 17 and 33 texts of
+/// every kernel path and weight format (f16 weights included: cosine
+/// ≥ 0.9999 holds for them too), every text of batches of 1, 3, 17 and 33 texts of
 /// uneven lengths (partial micro-tiles in every layer), and of one long
 /// mixed batch, matches the baseline.
 #[test]
@@ -103,8 +104,9 @@ fn every_kernel_path_agrees_with_the_baseline() {
     texts[40] = format!("{} {}", texts[40], texts[41]);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let want = baseline.embed(&refs).unwrap();
-    for kernels in paths() {
-        let fast = FastBert::load(&model_dir(), kernels).unwrap();
+    let formats = [Weights::F32, Weights::F16];
+    for (kernels, weights) in paths().into_iter().flat_map(|k| formats.map(|w| (k, w))) {
+        let fast = FastBert::load(&model_dir(), kernels, weights).unwrap();
         // Consecutive windows: 1 + 3 + 17 + 33 = all 54 texts.
         let mut start = 0;
         for size in [1, 3, 17, 33] {
@@ -113,7 +115,7 @@ fn every_kernel_path_agrees_with_the_baseline() {
                 let c = cosine(g, &want[start + i]);
                 assert!(
                     c >= 0.9999,
-                    "{kernels:?}, batch {size}, text {}: cosine {c}",
+                    "{kernels:?} {weights:?}, batch {size}, text {}: cosine {c}",
                     start + i
                 );
             }
@@ -124,7 +126,7 @@ fn every_kernel_path_agrees_with_the_baseline() {
             let c = cosine(g, w);
             assert!(
                 c >= 0.9999,
-                "{kernels:?}, all {} texts, text {i}: cosine {c}",
+                "{kernels:?} {weights:?}, all {} texts, text {i}: cosine {c}",
                 refs.len()
             );
         }
@@ -136,7 +138,7 @@ fn forcing_kernels_the_cpu_lacks_is_a_clear_error() {
     assert!(paths().contains(&Kernels::Portable));
     for kernels in [Kernels::Avx512, Kernels::Avx2] {
         if kernels.resolve().is_err() {
-            let err = FastBert::load(&model_dir(), kernels)
+            let err = FastBert::load(&model_dir(), kernels, Weights::F32)
                 .err()
                 .expect("must fail");
             assert!(err.to_string().contains("this CPU lacks"), "{err}");

@@ -21,7 +21,7 @@
 
 use super::attention::{Group, SelfAttention};
 use super::files::ModelFiles;
-use super::gemm::{Isa, Kernels};
+use super::gemm::{Isa, Kernels, Weights};
 use super::kernels::{Activation, LayerNorm, Linear, Project, ProjectNorm};
 use super::{BackendError, Embedded, Embedder};
 use candle_core::{DType, Device, Tensor, D};
@@ -52,8 +52,8 @@ impl Dense {
         })
     }
 
-    fn pack(&self, isa: Isa) -> candle_core::Result<Linear> {
-        Linear::new(isa, &self.weight, &self.bias)
+    fn pack(&self, isa: Isa, weights: Weights) -> candle_core::Result<Linear> {
+        Linear::new(isa, weights, &self.weight, &self.bias)
     }
 }
 
@@ -112,12 +112,13 @@ pub struct FastBert {
     hidden: usize,
     device: Device,
     isa: Isa,
+    weights: Weights,
 }
 
 impl FastBert {
     /// Load a Hugging Face BERT folder ([`ModelFiles`]), packing its weights
-    /// for `kernels` (an error where this CPU cannot run them).
-    pub fn load(dir: &Path, kernels: Kernels) -> Result<Self, BackendError> {
+    /// for `kernels` (an error where this CPU cannot run them), stored as `stored`.
+    pub fn load(dir: &Path, kernels: Kernels, stored: Weights) -> Result<Self, BackendError> {
         let isa = kernels.resolve().map_err(BackendError::Kernels)?;
         let ModelFiles {
             config,
@@ -141,12 +142,12 @@ impl FastBert {
                     .map(|p| Dense::load(attn.pp("self").pp(p), hidden, hidden));
                 let ffn = config.intermediate_size;
                 Ok(Layer {
-                    qkv: Dense::concat(&[q?, k?, v?])?.pack(isa)?,
+                    qkv: Dense::concat(&[q?, k?, v?])?.pack(isa, stored)?,
                     attention_out: Dense::load(attn.pp("output.dense"), hidden, hidden)?
-                        .pack(isa)?,
+                        .pack(isa, stored)?,
                     attention_norm: layer_norm(attn.pp("output.LayerNorm"), hidden, eps)?,
-                    up: Dense::load(l.pp("intermediate.dense"), hidden, ffn)?.pack(isa)?,
-                    down: Dense::load(l.pp("output.dense"), ffn, hidden)?.pack(isa)?,
+                    up: Dense::load(l.pp("intermediate.dense"), hidden, ffn)?.pack(isa, stored)?,
+                    down: Dense::load(l.pp("output.dense"), ffn, hidden)?.pack(isa, stored)?,
                     output_norm: layer_norm(l.pp("output.LayerNorm"), hidden, eps)?,
                 })
             })
@@ -168,12 +169,18 @@ impl FastBert {
             hidden,
             device: vb.device().clone(),
             isa,
+            weights: stored,
         })
     }
 
     /// The micro-kernels this model runs (`worker bench` reports them).
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// How its packed weights are stored (`worker bench` reports it).
+    pub fn weights(&self) -> Weights {
+        self.weights
     }
 
     fn layer(&self, layer: &Layer, x: &Tensor, groups: &[Group]) -> candle_core::Result<Tensor> {

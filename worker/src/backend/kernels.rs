@@ -7,7 +7,7 @@
 //! runs on one output row while it is in L1, right after the GEMM gathers it,
 //! with branch-free maths the compiler vectorises.
 
-use super::gemm::{gemm, Isa, PackedWeight};
+use super::gemm::{gemm, Isa, PackedWeight, Weights};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// `erf(x)` as a rational polynomial on `[-4, 4]` (the form Eigen and XLA
@@ -52,13 +52,13 @@ pub struct Linear {
 
 impl Linear {
     /// Pack `weight` (`(out, in)`, as stored) and keep `bias` (`out`).
-    pub fn new(isa: Isa, weight: &Tensor, bias: &Tensor) -> Result<Self> {
+    pub fn new(isa: Isa, weights: Weights, weight: &Tensor, bias: &Tensor) -> Result<Self> {
         let (n, k) = weight.dims2()?;
         let bias = bias.to_vec1::<f32>()?;
         if bias.len() != n {
             candle_core::bail!("bias of {} for {n} outputs", bias.len());
         }
-        let weight = PackedWeight::new(isa, &weight.flatten_all()?.to_vec1()?, n, k);
+        let weight = PackedWeight::new(isa, weights, &weight.flatten_all()?.to_vec1()?, n, k);
         Ok(Self { weight, bias })
     }
 

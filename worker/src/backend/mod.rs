@@ -121,23 +121,27 @@ pub enum Kind {
 }
 
 /// Load the model folder `dir` with the `kind` backend, the fast one on the
-/// kernels named by `KERNELS` (default `auto`: the best this CPU runs).
+/// kernels named by `KERNELS` (default `auto`: the best this CPU runs) with
+/// the weights stored as `WEIGHTS` says (default `f32`).
 pub fn load(kind: Kind, dir: &std::path::Path) -> Result<Box<dyn Embedder>, BackendError> {
     load_with(
         kind,
         gemm::Kernels::from_env().map_err(BackendError::Kernels)?,
+        gemm::Weights::from_env().map_err(BackendError::Kernels)?,
         dir,
     )
 }
 
-/// [`load`] on the given kernels (`--kernels`); the candle baseline ignores them.
+/// [`load`] on the given kernels and weight format (`--kernels`,
+/// `--weights`); the candle baseline ignores them.
 pub fn load_with(
     kind: Kind,
     kernels: gemm::Kernels,
+    weights: gemm::Weights,
     dir: &std::path::Path,
 ) -> Result<Box<dyn Embedder>, BackendError> {
     Ok(match kind {
-        Kind::Fast => Box::new(fast::FastBert::load(dir, kernels)?),
+        Kind::Fast => Box::new(fast::FastBert::load(dir, kernels, weights)?),
         Kind::Candle => Box::new(bert::BertEmbedder::load(dir)?),
     })
 }

@@ -4,14 +4,18 @@
 use super::MicroKernel;
 use std::arch::x86_64::*;
 
-/// Proof that this CPU has AVX2 and FMA: only [`Avx2::detect`] makes one.
+/// Proof that this CPU has AVX2, FMA and F16C: only [`Avx2::detect`] makes one.
 #[derive(Debug, Clone, Copy)]
 pub struct Avx2(());
 
 impl Avx2 {
-    /// `Some` where the CPU supports AVX2 and FMA.
+    /// `Some` where the CPU supports AVX2, FMA and F16C (every CPU with the
+    /// first two has the third: Intel since Haswell, AMD since Piledriver).
     pub fn detect() -> Option<Self> {
-        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Self(()))
+        (is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        .then_some(Self(()))
     }
 }
 
@@ -23,14 +27,29 @@ impl MicroKernel for Avx2 {
     /// 144 × 256 activations: 144 KB of a ≥ 512 KB L2.
     const MC: usize = 144;
 
-    fn tile(self, rows: usize, kc: usize, a: &[f32], b: &[f32], c: &mut [f32], accumulate: bool) {
-        // SAFETY: an `Avx2` exists only where `detect` found AVX2 and FMA.
-        unsafe { by_rows!(rows, tile(kc, a, b, c, accumulate), [1, 2, 3, 4, 5, 6]) }
-    }
+    simd_methods!([1, 2, 3, 4, 5, 6]);
+}
+
+/// Eight half-precision weights at `p`, widened to f32.
+///
+/// # Safety
+/// The CPU must have F16C and `p` must be readable for 16 bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f16(p: *const half::f16) -> __m256 {
+    // SAFETY: the caller's promise; the unaligned load needs no alignment.
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
 }
 
 simd_tile! {
+    name: tile, weight: f32, load_weights: _mm256_loadu_ps,
     feature: "avx2,fma", lanes: 8, mr: 6, nr: 16,
+    zero: _mm256_setzero_ps, splat: _mm256_set1_ps, load: _mm256_loadu_ps,
+    store: _mm256_storeu_ps, fma: _mm256_fmadd_ps, add: _mm256_add_ps,
+}
+
+simd_tile! {
+    name: tile_f16, weight: half::f16, load_weights: load_f16,
+    feature: "avx2,fma,f16c", lanes: 8, mr: 6, nr: 16,
     zero: _mm256_setzero_ps, splat: _mm256_set1_ps, load: _mm256_loadu_ps,
     store: _mm256_storeu_ps, fma: _mm256_fmadd_ps, add: _mm256_add_ps,
 }

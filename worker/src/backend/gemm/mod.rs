@@ -45,11 +45,7 @@ impl Kernels {
     /// The `KERNELS` environment variable (default `auto`), for callers that
     /// have no command line of their own.
     pub fn from_env() -> Result<Self, String> {
-        match std::env::var("KERNELS") {
-            Ok(v) => <Self as clap::ValueEnum>::from_str(&v, true)
-                .map_err(|_| format!("KERNELS={v}: expected auto, avx512, avx2 or portable")),
-            Err(_) => Ok(Self::Auto),
-        }
+        from_env("KERNELS", "auto, avx512, avx2 or portable")
     }
 
     /// The instruction set these kernels run with here, or why they cannot.
@@ -79,6 +75,108 @@ impl Kernels {
             }
             Self::Portable => Ok(Isa::Portable),
         }
+    }
+}
+
+/// How the packed weights are stored (`--weights` / `WEIGHTS`).
+///
+/// A lone sentence streams every weight of the model once per pass (42 MB
+/// in f32 for all-MiniLM-L6-v2), so below a few dozen tokens a pass costs
+/// its weight bytes more than its arithmetic, and more again when other work
+/// has pushed the weights out of the shared cache between requests (on a
+/// 2-core VM, a sentence after 4 ms of idleness took 7.4 ms against 5.2 ms
+/// back to back). Half-precision weights halve those bytes; every product
+/// and sum stays f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Weights {
+    /// Exactly as stored in the model (the default).
+    #[default]
+    F32,
+    /// Rounded once to IEEE half precision at load and widened back to f32
+    /// in registers (`vcvtph2ps`): reduced precision, so opt-in (`worker
+    /// bench` prints its smallest cosine against the f32 baseline).
+    F16,
+}
+
+impl Weights {
+    /// The `WEIGHTS` environment variable (default `f32`), for callers that
+    /// have no command line of their own.
+    pub fn from_env() -> Result<Self, String> {
+        from_env("WEIGHTS", "f32 or f16")
+    }
+
+    /// Name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
+}
+
+/// A choice read from the environment variable `var`, its default when unset.
+fn from_env<T: clap::ValueEnum + Default>(var: &str, expected: &str) -> Result<T, String> {
+    match std::env::var(var) {
+        Ok(v) => T::from_str(&v, true).map_err(|_| format!("{var}={v}: expected {expected}")),
+        Err(_) => Ok(T::default()),
+    }
+}
+
+/// A stored weight value: f32, or [`half::f16`] widened in the micro-kernel.
+pub trait Element: Copy + Default + Send + Sync + 'static {
+    /// Round a model weight to this format.
+    fn from_f32(v: f32) -> Self;
+    /// Widen back (the portable kernel; the SIMD ones widen in registers).
+    fn to_f32(self) -> f32;
+    /// Run `kernel`'s tile for weights of this format.
+    fn tile<K: MicroKernel>(
+        kernel: K,
+        rows: usize,
+        kc: usize,
+        a: &[f32],
+        b: &[Self],
+        c: &mut [f32],
+        accumulate: bool,
+    );
+}
+
+impl Element for f32 {
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn tile<K: MicroKernel>(
+        kernel: K,
+        rows: usize,
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        accumulate: bool,
+    ) {
+        kernel.tile(rows, kc, a, b, c, accumulate)
+    }
+}
+
+impl Element for half::f16 {
+    fn from_f32(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    fn tile<K: MicroKernel>(
+        kernel: K,
+        rows: usize,
+        kc: usize,
+        a: &[f32],
+        b: &[half::f16],
+        c: &mut [f32],
+        accumulate: bool,
+    ) {
+        kernel.tile_f16(rows, kc, a, b, c, accumulate)
     }
 }
 
@@ -147,6 +245,16 @@ pub trait MicroKernel: Copy + Send + Sync {
     const MC: usize;
     /// Multiply one tile; `accumulate` adds to `c` instead of overwriting it.
     fn tile(self, rows: usize, kc: usize, a: &[f32], b: &[f32], c: &mut [f32], accumulate: bool);
+    /// [`MicroKernel::tile`] on half-precision weights, widened to f32 as they load.
+    fn tile_f16(
+        self,
+        rows: usize,
+        kc: usize,
+        a: &[f32],
+        b: &[half::f16],
+        c: &mut [f32],
+        accumulate: bool,
+    );
 }
 
 /// Call `$kernel::<R>$args` with `R = $rows` as a constant, for each
@@ -161,13 +269,42 @@ macro_rules! by_rows {
     };
 }
 
-/// The body of a SIMD micro-kernel, `tile::<R>(kc, a, b, c, accumulate)`,
-/// for one instruction set: `R × NR/LANES` accumulator registers; per `k`
-/// step, load the `NR/LANES` weight vectors once, then broadcast each of
-/// the `R` tokens' inputs and FMA. The ISAs differ only in these names.
+/// The two [`MicroKernel`] methods of a SIMD kernel type, for tiles of the
+/// listed row counts: each dispatches to the `tile` / `tile_f16` functions
+/// [`simd_tile`] made. Only a checked proof type (the `detect`ed ISA) may
+/// invoke it, which is what makes the unsafe calls sound.
+#[cfg(target_arch = "x86_64")]
+macro_rules! simd_methods {
+    ([$($r:literal),*]) => {
+        fn tile(self, rows: usize, kc: usize, a: &[f32], b: &[f32], c: &mut [f32], accumulate: bool) {
+            // SAFETY: `self` exists only where `detect` found the features `tile` enables.
+            unsafe { by_rows!(rows, tile(kc, a, b, c, accumulate), [$($r),*]) }
+        }
+
+        fn tile_f16(
+            self,
+            rows: usize,
+            kc: usize,
+            a: &[f32],
+            b: &[half::f16],
+            c: &mut [f32],
+            accumulate: bool,
+        ) {
+            // SAFETY: as in `tile`, for the features `tile_f16` enables.
+            unsafe { by_rows!(rows, tile_f16(kc, a, b, c, accumulate), [$($r),*]) }
+        }
+    };
+}
+
+/// The body of a SIMD micro-kernel, `$name::<R>(kc, a, b, c, accumulate)`,
+/// for one instruction set and weight format: `R × NR/LANES` accumulator
+/// registers; per `k` step, load (and widen) the `NR/LANES` weight vectors
+/// once, then broadcast each of the `R` tokens' inputs and FMA. The ISAs and
+/// formats differ only in these names.
 #[cfg(target_arch = "x86_64")]
 macro_rules! simd_tile {
     (
+        name: $name:ident, weight: $weight:ty, load_weights: $wload:path,
         feature: $feature:literal, lanes: $lanes:expr, mr: $mr:expr, nr: $nr:expr,
         zero: $zero:path, splat: $splat:path, load: $load:path, store: $store:path,
         fma: $fma:path, add: $add:path $(,)?
@@ -177,10 +314,10 @@ macro_rules! simd_tile {
         /// # Safety
         /// The CPU must support the enabled features.
         #[target_feature(enable = $feature)]
-        unsafe fn tile<const R: usize>(
+        unsafe fn $name<const R: usize>(
             kc: usize,
             a: &[f32],
-            b: &[f32],
+            b: &[$weight],
             c: &mut [f32],
             accumulate: bool,
         ) {
@@ -195,7 +332,7 @@ macro_rules! simd_tile {
                 for i in 0..kc {
                     let mut w = [$zero(); VECTORS];
                     for (j, w) in w.iter_mut().enumerate() {
-                        *w = $load(bp.add(i * $nr + j * $lanes));
+                        *w = $wload(bp.add(i * $nr + j * $lanes));
                     }
                     for (r, acc) in acc.iter_mut().enumerate() {
                         let x = $splat(*ap.add(i * $mr + r));
@@ -229,32 +366,47 @@ mod portable;
 
 /// A weight matrix `(n, k)` (as stored: one row per output feature), packed
 /// for one [`Isa`]'s micro-kernel: `⌈n / NR⌉` panels of `k × NR` values,
-/// the last padded with zero columns.
+/// the last padded with zero columns, in the chosen [`Weights`] format.
 pub struct PackedWeight {
-    data: Vec<f32>,
+    data: Panels,
     n: usize,
     k: usize,
     nr: usize,
     isa: Isa,
 }
 
+/// The packed values, in one of the [`Weights`] formats.
+enum Panels {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+/// Pack row-major `(n, k)` weights into panels of `nr` outputs, `k`-major.
+fn pack<W: Element>(w: &[f32], n: usize, k: usize, nr: usize) -> Vec<W> {
+    let panels = n.div_ceil(nr);
+    let mut data = vec![W::default(); panels * k * nr];
+    data.par_chunks_mut(k * nr)
+        .enumerate()
+        .for_each(|(p, panel)| {
+            for c in 0..nr.min(n - p * nr) {
+                let row = &w[(p * nr + c) * k..][..k];
+                for (i, v) in row.iter().enumerate() {
+                    panel[i * nr + c] = W::from_f32(*v);
+                }
+            }
+        });
+    data
+}
+
 impl PackedWeight {
-    /// Pack `w`, row-major `(n, k)`, for `isa`.
-    pub fn new(isa: Isa, w: &[f32], n: usize, k: usize) -> Self {
+    /// Pack `w`, row-major `(n, k)`, for `isa`, stored as `weights`.
+    pub fn new(isa: Isa, weights: Weights, w: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "weight is not {n}x{k}");
         let nr = isa.panel_width();
-        let panels = n.div_ceil(nr);
-        let mut data = vec![0f32; panels * k * nr];
-        data.par_chunks_mut(k * nr)
-            .enumerate()
-            .for_each(|(p, panel)| {
-                for c in 0..nr.min(n - p * nr) {
-                    let row = &w[(p * nr + c) * k..][..k];
-                    for (i, v) in row.iter().enumerate() {
-                        panel[i * nr + c] = *v;
-                    }
-                }
-            });
+        let data = match weights {
+            Weights::F32 => Panels::F32(pack(w, n, k, nr)),
+            Weights::F16 => Panels::F16(pack(w, n, k, nr)),
+        };
         Self {
             data,
             n,
@@ -291,17 +443,34 @@ pub fn gemm<F>(x: &[f32], w: &PackedWeight, finish: F) -> Vec<f32>
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {
-    match w.isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512(kernel) => blocked(kernel, x, w, finish),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2(kernel) => blocked(kernel, x, w, finish),
-        Isa::Portable => blocked(portable::Portable, x, w, finish),
+    match &w.data {
+        Panels::F32(b) => on_isa(x, w, b, finish),
+        Panels::F16(b) => on_isa(x, w, b, finish),
     }
 }
 
-/// The blocking driver, shared by every ISA.
-fn blocked<K: MicroKernel, F>(kernel: K, x: &[f32], w: &PackedWeight, finish: F) -> Vec<f32>
+/// [`gemm`] on the weights' values `b`, with the kernel they were packed for.
+fn on_isa<W: Element, F>(x: &[f32], w: &PackedWeight, b: &[W], finish: F) -> Vec<f32>
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    match w.isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512(kernel) => blocked(kernel, x, w, b, finish),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2(kernel) => blocked(kernel, x, w, b, finish),
+        Isa::Portable => blocked(portable::Portable, x, w, b, finish),
+    }
+}
+
+/// The blocking driver, shared by every ISA and weight format.
+fn blocked<K: MicroKernel, W: Element, F>(
+    kernel: K,
+    x: &[f32],
+    w: &PackedWeight,
+    data: &[W],
+    finish: F,
+) -> Vec<f32>
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {
@@ -352,12 +521,12 @@ where
                         let depth = kc.min(k - k0);
                         for (p, c) in c.chunks_exact_mut(rows * nr).enumerate() {
                             let panel = task * panels_per_task + p;
-                            let b = &w.data[(panel * k + k0) * nr..][..depth * nr];
+                            let b = &data[(panel * k + k0) * nr..][..depth * nr];
                             for (t, c) in c.chunks_exact_mut(mr * nr).enumerate() {
                                 let tile = first_tile + t;
                                 let a = &a[(tile * k + k0) * mr..][..depth * mr];
                                 let live = mr.min(m - tile * mr);
-                                kernel.tile(live, depth, a, b, c, k0 > 0);
+                                W::tile(kernel, live, depth, a, b, c, k0 > 0);
                             }
                         }
                     }
@@ -425,11 +594,19 @@ mod tests {
             (145, 257, 47),
             (300, 384, 96),
         ];
-        for isa in available() {
+        for (isa, weights) in available()
+            .into_iter()
+            .flat_map(|isa| [(isa, Weights::F32), (isa, Weights::F16)])
+        {
             for (m, k, n) in shapes {
                 let x = values(m * k, (m * 31 + k) as u64);
-                let w = values(n * k, (n * 17 + k) as u64);
-                let packed = PackedWeight::new(isa, &w, n, k);
+                let mut w = values(n * k, (n * 17 + k) as u64);
+                let packed = PackedWeight::new(isa, weights, &w, n, k);
+                if weights == Weights::F16 {
+                    // The product must be exact on the rounded weights.
+                    w.iter_mut()
+                        .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+                }
                 let got = gemm(&x, &packed, |r, row| row[0] += r as f32);
                 for r in 0..m {
                     for c in 0..n {
@@ -440,7 +617,7 @@ mod tests {
                         let g = got[r * n + c] as f64;
                         assert!(
                             (g - want).abs() <= 1e-4 * (k as f64).sqrt().max(1.0),
-                            "{} {m}x{k}x{n} [{r},{c}]: {g} != {want}",
+                            "{} {weights:?} {m}x{k}x{n} [{r},{c}]: {g} != {want}",
                             isa.name()
                         );
                     }
