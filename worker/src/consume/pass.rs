@@ -57,7 +57,7 @@ impl Processor {
     }
 
     /// One forward pass over the requests of `group` (same task), then a
-    /// result and an ack per batch.
+    /// result and an ack per batch, the batches concurrently.
     async fn run_pass(&self, group: &[Delivery], progress: &Progress<'_>) {
         for d in group {
             self.report.started(d).await;
@@ -83,10 +83,13 @@ impl Processor {
                 return;
             }
         };
-        for d in group {
+        // Each batch's result is stored (an fsync) and acked on its own, so
+        // the batches of a merged pass are delivered side by side.
+        let deliveries = group.iter().map(|d| {
             let mine: Vec<Answered> = outcomes.by_ref().take(d.batch.items.len()).collect();
-            self.deliver(d, mine, compute_ms).await;
-        }
+            self.deliver(d, mine, compute_ms)
+        });
+        futures::future::join_all(deliveries.collect::<Vec<_>>()).await;
     }
 
     /// Publish one batch's result, then ack its task.
