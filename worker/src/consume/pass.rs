@@ -89,7 +89,8 @@ impl Processor {
             let mine: Vec<Answered> = outcomes.by_ref().take(d.batch.items.len()).collect();
             self.deliver(d, mine, compute_ms)
         });
-        futures::future::join_all(deliveries.collect::<Vec<_>>()).await;
+        // `join_all` collects its futures first, so the answers are split in order.
+        futures::future::join_all(deliveries).await;
     }
 
     /// Publish one batch's result, then ack its task.

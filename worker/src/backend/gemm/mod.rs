@@ -84,8 +84,8 @@ impl Kernels {
 /// in f32 for all-MiniLM-L6-v2), so below a few dozen tokens a pass costs
 /// its weight bytes more than its arithmetic, and more again when other work
 /// has pushed the weights out of the shared cache between requests (on a
-/// 2-core VM, a sentence after 4 ms of idleness took 7.4 ms against 5.2 ms
-/// back to back). Half-precision weights halve those bytes; every product
+/// 2-core VM, a sentence after 4 ms of idleness took 8.1 ms against 5.2 ms
+/// back to back, docs/BENCHMARKS.md). Half-precision weights halve those bytes; every product
 /// and sum stays f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Weights {
