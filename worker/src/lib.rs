@@ -177,6 +177,7 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
             consume::MERGE_BATCHES
         },
         max_batch_tokens: args.max_batch_tokens,
+        delivering: Default::default(),
     });
 
     let pulling = Pulling {
@@ -244,7 +245,13 @@ fn load_models(
     let text = match &choice.text {
         Some(name) => {
             let dir = source::resolve(args.model_dir.clone(), &args.model_id)?;
-            tracing::info!(model = %name, dir = %dir.display(), "loading the text model");
+            // Which kernels and weight format run, so a figure can be traced
+            // to its path (a kernel this CPU lacks fails in the load below).
+            let kernels = args
+                .kernels
+                .resolve()
+                .map_or("unavailable", |isa| isa.name());
+            tracing::info!(model = %name, dir = %dir.display(), backend = ?args.backend, kernels, weights = args.weights.name(), "loading the text model");
             Some(backend::load_with(
                 args.backend,
                 args.kernels,

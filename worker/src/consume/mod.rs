@@ -7,7 +7,8 @@
 //!    terminated; async requests are claimed in the results bucket
 //!    ([`deferred`]), and the cancelled ones left out.
 //! 3. [`pass`]: compute the due batches in forward passes, publish each result
-//!    with a JetStream ack ([`publish`]) and only then ack the task.
+//!    with a JetStream ack ([`publish`]) and only then ack the task; a pass's
+//!    results are stored in the background while the next batch is pulled.
 //! 4. [`report`]: every outcome told once to metrics, counters, events and log.
 //!
 //! While a batch waits or computes, [`progress`] acks keep it from being
@@ -30,6 +31,7 @@ use async_nats::jetstream::Message;
 use deferred::AsyncResults;
 use progress::Progress;
 use report::Report;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -56,12 +58,15 @@ pub struct Processor {
     pub merge_batches: usize,
     /// Most estimated tokens in one merged forward pass (`MAX_BATCH_TOKENS`).
     pub max_batch_tokens: usize,
+    /// The last computed pass's results being stored and its tasks acked,
+    /// while the next batch is pulled and computed (`None`: nothing in flight).
+    pub delivering: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Processor {
     /// Answer the task messages in hand: vet each, then compute the due ones,
     /// the high-priority ones first, in passes of one task each.
-    async fn handle(&self, msgs: Vec<Message>) {
+    async fn handle(self: &Arc<Self>, msgs: Vec<Message>) {
         let mut due = Vec::new();
         for msg in msgs {
             if let Some(d) = self.admit(msg).await {
@@ -77,6 +82,6 @@ impl Processor {
         let Ok(_permit) = progress.during(self.slot.acquire()).await else {
             return; // semaphore closed: shutting down, leave them to redelivery
         };
-        self.run_passes(&due).await;
+        self.run_passes(due).await;
     }
 }

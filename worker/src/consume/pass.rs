@@ -9,6 +9,7 @@ use crate::answers::Answered;
 use async_nats::jetstream::Message;
 use jetinfer_shared::protocol::{BatchItem, ItemResult, ResultBatch, Task, TaskBatch};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Estimated model tokens of a batch (see `TaskInput::estimated_tokens`).
@@ -44,53 +45,78 @@ pub fn plan_passes(batches: &[(Task, usize)], budget: usize) -> Vec<Range<usize>
 impl Processor {
     /// Compute `due` (the compute slot is held) pass by pass; batches whose
     /// pass has not come yet get progress acks meanwhile.
-    pub(super) async fn run_passes(&self, due: &[Delivery]) {
+    pub(super) async fn run_passes(self: &Arc<Self>, mut due: Vec<Delivery>) {
         let batches: Vec<(Task, usize)> = due
             .iter()
             .map(|d| (d.batch.task, estimated_tokens(&d.batch)))
             .collect();
         for pass in plan_passes(&batches, self.max_batch_tokens) {
-            let waiting: Vec<&Message> = due[pass.start..].iter().map(|d| &d.msg).collect();
-            self.run_pass(&due[pass], &Progress::new(&waiting, self.progress_every))
-                .await;
+            let group: Vec<Delivery> = due.drain(..pass.len()).collect();
+            self.run_pass(group, &due).await;
         }
     }
 
     /// One forward pass over the requests of `group` (same task), then a
-    /// result and an ack per batch, the batches concurrently.
-    async fn run_pass(&self, group: &[Delivery], progress: &Progress<'_>) {
-        for d in group {
+    /// result and an ack per batch, the batches concurrently, in the
+    /// background: the compute slot is free again as soon as the pass is
+    /// computed, so the worker asks for its next batch while this one's
+    /// results are stored. The deliveries of one pass at most are in flight:
+    /// the next pass waits for them before it hands its own over.
+    async fn run_pass(self: &Arc<Self>, group: Vec<Delivery>, later: &[Delivery]) {
+        for d in &group {
             self.report.started(d).await;
         }
+        let waiting: Vec<&Message> = group.iter().chain(later).map(|d| &d.msg).collect();
+        let progress = Progress::new(&waiting, self.progress_every);
         let started = Instant::now();
         let items: Vec<BatchItem> = group
             .iter()
             .flat_map(|d| d.batch.items.iter().cloned())
             .collect();
         crate::metrics::forward_pass(group.len());
-        let answered = self.model.answer(&items, progress).await;
+        let answered = self.model.answer(&items, &progress).await;
         let compute_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut outcomes = match answered {
             Ok(outcomes) => outcomes.into_iter(),
             Err(why) => {
-                for d in group {
+                for d in &group {
                     self.report.unanswered(d, &why, compute_ms).await;
                 }
                 if let Some(code) = why.exit_code {
+                    // Only this pass dies with the process: the one before it
+                    // is delivered first.
+                    self.delivered().await;
                     self.report.flush().await;
                     std::process::exit(code);
                 }
                 return;
             }
         };
-        // Each batch's result is stored (an fsync) and acked on its own, so
-        // the batches of a merged pass are delivered side by side.
-        let deliveries = group.iter().map(|d| {
-            let mine: Vec<Answered> = outcomes.by_ref().take(d.batch.items.len()).collect();
-            self.deliver(d, mine, compute_ms)
+        progress.during(self.delivered()).await;
+        let answers: Vec<Vec<Answered>> = group
+            .iter()
+            .map(|d| outcomes.by_ref().take(d.batch.items.len()).collect())
+            .collect();
+        let this = Arc::clone(self);
+        let delivering = tokio::spawn(async move {
+            // Each batch's result is stored (an fsync) and acked on its own,
+            // so the batches of a merged pass are delivered side by side.
+            let deliveries =
+                (group.iter().zip(answers)).map(|(d, mine)| this.deliver(d, mine, compute_ms));
+            futures::future::join_all(deliveries).await;
         });
-        // `join_all` collects its futures first, so the answers are split in order.
-        futures::future::join_all(deliveries).await;
+        *self.delivering.lock().expect("delivering lock") = Some(delivering);
+    }
+
+    /// Wait until the last pass handed over is delivered (its results stored
+    /// and its tasks acked, or left to redelivery); at once when none is.
+    pub(super) async fn delivered(&self) {
+        let last = self.delivering.lock().expect("delivering lock").take();
+        if let Some(last) = last {
+            if let Err(e) = last.await {
+                tracing::error!(error = %e, "delivering a pass failed");
+            }
+        }
     }
 
     /// Publish one batch's result, then ack its task.

@@ -106,13 +106,21 @@ pub struct Pulling {
 }
 
 impl Processor {
-    /// Serve `pulling`'s consumers until `stop` fires; a batch already pulled is finished.
+    /// Serve `pulling`'s consumers until `stop` fires; a batch already pulled
+    /// is finished: computed, its result stored and its task acked.
     ///
     /// An idle worker waits for one batch; once it has it, it also takes (without
     /// waiting) up to [`Processor::merge_batches`] − 1 more that are already queued
     /// on the same consumer, and computes them together in forward passes of at
     /// most `max_batch_tokens`.
     pub async fn serve(self: Arc<Self>, pulling: Pulling, stop: CancellationToken) {
+        self.pull_until(&pulling, &stop).await;
+        self.delivered().await;
+    }
+
+    /// The pull loop of [`Processor::serve`]; the last pass may still be
+    /// delivering when it returns.
+    async fn pull_until(self: &Arc<Self>, pulling: &Pulling, stop: &CancellationToken) {
         // The turn at the compute lease, kept from batch to batch until it is
         // `max_turn` old: consecutive batches then run on a worker whose weights
         // and pool are warm, instead of rotating over every worker.
@@ -154,7 +162,7 @@ impl Processor {
             let Some((index, first)) = first else {
                 // A whole turn without work: hand the lease on, so the workers
                 // waiting for it never take an idle holder for a stuck one.
-                self.handle_late(withdrawn, &stop).await;
+                self.handle_late(withdrawn, stop).await;
                 turn = None;
                 tokio::time::sleep(HANDOVER).await;
                 continue;
@@ -163,13 +171,13 @@ impl Processor {
             self.take_queued(&pulling.sources[index], &mut held).await;
             // The first batch computes while the withdrawal is confirmed; a batch
             // that slipped in before the server saw it waits its turn for the slot.
-            tokio::join!(self.handle(held), self.handle_late(withdrawn, &stop));
+            tokio::join!(self.handle(held), self.handle_late(withdrawn, stop));
         }
     }
 
     /// Compute the batches that arrived while pull requests were withdrawn.
     async fn handle_late(
-        &self,
+        self: &Arc<Self>,
         withdrawn: impl std::future::Future<Output = Vec<Message>>,
         stop: &CancellationToken,
     ) {

@@ -57,14 +57,22 @@ struct Rig {
 }
 
 impl Rig {
+    /// A rig with an ack wait of 3 s: long enough that a test asserting
+    /// first-time answers does not see a redelivery because the suite starved
+    /// the worker of CPU for a moment (with 300 ms it once did).
     async fn new(faults: FaultArgs, max_batch_tokens: usize) -> Self {
-        Self::build(faults, max_batch_tokens, None, "300").await
+        Self::build(faults, max_batch_tokens, None, "3000").await
+    }
+
+    /// A rig with an ack wait of 300 ms, for tests waiting for a redelivery.
+    async fn redelivering(faults: FaultArgs) -> Self {
+        Self::build(faults, 0, None, "300").await
     }
 
     /// A rig whose worker hears the server `delay` late (ack wait 3 s, so a
     /// batch that slow link delays is not redelivered for that alone).
-    async fn over_slow_link(delay: Duration) -> Self {
-        Self::build(FaultArgs::default(), 0, Some(delay), "3000").await
+    async fn over_slow_link(delay: Duration, faults: FaultArgs) -> Self {
+        Self::build(faults, 0, Some(delay), "3000").await
     }
 
     async fn build(
@@ -139,6 +147,7 @@ impl Rig {
                 MERGE_BATCHES
             },
             max_batch_tokens,
+            delivering: Default::default(),
         });
         Self {
             _nats: nats,
@@ -370,7 +379,7 @@ async fn a_lost_result_is_not_acked_and_comes_back() {
         drop_rate: 1.0,
         ..FaultArgs::default()
     };
-    let rig = Rig::new(lose_all, 0).await;
+    let rig = Rig::redelivering(lose_all).await;
     let mut failed = rig.admin.subscribe("infer.event.w1.failed").await.unwrap();
     let mut again = rig
         .admin
@@ -483,11 +492,47 @@ async fn batches_delivered_while_pulls_are_withdrawn_are_computed_at_once() {
 }
 
 #[tokio::test]
+async fn the_next_batch_is_pulled_while_the_last_result_is_stored() {
+    // The worker hears the server 300 ms late, so storing a result (publish,
+    // then its JetStream ack) takes at least 600 ms and the task's ack leaves
+    // only after it; a pass takes 1 s, long enough for the withdrawal of the
+    // other pull request to be confirmed meanwhile. A worker that pulls only
+    // once a pass is delivered never has two batches unacked; one that pulls
+    // as soon as a pass is computed has the second delivered while the first
+    // is still being stored.
+    let slow_pass = FaultArgs {
+        delay_min_ms: 1000,
+        delay_max_ms: 1000,
+        ..FaultArgs::default()
+    };
+    let rig = Rig::over_slow_link(Duration::from_millis(300), slow_pass).await;
+    let mut results = rig.admin.subscribe(REPLY).await.unwrap();
+    let first = batch(&["first"], later());
+    let second = batch(&["second"], later());
+    rig.publish(protocol::encode(&first).unwrap()).await;
+    rig.publish(protocol::encode(&second).unwrap()).await;
+    rig.pull();
+    wait_for(
+        "both batches delivered and unacked at once",
+        LIMIT,
+        || async { (rig.consumer_state(Priority::Normal).await == (0, 2)).then_some(()) },
+    )
+    .await;
+
+    for sent in [&first, &second] {
+        let result = next_result(&mut results).await;
+        assert_eq!((result.batch_id, result.attempt), (sent.batch_id, 1));
+    }
+    rig.stream_empty().await;
+    assert_eq!(rig.counters.snapshot().processed, 2);
+}
+
+#[tokio::test]
 async fn a_batch_on_the_wire_while_pulls_are_withdrawn_is_kept() {
     // The worker hears the server 300 ms late: the high batch leaves the
     // server after the normal one but before the worker's withdrawal reaches
     // it, so it is still on the wire when the worker withdraws its requests.
-    let rig = Rig::over_slow_link(Duration::from_millis(300)).await;
+    let rig = Rig::over_slow_link(Duration::from_millis(300), FaultArgs::default()).await;
     let mut results = rig.admin.subscribe(REPLY).await.unwrap();
     let normal = batch(&["normal"], later());
     let mut high = batch(&["high"], later());
