@@ -103,12 +103,13 @@ pub async fn run(
     let keyed = topology::ensure_idempotency_bucket(
         &js,
         std::time::Duration::from_secs(args.idempotency_ttl_s),
+        args.topology.replicas(),
     )
     .await?;
     let idempotency = idempotency::Idempotency::new(keyed, tasks, gateway_id.clone());
     let async_ttl = std::time::Duration::from_secs(args.async_result_ttl_s);
     let deferred = deferred::AsyncResults::new(
-        topology::ensure_results_bucket(&js, async_ttl).await?,
+        topology::ensure_results_bucket(&js, async_ttl, args.topology.replicas()).await?,
         gateway_id.clone(),
     );
 

@@ -34,7 +34,9 @@ impl std::str::FromStr for Secret {
 /// How to reach NATS. Flattened into every binary's `Parser`.
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
-    /// NATS server URL(s), comma separated.
+    /// NATS server URL(s), comma separated: the servers of a cluster (or some
+    /// of them; the client learns the others from the cluster) between which
+    /// the connection fails over.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// NATS user: the service's own identity (gateway, dashboard, admin, or a
@@ -82,6 +84,15 @@ pub enum ConnectError {
         /// Why.
         #[source]
         source: async_nats::ConnectError,
+    },
+    /// An entry of `NATS_URL` is not a server address.
+    #[error("NATS_URL: {entry:?} is not a NATS server URL ({source}); expected nats://host:port, several comma separated")]
+    Url {
+        /// The entry.
+        entry: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// `NATS_PASSWORD_FILE` could not be read.
     #[error("cannot read NATS_PASSWORD_FILE {}: {source}", path.display())]
@@ -164,13 +175,29 @@ impl NatsArgs {
         }
     }
 
-    /// Connect to `NATS_URL` with `options` (from [`NatsArgs::options`]).
+    /// The servers `NATS_URL` lists, comma separated (blanks around each
+    /// are ignored). async-nats reads a string as one URL, so a list given
+    /// to it whole was refused as "invalid port number".
+    pub fn servers(&self) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
+        self.nats_url
+            .split(',')
+            .map(str::trim)
+            .map(|entry| {
+                entry.parse().map_err(|source| ConnectError::Url {
+                    entry: entry.to_owned(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    /// Connect to the servers of `NATS_URL` with `options` (from [`NatsArgs::options`]).
     pub async fn connect_with(
         &self,
         options: async_nats::ConnectOptions,
     ) -> Result<async_nats::Client, ConnectError> {
         options
-            .connect(self.nats_url.as_str())
+            .connect(self.servers()?)
             .await
             .map_err(|source| ConnectError::Server {
                 url: self.nats_url.clone(),
@@ -222,6 +249,40 @@ mod tests {
         let cli = Cli::parse_from(["t", "--nats-password-file", "/nonexistent/pw"]);
         let e = cli.nats.password().unwrap_err().to_string();
         assert!(e.contains("NATS_PASSWORD_FILE /nonexistent/pw"), "{e}");
+    }
+
+    #[test]
+    fn nats_url_lists_servers_comma_separated() {
+        let cli = Cli::parse_from([
+            "t",
+            "--nats-url",
+            "nats://127.0.0.1:4222, nats://127.0.0.1:4223,127.0.0.1:4224",
+        ]);
+        let ports: Vec<u16> = (cli.nats.servers().unwrap().iter())
+            .map(|s| s.port())
+            .collect();
+        assert_eq!(ports, [4222, 4223, 4224]);
+        let bad = Cli::parse_from(["t", "--nats-url", "nats://127.0.0.1:4222,nats://h:port"]);
+        let e = bad.nats.servers().unwrap_err().to_string();
+        assert!(
+            e.contains("\"nats://h:port\" is not a NATS server URL"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_list_with_a_dead_server_fails_over_to_a_live_one() {
+        let nats = jetinfer_testsupport::NatsServer::start();
+        let dead_url = format!("nats://127.0.0.1:{}", jetinfer_testsupport::free_port());
+        let mut flags = nats.flags("admin");
+        let url = flags.iter().position(|f| f == "--nats-url").unwrap() + 1;
+        flags[url] = format!("{dead_url},{}", nats.url());
+        let cli = Cli::parse_from(std::iter::once("t".to_owned()).chain(flags));
+        let client = cli.nats.connect("test").await.expect("connect");
+        tokio::time::timeout(Duration::from_secs(30), client.flush())
+            .await
+            .expect("connected within 30 s")
+            .expect("flush");
     }
 
     #[test]

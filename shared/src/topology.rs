@@ -55,6 +55,13 @@ pub struct TopologyArgs {
     /// Worker heartbeat period; a heartbeat expires after three of them.
     #[arg(long, env = "HEARTBEAT_INTERVAL_MS", default_value_t = 1_000)]
     pub heartbeat_interval_ms: u64,
+    /// Copies JetStream keeps of the task and result streams and of every
+    /// bucket, on different servers (consumers inherit it): 1 on a single
+    /// server, 3 on a cluster, so losing a node loses nothing accepted. It
+    /// applies when a stream or bucket is created; one that exists keeps its
+    /// own (a mismatch is logged).
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
 }
 
 impl TopologyArgs {
@@ -96,6 +103,11 @@ impl TopologyArgs {
     pub fn heartbeat_ttl(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms * 3)
     }
+
+    /// `STREAM_REPLICAS` as JetStream counts it.
+    pub fn replicas(&self) -> usize {
+        usize::from(self.stream_replicas)
+    }
 }
 
 /// A JetStream object could not be created or looked up.
@@ -121,29 +133,50 @@ pub async fn ensure_streams(
     js: &jetstream::Context,
     args: &TopologyArgs,
 ) -> Result<stream::Stream, TopologyError> {
-    js.get_or_create_stream(stream::Config {
-        name: subjects::RESULT_STREAM.to_owned(),
-        subjects: vec![subjects::RESULT_SUBJECTS.to_owned()],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        max_age: Duration::from_millis(args.result_max_age_ms),
-        ..Default::default()
-    })
-    .await
-    .map_err(failed(subjects::RESULT_STREAM))?;
-    js.get_or_create_stream(stream::Config {
-        name: subjects::TASK_STREAM.to_owned(),
-        subjects: vec![subjects::TASK_SUBJECTS.to_owned()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        max_messages: args.stream_max_msgs,
-        max_bytes: args.stream_max_bytes,
-        discard: stream::DiscardPolicy::New,
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    })
-    .await
-    .map_err(failed(subjects::TASK_STREAM))
+    let results = js
+        .get_or_create_stream(stream::Config {
+            name: subjects::RESULT_STREAM.to_owned(),
+            subjects: vec![subjects::RESULT_SUBJECTS.to_owned()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: Duration::from_millis(args.result_max_age_ms),
+            num_replicas: args.replicas(),
+            ..Default::default()
+        })
+        .await
+        .map_err(failed(subjects::RESULT_STREAM))?;
+    warn_on_other_replicas(&results, args);
+    let tasks = js
+        .get_or_create_stream(stream::Config {
+            name: subjects::TASK_STREAM.to_owned(),
+            subjects: vec![subjects::TASK_SUBJECTS.to_owned()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            max_messages: args.stream_max_msgs,
+            max_bytes: args.stream_max_bytes,
+            discard: stream::DiscardPolicy::New,
+            duplicate_window: Duration::from_secs(120),
+            num_replicas: args.replicas(),
+            ..Default::default()
+        })
+        .await
+        .map_err(failed(subjects::TASK_STREAM))?;
+    warn_on_other_replicas(&tasks, args);
+    Ok(tasks)
+}
+
+/// An existing stream keeps its replica count: say so when it is not the
+/// one asked for (a stack moved onto a cluster with its old store).
+fn warn_on_other_replicas(stream: &stream::Stream, args: &TopologyArgs) {
+    let config = &stream.cached_info().config;
+    if config.num_replicas != args.replicas() {
+        tracing::warn!(
+            stream = %config.name,
+            replicas = config.num_replicas,
+            wanted = args.replicas(),
+            "the stream exists with another replica count; `nats stream edit <stream> --replicas N` changes it"
+        );
+    }
 }
 
 /// Create (or join) the shared durable pull consumer for one queue: a
@@ -196,7 +229,13 @@ pub async fn ensure_workers_bucket(
     js: &jetstream::Context,
     args: &TopologyArgs,
 ) -> Result<kv::Store, TopologyError> {
-    ensure_bucket(js, subjects::WORKERS_BUCKET, args.heartbeat_ttl()).await
+    ensure_bucket(
+        js,
+        subjects::WORKERS_BUCKET,
+        args.heartbeat_ttl(),
+        args.replicas(),
+    )
+    .await
 }
 
 /// Create (or open) the `Idempotency-Key` bucket; a key (its claim, then its
@@ -205,8 +244,9 @@ pub async fn ensure_workers_bucket(
 pub async fn ensure_idempotency_bucket(
     js: &jetstream::Context,
     ttl: Duration,
+    replicas: usize,
 ) -> Result<kv::Store, TopologyError> {
-    ensure_bucket(js, subjects::IDEMPOTENCY_BUCKET, ttl).await
+    ensure_bucket(js, subjects::IDEMPOTENCY_BUCKET, ttl, replicas).await
 }
 
 /// Create (or open) the async results bucket; an entry (queued, running,
@@ -215,16 +255,18 @@ pub async fn ensure_idempotency_bucket(
 pub async fn ensure_results_bucket(
     js: &jetstream::Context,
     ttl: Duration,
+    replicas: usize,
 ) -> Result<kv::Store, TopologyError> {
-    ensure_bucket(js, subjects::RESULTS_BUCKET, ttl).await
+    ensure_bucket(js, subjects::RESULTS_BUCKET, ttl, replicas).await
 }
 
-/// Open `bucket`, or create it with history 1 and `max_age`; an existing
-/// bucket is kept as it is.
+/// Open `bucket`, or create it with history 1, `max_age` and `replicas`
+/// copies; an existing bucket is kept as it is.
 async fn ensure_bucket(
     js: &jetstream::Context,
     bucket: &str,
     max_age: Duration,
+    replicas: usize,
 ) -> Result<kv::Store, TopologyError> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
@@ -236,6 +278,7 @@ async fn ensure_bucket(
         // File-backed like everything else: a nats-server restart must not
         // lose live workers' heartbeats or the answers retries are owed.
         storage: stream::StorageType::File,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
@@ -255,6 +298,61 @@ mod tests {
 
     fn args(flags: &[&str]) -> TopologyArgs {
         Cli::parse_from(std::iter::once("t").chain(flags.iter().copied())).topology
+    }
+
+    /// Every stream and bucket `STREAM_REPLICAS` covers, as JetStream names them.
+    fn replicated() -> [String; 4] {
+        [
+            subjects::TASK_STREAM.to_owned(),
+            subjects::RESULT_STREAM.to_owned(),
+            format!("KV_{}", subjects::WORKERS_BUCKET),
+            format!("KV_{}", subjects::RESULTS_BUCKET),
+        ]
+    }
+
+    /// The streams and buckets a stack sets up, with `flags`.
+    async fn set_up(js: &jetstream::Context, flags: &[&str]) -> Result<(), TopologyError> {
+        let a = args(flags);
+        ensure_streams(js, &a).await?;
+        ensure_workers_bucket(js, &a).await?;
+        ensure_results_bucket(js, Duration::from_secs(60), a.replicas()).await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn stream_replicas_puts_every_stream_and_bucket_on_three_servers() {
+        let nodes = jetinfer_testsupport::NatsServer::start_cluster(3, &[]).await;
+        let js = jetstream::new(nodes[1].client().await);
+        set_up(&js, &["--stream-replicas", "3"]).await.unwrap();
+        for name in replicated() {
+            let js = &js;
+            let name = &name;
+            jetinfer_testsupport::wait_for(
+                "three current copies",
+                Duration::from_secs(60),
+                || async move {
+                    let info = js.get_stream(name).await.ok()?.info().await.ok()?.clone();
+                    assert_eq!(info.config.num_replicas, 3, "{name}");
+                    let cluster = info.cluster?;
+                    let followers = cluster.replicas;
+                    (cluster.leader.is_some()
+                        && followers.len() == 2
+                        && followers.iter().all(|r| r.current))
+                    .then_some(())
+                },
+            )
+            .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn more_replicas_than_servers_is_a_clear_error() {
+        let nats = jetinfer_testsupport::NatsServer::start();
+        let js = jetstream::new(nats.client().await);
+        let e = set_up(&js, &["--stream-replicas", "3"]).await.unwrap_err();
+        let e = format!("{e}: {:?}", std::error::Error::source(&e));
+        assert!(e.contains("replicas"), "{e}");
+        set_up(&js, &[]).await.expect("one replica on one server");
     }
 
     #[test]

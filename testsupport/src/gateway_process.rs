@@ -26,10 +26,7 @@ impl GatewayProcess {
         id: &str,
         env: &[(&str, &str)],
     ) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::free_port();
         let dir = tempfile::tempdir().expect("temp dir for gateway log");
         let log = dir.path().join("gateway.log");
         let file = std::fs::File::create(&log).expect("gateway log");

@@ -13,17 +13,20 @@
 //!
 //! - `paths.rs`: where things are: [`repo_nats_conf`], [`nats_server_bin`],
 //!   [`schemathesis_bin`], [`openai_python`], [`model_dir`].
-//! - `nats_server.rs`: [`NatsServer`], one server per test, with the
+//! - `nats_server.rs`: [`NatsServer`], one server per test (or a routed
+//!   cluster of them, [`NatsServer::start_cluster`]), with the
 //!   identities that log in to it (made on first use).
 //! - `worker_process.rs`: [`WorkerProcess`], a real worker binary to kill.
 //! - `gateway_process.rs`: [`GatewayProcess`], a real gateway binary to kill.
 //! - `wait.rs`: [`wait_for`], polling state within a time bound.
 //! - `cut_proxy.rs`: [`CutProxy`], a TCP proxy whose connections a test can cut.
+//! - `port.rs`: [`free_port`], for listen addresses a child must be told.
 
 mod cut_proxy;
 mod gateway_process;
 mod nats_server;
 mod paths;
+mod port;
 mod wait;
 mod worker_process;
 
@@ -34,5 +37,6 @@ pub use paths::{
     image_model_dir, model_dir, nats_server_bin, openai_python, photo, png_header, repo_nats_conf,
     schemathesis_bin,
 };
+pub use port::free_port;
 pub use wait::wait_for;
 pub use worker_process::WorkerProcess;

@@ -7,6 +7,7 @@
 //! (SIGHUP) and the test goes on once the log says it did.
 
 use crate::paths::{nats_server_bin, repo_nats_conf};
+use crate::port::free_port;
 use jetinfer_shared::identity::{access, tls::TlsFiles, Identity, Role};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -25,6 +26,8 @@ pub struct NatsServer {
     conf: std::path::PathBuf,
     /// Every identity the server knows, in the order they were made.
     identities: Mutex<Vec<Identity>>,
+    /// Whether identities are fixed at start (a cluster member).
+    fixed: bool,
     /// Server certificate and CA, when clients must use TLS.
     tls: Option<TlsFiles>,
 }
@@ -49,8 +52,58 @@ impl NatsServer {
         Self::start_with_conf("", true)
     }
 
+    /// Start `nodes` servers on loopback as one cluster (routes between all
+    /// of them, each its own store, our `nats.conf` with `sync_interval:
+    /// always`), sharing the identities admin, gateway, dashboard and
+    /// `workers`; returns once JetStream answers on every node (a meta leader
+    /// was elected). Members know only the identities they started with.
+    pub async fn start_cluster(nodes: usize, workers: &[&str]) -> Vec<Self> {
+        let identities: Vec<Identity> = ["admin", "gateway", "dashboard"]
+            .iter()
+            .chain(workers)
+            .map(|name| Identity::generate(name).expect("identity"))
+            .collect();
+        let routes: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let members: Vec<Self> = (0..nodes)
+            .map(|i| {
+                let others: Vec<String> = (routes.iter().enumerate())
+                    .filter(|&(j, _)| j != i)
+                    .map(|(_, port)| format!("nats-route://127.0.0.1:{port}"))
+                    .collect();
+                let cluster = format!(
+                    "server_name: n{i}\ncluster {{\n  name: jetinfer-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                    routes[i],
+                    others.join(", ")
+                );
+                Self::start_with(&cluster, false, identities.clone(), true)
+            })
+            .collect();
+        for member in &members {
+            let js = async_nats::jetstream::new(member.client().await);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while js.query_account().await.is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster's JetStream did not come up: {}",
+                    member.log()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        members
+    }
+
     /// Our `nats.conf` followed by `overrides` (the last value of a key wins).
     fn start_with_conf(overrides: &str, tls: bool) -> Self {
+        let identities = ["admin", "gateway", "dashboard"]
+            .map(|name| Identity::generate(name).expect("identity"))
+            .to_vec();
+        Self::start_with(overrides, tls, identities, false)
+    }
+
+    /// A server with `identities`; `fixed`: no identity may be added later
+    /// (a cluster member, whose peers would not know it).
+    fn start_with(overrides: &str, tls: bool, identities: Vec<Identity>, fixed: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for nats-server");
         let ours = std::fs::read_to_string(repo_nats_conf()).expect("read nats.conf");
         let conf = dir.path().join("nats.conf");
@@ -65,15 +118,13 @@ impl NatsServer {
                 .expect("TLS certificates");
             files
         });
-        let identities = ["admin", "gateway", "dashboard"]
-            .map(|name| Identity::generate(name).expect("identity"))
-            .to_vec();
         let server = Self {
             child: Mutex::new(None),
             port: std::sync::atomic::AtomicU16::new(0),
             dir,
             conf,
             identities: Mutex::new(identities),
+            fixed,
             tls,
         };
         server.write_access();
@@ -99,6 +150,10 @@ impl NatsServer {
         if let Some(found) = identities.iter().find(|i| i.name == name) {
             return found.clone();
         }
+        assert!(
+            !self.fixed,
+            "{name}: a cluster member knows only the identities it started with (name them in start_cluster)"
+        );
         let made = Identity::generate(name).expect("a valid identity name");
         assert_eq!(made.role(), Role::Worker);
         identities.push(made.clone());

@@ -309,7 +309,7 @@ async fn topology(admin: &async_nats::Client) {
     let js = async_nats::jetstream::new(admin.clone());
     let stream = topology::ensure_streams(&js, &args).await.unwrap();
     topology::ensure_workers_bucket(&js, &args).await.unwrap();
-    topology::ensure_results_bucket(&js, Duration::from_secs(60))
+    topology::ensure_results_bucket(&js, Duration::from_secs(60), 1)
         .await
         .unwrap();
     let text = ModelName::default_for(Task::Embed);

@@ -231,14 +231,7 @@ impl Stack {
     }
 }
 
-/// A free TCP port for a child process to listen on.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use jetinfer_testsupport::free_port;
 
 /// Worker processes whose every forward pass takes `delay_ms` longer (the
 /// delay fault), for tests that need work to be in flight a while.
