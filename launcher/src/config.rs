@@ -59,6 +59,19 @@ pub struct LauncherArgs {
     /// NATS monitoring port.
     #[arg(long, env = "NATS_MONITOR_PORT", default_value_t = 8222)]
     pub nats_monitor_port: u16,
+    /// nats-servers to run, routed into one cluster on this machine: node i
+    /// (from 0) listens on `NATS_PORT` + i, monitors on `NATS_MONITOR_PORT` + i
+    /// and routes on `NATS_CLUSTER_PORT` + i, with a store of its own; every
+    /// service is given all of them in `NATS_URL`.
+    #[arg(long, env = "NATS_CLUSTER", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
+    pub nats_cluster: u16,
+    /// Route port of the cluster's first node (`--nats-cluster` above 1).
+    #[arg(long, env = "NATS_CLUSTER_PORT", default_value_t = 6222)]
+    pub nats_cluster_port: u16,
+    /// Copies of every stream and bucket, passed on to the services; default:
+    /// 1 on one server, 3 on a cluster (2 on a cluster of two).
+    #[arg(long, env = "STREAM_REPLICAS", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: Option<u8>,
     /// Port of the first worker's `GET /metrics`; worker N listens on this + N − 1.
     #[arg(long, env = "WORKER_METRICS_PORT", default_value_t = 9101)]
     pub worker_metrics_port: u16,
@@ -120,9 +133,26 @@ impl LauncherArgs {
     /// loopback when the server listens on every interface (`tls://` under
     /// `--tls`, so a client that cannot do TLS fails at once, clearly).
     pub fn nats_url(&self) -> String {
-        let at = SocketAddr::new(local(self.listen.host()), self.nats_port);
         let scheme = if self.secrets.tls { "tls" } else { "nats" };
-        format!("{scheme}://{at}")
+        (0..self.nats_nodes())
+            .map(|i| {
+                let at = SocketAddr::new(local(self.listen.host()), node_port(self.nats_port, i));
+                format!("{scheme}://{at}")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// nats-servers in the stack.
+    pub fn nats_nodes(&self) -> usize {
+        usize::from(self.nats_cluster)
+    }
+
+    /// `STREAM_REPLICAS` for the services: as given, else one copy per
+    /// server up to three.
+    pub fn stream_replicas(&self) -> u8 {
+        self.stream_replicas
+            .unwrap_or_else(|| self.nats_cluster.min(3) as u8)
     }
 
     /// The restart policy of every child.
@@ -148,6 +178,12 @@ impl LauncherArgs {
         let (cores, threads) = self.cores_and_threads();
         take_turns(self.workers(), threads, cores).then(|| self.state_dir().join("compute.lease"))
     }
+}
+
+/// Port `base` + `i` of cluster node `i` (a base too close to 65535 wraps
+/// into a port nats-server then fails to bind, naming it).
+pub fn node_port(base: u16, i: usize) -> u16 {
+    base.wrapping_add(i as u16)
 }
 
 /// Whether `workers` workers of `threads` compute threads each should take

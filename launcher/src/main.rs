@@ -71,12 +71,23 @@ async fn up(args: LauncherArgs) -> anyhow::Result<()> {
 
     let mut stack = Stack::start_nats(&plan)?;
     let client = wait::nats(&plan.nats_url, &secrets, &mut stack.nats).await?;
-    println!(
-        "nats-server  {}  (monitoring http://{}, log {})",
-        plan.nats_url,
-        SocketAddr::new(exposure::local(args.listen.host()), args.nats_monitor_port),
-        stack.nats.log().display()
-    );
+    for (i, (url, node)) in plan.nats_url.split(',').zip(&stack.nats).enumerate() {
+        println!(
+            "nats-server  {url}  (monitoring http://{}, log {})",
+            SocketAddr::new(
+                exposure::local(args.listen.host()),
+                config::node_port(args.nats_monitor_port, i)
+            ),
+            node.log().display()
+        );
+    }
+    if args.nats_nodes() > 1 {
+        println!(
+            "  a cluster of {}: streams and buckets keep {} copies",
+            args.nats_nodes(),
+            args.stream_replicas()
+        );
+    }
     stack.start_services(&plan)?;
 
     let turns = if plan.compute_lease.is_some() {

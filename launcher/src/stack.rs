@@ -4,7 +4,7 @@
 //! and stopped in the reverse order so nats-server outlives its clients.
 
 use crate::child::{Proc, Spec};
-use crate::config::LauncherArgs;
+use crate::config::{node_port, LauncherArgs};
 use crate::secrets::Secrets;
 use anyhow::Context;
 use std::future::Future;
@@ -41,30 +41,56 @@ pub struct Plan<'a> {
 }
 
 impl Plan<'_> {
-    /// nats-server with our `nats.conf` and the generated `access.conf` beside
-    /// it (identities, permissions, TLS), its store in the state folder (the
-    /// same on every restart, so JetStream data survives one). `-a`
-    /// binds the client port to the listen host, and the monitoring port
-    /// follows it: nats-server binds monitoring to the client host unless
-    /// told otherwise.
-    fn nats(&self) -> Spec {
+    /// nats-server node `i` (from 0) with our `nats.conf` and the generated
+    /// `access.conf` beside it (identities, permissions, TLS), its store in
+    /// the state folder (the same on every restart, so JetStream data
+    /// survives one). `-a` binds the client port to the listen host, and the
+    /// monitoring port follows it: nats-server binds monitoring to the client
+    /// host unless told otherwise. In a cluster each node has its own name,
+    /// ports and store, and routes to every other node on loopback.
+    fn nats(&self, i: usize) -> Spec {
         let args = self.args;
+        let nodes = args.nats_nodes();
+        let store = match nodes {
+            1 => args.state_dir().join("nats"),
+            _ => args.state_dir().join("nats").join(format!("n{}", i + 1)),
+        };
+        let mut flags: Vec<String> = vec![
+            "-c".into(),
+            self.secrets.nats_conf().display().to_string(),
+            "-sd".into(),
+            store.display().to_string(),
+            "-a".into(),
+            args.listen.host().to_string(),
+            "-p".into(),
+            node_port(args.nats_port, i).to_string(),
+            "-m".into(),
+            node_port(args.nats_monitor_port, i).to_string(),
+        ];
+        let log = match nodes {
+            1 => self.logs.join("nats.log"),
+            _ => {
+                let route =
+                    |j| format!("nats://127.0.0.1:{}", node_port(args.nats_cluster_port, j));
+                let others: Vec<String> = (0..nodes).filter(|&j| j != i).map(route).collect();
+                flags.extend([
+                    "--server_name".into(),
+                    format!("n{}", i + 1),
+                    "--cluster_name".into(),
+                    "jetinfer".into(),
+                    "--cluster".into(),
+                    route(i),
+                    "--routes".into(),
+                    others.join(","),
+                ]);
+                self.logs.join(format!("nats-{}.log", i + 1))
+            }
+        };
         Spec {
             program: args.nats_server_bin.clone(),
-            args: vec![
-                "-c".into(),
-                self.secrets.nats_conf().display().to_string(),
-                "-sd".into(),
-                args.state_dir().join("nats").display().to_string(),
-                "-a".into(),
-                args.listen.host().to_string(),
-                "-p".into(),
-                args.nats_port.to_string(),
-                "-m".into(),
-                args.nats_monitor_port.to_string(),
-            ],
+            args: flags,
             env: vec![],
-            log: self.logs.join("nats.log"),
+            log,
         }
     }
 
@@ -74,7 +100,15 @@ impl Plan<'_> {
         Spec {
             program: self.bin_dir.join(binary),
             args: vec![],
-            env: [self.secrets.client_env(name, &self.nats_url), env].concat(),
+            env: [
+                self.secrets.client_env(name, &self.nats_url),
+                vec![(
+                    "STREAM_REPLICAS".into(),
+                    self.args.stream_replicas().to_string(),
+                )],
+                env,
+            ]
+            .concat(),
             log: self.logs.join(format!("{name}.log")),
         }
     }
@@ -107,8 +141,8 @@ impl Plan<'_> {
 
 /// The running children.
 pub struct Stack {
-    /// nats-server: started first, stopped last.
-    pub nats: Proc,
+    /// The nats-server nodes: started first, stopped last.
+    pub nats: Vec<Proc>,
     /// Stopped together, after the fronts.
     workers: Vec<Proc>,
     /// Gateway and dashboard: stopped first, so no new work comes in.
@@ -116,10 +150,21 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Start nats-server alone: the services need it reachable first.
+    /// Start nats-server (every node of a cluster) alone: the services need
+    /// it reachable first.
     pub fn start_nats(plan: &Plan) -> anyhow::Result<Self> {
+        let nodes = plan.args.nats_nodes();
+        let nats = (0..nodes)
+            .map(|i| {
+                let name = match nodes {
+                    1 => "nats-server".to_owned(),
+                    _ => format!("nats-server n{}", i + 1),
+                };
+                Proc::start(&name, plan.nats(i), plan.args.restart_policy())
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(Self {
-            nats: Proc::start("nats-server", plan.nats(), plan.args.restart_policy())?,
+            nats,
             workers: Vec::new(),
             fronts: Vec::new(),
         })
@@ -163,7 +208,7 @@ impl Stack {
 
     /// Every child, nats-server included.
     fn children(&mut self) -> impl Iterator<Item = &mut Proc> {
-        std::iter::once(&mut self.nats)
+        (self.nats.iter_mut())
             .chain(self.workers.iter_mut())
             .chain(self.fronts.iter_mut())
     }
@@ -176,6 +221,6 @@ impl Stack {
             s.stop(GRACE).await;
         }
         futures::future::join_all(self.workers.iter_mut().map(|w| w.stop(GRACE))).await;
-        self.nats.stop(GRACE).await;
+        futures::future::join_all(self.nats.iter_mut().map(|n| n.stop(GRACE))).await;
     }
 }

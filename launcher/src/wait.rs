@@ -7,30 +7,46 @@ use anyhow::bail;
 use jetinfer_shared::heartbeats;
 use std::time::{Duration, Instant};
 
-/// Log in to nats-server as admin, retrying for 20 s while it starts; fail at
-/// once, pointing at its log, if the process has already exited.
+/// Log in to nats-server as admin (any node of `url`, comma separated), then
+/// wait until JetStream answers (on a cluster: once a meta leader is
+/// elected), retrying for 20 s while they start; fail at once, pointing at
+/// its log, if a server has already exited.
 pub async fn nats(
     url: &str,
     secrets: &Secrets,
-    nats: &mut Proc,
+    nodes: &mut [Proc],
 ) -> anyhow::Result<async_nats::Client> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let admin = secrets.identity("admin")?;
+    let servers: Vec<&str> = url.split(',').collect();
+    let mut client = None;
     loop {
-        let options = admin.connect_options(secrets.tls_ca());
-        if let Ok(client) = options.connect(url).await {
-            return Ok(client);
+        if client.is_none() {
+            let options = admin.connect_options(secrets.tls_ca());
+            client = options.connect(servers.as_slice()).await.ok();
         }
-        if let Some(status) = nats.exited() {
-            bail!(
-                "nats-server exited ({status}); see {}",
-                nats.log().display()
-            );
+        if let Some(client) = &client {
+            let js = async_nats::jetstream::new(client.clone());
+            if js.query_account().await.is_ok() {
+                return Ok(client.clone());
+            }
+        }
+        for node in nodes.iter_mut() {
+            if let Some(status) = node.exited() {
+                bail!(
+                    "nats-server exited ({status}); see {}",
+                    node.log().display()
+                );
+            }
         }
         if Instant::now() > deadline {
+            let logs: Vec<String> = nodes
+                .iter()
+                .map(|n| n.log().display().to_string())
+                .collect();
             bail!(
-                "nats-server not reachable at {url}; see {}",
-                nats.log().display()
+                "nats-server not ready at {url} (no JetStream answer); see {}",
+                logs.join(", ")
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -43,12 +43,14 @@ pub struct Ports {
     pub gateway: u16,
     /// The dashboard.
     pub dashboard: u16,
+    /// The first cluster route port (used by `--nats-cluster` only).
+    pub cluster: u16,
 }
 
 impl Ports {
-    /// Five distinct free ports: held open together while chosen, so none repeats.
+    /// Six distinct free ports: held open together while chosen, so none repeats.
     fn free() -> Self {
-        let held: Vec<TcpListener> = (0..5)
+        let held: Vec<TcpListener> = (0..6)
             .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
             .collect();
         let p: Vec<u16> = held
@@ -61,7 +63,40 @@ impl Ports {
             metrics: p[2],
             gateway: p[3],
             dashboard: p[4],
+            cluster: p[5],
         }
+    }
+
+    /// Ports for a cluster of `nodes`: nats-server's client, monitoring and
+    /// route ports each the first of `nodes` consecutive free ones (node i
+    /// takes base + i), all free together when chosen.
+    fn free_for_cluster(nodes: u16) -> Self {
+        let others = Self::free();
+        for _ in 0..100 {
+            let base = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let Some(run) = (0..3 * nodes)
+                .map(|i| base.checked_add(i))
+                .collect::<Option<Vec<u16>>>()
+            else {
+                continue;
+            };
+            let held: Result<Vec<TcpListener>, _> = run
+                .iter()
+                .map(|p| TcpListener::bind(("127.0.0.1", *p)))
+                .collect();
+            if held.is_ok() && !run.contains(&others.gateway) && !run.contains(&others.dashboard) {
+                return Self {
+                    nats: base,
+                    monitor: base + nodes,
+                    cluster: base + 2 * nodes,
+                    ..others
+                };
+            }
+        }
+        panic!("no run of {} free ports found", 3 * nodes);
     }
 
     /// Each port with its name, for assertions; the metrics port only when
@@ -99,6 +134,7 @@ fn command(state: &Path, ports: &Ports, workers: usize, model: &Path, nats: &Pat
         .args(["--workers", &workers.to_string(), "--threads", "1"])
         .args(["--nats-port", &ports.nats.to_string()])
         .args(["--nats-monitor-port", &ports.monitor.to_string()])
+        .args(["--nats-cluster-port", &ports.cluster.to_string()])
         .args(["--worker-metrics-port", &ports.metrics.to_string()])
         .args(["--gateway-port", &ports.gateway.to_string()])
         .args(["--dashboard-port", &ports.dashboard.to_string()]);
@@ -119,8 +155,18 @@ impl Launcher {
     /// Start a launcher with `workers` workers (the real model) and extra
     /// flags and environment.
     pub fn start(workers: usize, flags: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_on(Ports::free(), workers, flags, env)
+    }
+
+    /// Start a launcher running `nodes` nats-servers as one cluster
+    /// (`--nats-cluster`), with `workers` workers.
+    pub fn start_cluster(nodes: u16, workers: usize) -> Self {
+        let ports = Ports::free_for_cluster(nodes);
+        Self::start_on(ports, workers, &["--nats-cluster", &nodes.to_string()], &[])
+    }
+
+    fn start_on(ports: Ports, workers: usize, flags: &[&str], env: &[(&str, &str)]) -> Self {
         let state = tempfile::tempdir().expect("state dir");
-        let ports = Ports::free();
         let mut child = command(
             state.path(),
             &ports,
@@ -188,10 +234,16 @@ impl Launcher {
     /// The pid of the launcher's child running the program named `program`
     /// (`gateway`, `nats-server`), if one runs now.
     pub fn child_pid(&self, program: &str) -> Option<i32> {
+        self.child_pids(program).first().copied()
+    }
+
+    /// The pids of every child of the launcher running `program`.
+    pub fn child_pids(&self, program: &str) -> Vec<i32> {
         children_of(self.child.id() as i32)
             .into_iter()
-            .find(|(_, argv0)| Path::new(argv0).file_name() == Some(program.as_ref()))
+            .filter(|(_, argv0)| Path::new(argv0).file_name() == Some(program.as_ref()))
             .map(|(pid, _)| pid)
+            .collect()
     }
 
     /// The gateway's base URL.

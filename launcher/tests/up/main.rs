@@ -8,6 +8,7 @@
 //! run `cargo build --bins` before it — the harness fails, naming that
 //! command, when one is missing (a stale one is run as it is).
 
+mod cluster;
 mod compose_init;
 mod harness;
 mod identities;

@@ -18,7 +18,7 @@ async fn embed(url: &str) -> Option<u16> {
 }
 
 /// Wait (at most `limit`) until the gateway answers an embed request with 200.
-async fn serves(stack: &Launcher, what: &str, limit: Duration) {
+pub async fn serves(stack: &Launcher, what: &str, limit: Duration) {
     let url = stack.gateway_url();
     wait_for(what, limit, || async {
         (embed(&url).await == Some(200)).then_some(())
