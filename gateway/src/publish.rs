@@ -3,8 +3,9 @@
 //! A batch is one MessagePack message on `infer.task.<model>.<task>.<priority>` with
 //! `Nats-Msg-Id` = batch id (JetStream drops a re-published duplicate) and
 //! headers a person can read with the nats CLI. If JetStream does not
-//! acknowledge it (stream full, no JetStream, timeout) every request in it is
-//! answered at once with the reason: nothing hangs on a lost publish. Once
+//! acknowledge it (stream full, no JetStream, timeout; no stream for more
+//! than the few seconds a cluster takes to elect a new leader) every request
+//! in it is answered with the reason: nothing hangs on a lost publish. Once
 //! stored, the batch's sequence is recorded in the claim of each request sent
 //! with an `Idempotency-Key`, so a retry can tell it is still queued, and
 //! each async request (`POST /infer/async`) hears that it is queued (or why
@@ -16,9 +17,8 @@ use crate::stored_batches::StoredBatches;
 use crate::waiters::{Reply, Waiters};
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream;
-use async_nats::jetstream::context::PublishErrorKind;
-use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{self, TaskBatch};
+use jetinfer_shared::store;
 use jetinfer_shared::subjects;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -108,11 +108,6 @@ impl Publisher {
     }
 
     /// Publish and return the stream sequence JetStream stored the batch at.
-    ///
-    /// A publish whose acknowledgement was lost (the connection dropped after
-    /// the message left) is sent again with the same `Nats-Msg-Id`, so
-    /// JetStream stores it at most once and answers the retry with the
-    /// original sequence; refusals (stream full, no stream) are final at once.
     async fn send(&self, batch: &TaskBatch) -> Result<u64, String> {
         let body: bytes::Bytes = protocol::encode(batch).map_err(|e| e.to_string())?.into();
         let mut headers = subjects::payload_headers(&batch.batch_id, batch.items.len());
@@ -124,40 +119,15 @@ impl Publisher {
             batch.deadline_ms.to_string().as_str(),
         );
         let subject = subjects::task_subject(&batch.model, batch.task, batch.priority);
-        let mut attempt = 1;
-        loop {
-            let stored = async {
-                let ack = self
-                    .js
-                    .publish_with_headers(subject.clone(), headers.clone(), body.clone())
-                    .await?;
-                ack.await
-            };
-            match stored.await {
-                Ok(ack) => return Ok(ack.sequence),
-                Err(e)
-                    if retriable(e.kind())
-                        && attempt < PUBLISH_ATTEMPTS
-                        && now_ms() < batch.deadline_ms =>
-                {
-                    tracing::debug!(batch_id = %batch.batch_id, attempt, error = %e, "publish not acknowledged; sending again");
-                    crate::metrics::publish_retried();
-                    attempt += 1;
-                }
-                Err(e) => return Err(format!("work queue refused the batch: {e}")),
-            }
-        }
+        store::until_stored(
+            &self.js,
+            subject,
+            headers,
+            body,
+            batch.deadline_ms,
+            crate::metrics::publish_retried,
+        )
+        .await
+        .map_err(|e| format!("work queue refused the batch: {e}"))
     }
-}
-
-/// Publishes made for one batch before its requests are answered 503: the
-/// same message id each time, so retries never store it twice.
-const PUBLISH_ATTEMPTS: u32 = 3;
-
-/// Whether the publish may have been lost in transit (as opposed to refused).
-fn retriable(kind: PublishErrorKind) -> bool {
-    matches!(
-        kind,
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
-    )
 }

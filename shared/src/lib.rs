@@ -23,6 +23,7 @@
 //! - [`serve`]: the HTTP front of the gateway and the dashboard: header and idle
 //!   timeouts, a connection cap, graceful shutdown.
 //! - [`shutdown`]: the Ctrl-C/SIGTERM signal every binary stops on.
+//! - [`store`]: publishing to a stream until it is stored (lost acks, leader elections).
 //! - [`clock`]: wall-clock milliseconds, the unit deadlines travel in.
 
 pub mod clock;
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod serve;
 pub mod shutdown;
+pub mod store;
 pub mod subjects;
 pub mod telemetry;
 pub mod topology;

@@ -17,11 +17,13 @@
 //! still receives (possibly empty) to know the batch was answered.
 
 use super::deferred::{AsyncResults, Claims};
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::{self, kv};
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{
     self, IdempotencyEntry, ItemOutcome, ItemResult, KeyState, ResultBatch, StoredAnswer, TaskBatch,
 };
+use jetinfer_shared::store;
 use jetinfer_shared::subjects;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
@@ -124,16 +126,31 @@ impl ResultPublisher {
         futures::future::join_all(puts).await;
     }
 
+    /// Store one result message, riding out a lost acknowledgement or a
+    /// result-stream leader election ([`store::until_stored`]); its message id
+    /// (batch, delivery, first request) lets JetStream drop a resent copy.
     async fn publish_part(&self, batch: &TaskBatch, part: &ResultBatch) -> Result<(), String> {
         let body = protocol::encode(part).map_err(|e| e.to_string())?;
         let mut headers = subjects::payload_headers(&batch.batch_id, part.items.len());
         headers.insert(subjects::HEADER_WORKER, self.worker_id.as_str());
-        let ack = self
-            .js
-            .publish_with_headers(batch.reply_subject.clone(), headers, body.into())
-            .await
-            .map_err(|e| e.to_string())?;
-        ack.await.map_err(|e| e.to_string())?;
+        let first = part.items.first().map(|i| i.request_id.to_string());
+        let id = format!(
+            "{}/{}/{}",
+            batch.batch_id,
+            part.attempt,
+            first.as_deref().unwrap_or("-")
+        );
+        headers.insert(NATS_MESSAGE_ID, id.as_str());
+        store::until_stored(
+            &self.js,
+            batch.reply_subject.clone(),
+            headers,
+            body.into(),
+            batch.deadline_ms,
+            || (),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         Ok(())
     }
 }
