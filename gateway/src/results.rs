@@ -22,6 +22,7 @@ use futures::StreamExt;
 use jetinfer_shared::protocol::{self, ResultBatch};
 use jetinfer_shared::subjects;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The result consumer could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,8 @@ fn failed(e: impl std::fmt::Display) -> ResultsError {
 /// The results of `gateway_id` stored from now on, in order; the consumer
 /// re-creates itself after the last delivered result whenever it is lost.
 pub async fn subscribe(js: &jetstream::Context, gateway_id: &str) -> Result<Ordered, ResultsError> {
+    let mut js = js.clone();
+    js.set_timeout(RESULT_READER_REQUESTS);
     let stream: stream::Stream = js
         .get_stream(subjects::RESULT_STREAM)
         .await
@@ -48,12 +51,27 @@ pub async fn subscribe(js: &jetstream::Context, gateway_id: &str) -> Result<Orde
             name: Some(format!("results-{gateway_id}")),
             filter_subject: subjects::result_subject(gateway_id),
             deliver_policy: DeliverPolicy::New,
+            max_expires: RESULT_PULL_EXPIRES,
             ..Default::default()
         })
         .await
         .map_err(failed)?;
     consumer.messages().await.map_err(failed)
 }
+
+/// The longest pull the result reader makes. The reader's consumer lives on
+/// one server (R1, in memory); if that server dies, the reader learns it
+/// only from two missed idle heartbeats, which async-nats sends at half the
+/// pull's expiry: its default 30 s pull left a gateway without answers for a
+/// minute after a cluster node was killed, a 1 s one re-creates the reader
+/// on a live node within about 2 s. The cost is one pull a second.
+const RESULT_PULL_EXPIRES: Duration = Duration::from_secs(1);
+
+/// How long each JetStream API request of the result reader may take. When
+/// it re-creates itself, async-nats first deletes the lost consumer, a
+/// request the dead node never answers: with its 10 s default, re-creating
+/// took 15 s in all; each retry of the creation then waits this long too.
+const RESULT_READER_REQUESTS: Duration = Duration::from_secs(1);
 
 /// Route every result of `results` to its waiters, until the stream ends.
 pub async fn route(

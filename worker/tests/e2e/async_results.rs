@@ -5,28 +5,16 @@
 //! is never computed (the workers' `processed` and `cancelled` counters, in
 //! their heartbeats, say so).
 
-use crate::stack::{slow_workers, WORKER};
+use crate::stack::{gateway_bin, slow_workers};
 use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::Heartbeat;
 use jetinfer_testsupport::{wait_for, GatewayProcess, NatsServer};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Whole-test bound.
 const LIMIT: Duration = Duration::from_secs(180);
-
-/// The gateway binary beside the worker's (`cargo build --bins` builds it).
-fn gateway_bin() -> PathBuf {
-    let bin = Path::new(WORKER).with_file_name("gateway");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --bins` first (`./jetinfer test` does)",
-        bin.display()
-    );
-    bin
-}
 
 /// `method url` with an optional JSON body: status, `Location`, JSON body.
 async fn call(

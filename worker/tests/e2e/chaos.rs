@@ -2,14 +2,17 @@
 //! restarted; expired and malformed work. Every test is bounded in time and
 //! checks that each accepted request got exactly one answer.
 //!
-//! The tests live in three files by what fails; the helpers they share are here.
+//! The tests live in four files by what fails; the helpers they share are here.
 //!
 //! - [`workers`]: worker processes killed (`kill -9`), hung, losing results,
 //!   failing every delivery, and leaving `/status` and `/readyz`.
 //! - [`server`]: nats-server restarted mid-load, and what arrives on its task
 //!   subjects: batches past their deadline, hostile messages.
 //! - [`network`]: the gateway's connection cut again and again under load.
+//! - [`cluster`]: a 3-node NATS cluster losing the node that leads the
+//!   work queue mid-load, and gateways on different nodes.
 
+mod cluster;
 mod network;
 mod server;
 mod workers;

@@ -4,7 +4,7 @@
 //! new one answers the retry. "Computed once" is read from the workers'
 //! `processed` counters in their heartbeats.
 
-use crate::stack::{slow_workers, Stack, WORKER};
+use crate::stack::{gateway_bin, slow_workers, Stack};
 use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
 use jetinfer_shared::protocol::{
@@ -13,7 +13,6 @@ use jetinfer_shared::protocol::{
 use jetinfer_shared::subjects;
 use jetinfer_testsupport::{wait_for, GatewayProcess, NatsServer};
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Whole-test bound.
@@ -260,12 +259,7 @@ async fn a_claim_nobody_will_answer_is_taken_over() {
 async fn keyed_requests_are_answered_once_after_a_kill_9_of_their_gateway() {
     const N: usize = 8;
     tokio::time::timeout(LIMIT, async {
-        let gateway_bin = Path::new(WORKER).with_file_name("gateway");
-        assert!(
-            gateway_bin.is_file(),
-            "{} is missing: run `cargo build --bins` first (`./jetinfer test` does)",
-            gateway_bin.display()
-        );
+        let gateway_bin = gateway_bin();
         let nats = NatsServer::start();
         let env = [("REQUEST_TIMEOUT_MS", "60000"), ("BATCH_MAX_SIZE", "2")];
         let mut first = GatewayProcess::start(&gateway_bin, &nats, "gw-idem", &env).await;

@@ -4,11 +4,10 @@
 //! gateway answers (a queue group: requests spread over two gateways, whose
 //! `$SRV.STATS` count them).
 
-use crate::stack::{Stack, WORKER};
+use crate::stack::{gateway_bin, Stack};
 use futures::StreamExt;
 use jetinfer_testsupport::GatewayProcess;
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::Duration;
 
 /// Whole-test bound.
@@ -120,13 +119,7 @@ async fn the_nats_api_answers_as_infer_does_from_any_gateway() {
         }
 
         // A second gateway joins the queue group: requests spread over both.
-        let bin = Path::new(WORKER).with_file_name("gateway");
-        assert!(
-            bin.is_file(),
-            "{} is missing: run `cargo build --bins`",
-            bin.display()
-        );
-        let second = GatewayProcess::start(&bin, &stack.nats, "gw-second", &[]).await;
+        let second = GatewayProcess::start(&gateway_bin(), &stack.nats, "gw-second", &[]).await;
         let pings = discover(&client, "$SRV.PING.jetinfer-gateway").await;
         assert_eq!(pings.len(), 2, "two gateways registered: {pings:?}");
         const N: usize = 40;

@@ -15,6 +15,18 @@ use tokio_util::sync::CancellationToken;
 /// The worker binary cargo built for these tests (always current).
 pub const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 
+/// The gateway binary beside the worker's, for tests that run gateway
+/// processes (`cargo build --bins` builds it; `./jetinfer test` does).
+pub fn gateway_bin() -> std::path::PathBuf {
+    let bin = std::path::Path::new(WORKER).with_file_name("gateway");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --bins` first (`./jetinfer test` does)",
+        bin.display()
+    );
+    bin
+}
+
 /// What a test may change about its stack.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Setup {
