@@ -3,7 +3,8 @@
 //!
 //! Names: `jetinfer_worker_*`. Batches are counted by task and outcome
 //! (`ok`, `error`, `expired`, `malformed`, `unpublished`, or the injected fault),
-//! compute time and batch size are histograms, faults are counted by kind.
+//! compute time, batch size and the wait in the queue are histograms, faults
+//! are counted by kind.
 
 use crate::health::Health;
 use axum::http::header;
@@ -24,6 +25,13 @@ pub fn batch_done(task: Task, outcome: &'static str, requests: usize, compute_se
         metrics::histogram!("jetinfer_worker_batch_compute_seconds", "task" => task.as_str())
             .record(compute_seconds);
     }
+}
+
+/// A batch waited `seconds` in the work queue (since it was stored) before
+/// its computation began: where queueing shows apart from compute.
+pub fn queue_wait(task: Task, seconds: f64) {
+    metrics::histogram!("jetinfer_worker_queue_wait_seconds", "task" => task.as_str())
+        .record(seconds);
 }
 
 /// A forward pass ran over `batches` batches (more than one: merged).

@@ -69,7 +69,8 @@ pub struct WorkerEvent {
     /// Delivery count of that batch.
     #[serde(default)]
     pub attempt: u64,
-    /// Compute time, for `completed`.
+    /// For `completed`, the compute time; for `started`, how long the batch
+    /// waited in the work queue since it was stored.
     #[serde(default)]
     pub latency_ms: f64,
     /// What went wrong, for `failed`.

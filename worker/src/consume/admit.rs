@@ -35,6 +35,17 @@ impl Delivery {
             attempt: self.attempt,
         }
     }
+
+    /// Milliseconds since JetStream stored the batch: how long it waited in
+    /// the work queue (over every delivery so far). The server's clock
+    /// against this worker's, so across hosts only as exact as they agree.
+    pub fn queued_ms(&self) -> f64 {
+        let Ok(info) = self.msg.info() else {
+            return 0.0;
+        };
+        let now_ns = i128::from(now_ms()) * 1_000_000;
+        (now_ns - info.published.unix_timestamp_nanos()).max(0) as f64 / 1e6
+    }
 }
 
 impl Processor {

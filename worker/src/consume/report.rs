@@ -68,11 +68,16 @@ impl Report {
         self.events.emit("expired", d.batch_ref(), 0.0, None).await;
     }
 
-    /// A batch is being computed.
+    /// A batch is being computed; its event and a histogram say how long it
+    /// waited in the queue first.
     pub async fn started(&self, d: &Delivery) {
         metrics::in_flight(1.0);
         self.counters.batch_started();
-        self.events.emit("started", d.batch_ref(), 0.0, None).await;
+        let queued_ms = d.queued_ms();
+        metrics::queue_wait(d.batch.task, queued_ms / 1000.0);
+        self.events
+            .emit("started", d.batch_ref(), queued_ms, None)
+            .await;
     }
 
     /// A batch was answered: its result is stored and its task acked.

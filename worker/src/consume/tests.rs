@@ -441,6 +441,22 @@ async fn next_result(sub: &mut async_nats::Subscriber) -> ResultBatch {
     protocol::decode(&msg.payload).expect("a result batch")
 }
 
+/// The `started` event says how long the batch waited in the queue, so
+/// queueing can be told apart from compute (and measured across workers).
+#[tokio::test]
+async fn the_started_event_says_how_long_the_batch_waited_in_the_queue() {
+    let rig = Rig::new(FaultArgs::default(), 0).await;
+    let mut started = rig.admin.subscribe("infer.event.w1.started").await.unwrap();
+    rig.publish(protocol::encode(&batch(&["a cat"], later())).unwrap())
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    rig.pull();
+    let event = next_json(&mut started, "the batch started").await;
+    let queued = event["latency_ms"].as_f64().expect("latency_ms");
+    // 1 ms of slack: this clock is read in whole milliseconds.
+    assert!(queued >= 399.0, "it waited 400 ms: {event}");
+}
+
 #[tokio::test]
 async fn a_busy_worker_leaves_other_queues_to_idle_workers() {
     let slow = FaultArgs {
