@@ -1,5 +1,6 @@
 //! docker-compose.yml must only use flags and env vars our binaries really have,
-//! run every one of them, and keep the promises its comments make: passwords
+//! run every one of them, and keep the promises its comments make (and so
+//! must docker-compose.cluster.yml laid over it): passwords
 //! only in identity files the `init` service creates (one per process, read by
 //! that service's user; workers claim theirs from a pool), nats-server on our
 //! nats.conf, healthchecks on the real ports, host
@@ -47,14 +48,41 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 fn compose() -> Mapping {
-    let text = read("docker-compose.yml");
-    let mut doc: Value = serde_yaml::from_str(&text).expect("valid YAML");
-    // A merge that brings in a mapping with its own `<<` (x-worker merges
-    // x-jetinfer) needs one pass per level.
-    for _ in 0..4 {
-        doc.apply_merge().expect("merge keys resolve");
+    compose_files(&["docker-compose.yml"])
+}
+
+/// The services of `files` laid over one another, as `docker compose -f A -f
+/// B` reads them.
+fn compose_files(files: &[&str]) -> Mapping {
+    let mut merged = Value::Null;
+    for file in files {
+        let mut doc: Value = serde_yaml::from_str(&read(file)).expect("valid YAML");
+        // A merge that brings in a mapping with its own `<<` (x-worker merges
+        // x-jetinfer) needs one pass per level.
+        for _ in 0..4 {
+            doc.apply_merge().expect("merge keys resolve");
+        }
+        overlay(&mut merged, doc);
     }
-    doc["services"].as_mapping().expect("services").clone()
+    merged["services"].as_mapping().expect("services").clone()
+}
+
+/// Compose's override rule: mappings (services, environment, depends_on)
+/// merge key by key, anything else is replaced by the later file's.
+fn overlay(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Mapping(base), Value::Mapping(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(old) => overlay(old, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over,
+    }
 }
 
 fn service<'a>(services: &'a Mapping, name: &str) -> &'a Value {
@@ -122,8 +150,20 @@ fn depends_on(service: &Value, on: &str) -> Option<String> {
 #[test]
 fn compose_services_use_only_real_flags_and_env_vars() {
     let services = compose();
+    assert_real_options(&services);
+    let workers: Vec<&Value> = services
+        .values()
+        .filter(|s| strings(&s["command"]).first().map(String::as_str) == Some("worker"))
+        .collect();
+    assert_eq!(workers.len(), 1, "one worker service, scaled");
+    assert_eq!(workers[0]["scale"].as_u64(), Some(3), "three workers");
+}
+
+/// Every flag and env var a service of ours is given is one its binary has;
+/// each binary runs; workers restart.
+fn assert_real_options(services: &Mapping) {
     let mut seen = BTreeSet::new();
-    for (name, program, service) in binaries(&services) {
+    for (name, program, service) in binaries(services) {
         let (flags, envs) = match program.as_str() {
             "worker" => options(WorkerArgs::command()),
             "gateway" => options(GatewayArgs::command()),
@@ -157,12 +197,84 @@ fn compose_services_use_only_real_flags_and_env_vars() {
     }
     let binaries = ["dashboard", "gateway", "worker"].map(String::from);
     assert_eq!(seen, BTreeSet::from(binaries));
-    let workers: Vec<&Value> = services
-        .values()
-        .filter(|s| strings(&s["command"]).first().map(String::as_str) == Some("worker"))
+}
+
+/// docker-compose.cluster.yml over docker-compose.yml: three nats-servers
+/// routed to one another, each with its own name and store, on our config
+/// and logins; every service given all three and three copies of everything.
+#[test]
+fn the_cluster_file_routes_three_nodes_and_points_every_service_at_them() {
+    let services = compose_files(&["docker-compose.yml", "docker-compose.cluster.yml"]);
+    assert_real_options(&services);
+    let nodes: Vec<(&str, &Value)> = (services.iter())
+        .filter(|(_, s)| s["image"].as_str().is_some_and(|i| i.starts_with("nats:")))
+        .map(|(name, s)| (name.as_str().unwrap(), s))
         .collect();
-    assert_eq!(workers.len(), 1, "one worker service, scaled");
-    assert_eq!(workers[0]["scale"].as_u64(), Some(3), "three workers");
+    assert_eq!(nodes.len(), 3, "three nats-servers");
+    let flag = |command: &[String], name: &str| {
+        (command.windows(2))
+            .find(|w| w[0] == name)
+            .map(|w| w[1].clone())
+            .unwrap_or_else(|| panic!("{command:?}: {name}"))
+    };
+    let (mut names, mut stores) = (BTreeSet::new(), BTreeSet::new());
+    for (name, node) in &nodes {
+        let command = strings(&node["command"]);
+        assert_eq!(
+            flag(&command, "-c"),
+            format!("{SECRETS}/nats-server/nats.conf")
+        );
+        assert_eq!(flag(&command, "--cluster_name"), "jetinfer");
+        assert_eq!(flag(&command, "--cluster"), "nats://0.0.0.0:6222");
+        let routes: BTreeSet<String> = (flag(&command, "--routes").split(','))
+            .map(str::to_owned)
+            .collect();
+        let others: BTreeSet<String> = (nodes.iter())
+            .filter(|(other, _)| other != name)
+            .map(|(other, _)| format!("nats://{other}:6222"))
+            .collect();
+        assert_eq!(routes, others, "{name}: routes to the other two");
+        names.insert(flag(&command, "--server_name"));
+        let store = flag(&command, "-sd");
+        let (volume, _, _) = (volumes(node).into_iter())
+            .find(|(_, target, _)| *target == store)
+            .unwrap_or_else(|| panic!("{name}: its store {store} is a volume"));
+        stores.insert(volume);
+        assert!(volumes(node).contains(&("secrets".into(), SECRETS.into(), true)));
+        assert_eq!(
+            depends_on(node, "init").as_deref(),
+            Some("service_completed_successfully"),
+            "{name}: starts once the identities exist"
+        );
+        for port in strings(&node["ports"]) {
+            assert!(port.starts_with("127.0.0.1:"), "{name}: `{port}`");
+        }
+    }
+    assert_eq!(names.len(), 3, "each node its own server_name: {names:?}");
+    assert_eq!(stores.len(), 3, "each node its own store: {stores:?}");
+    let urls: BTreeSet<String> = (nodes.iter())
+        .map(|(node, _)| format!("nats://{node}:4222"))
+        .collect();
+    for (name, program, service) in binaries(&services) {
+        let env = env(service);
+        let listed: BTreeSet<String> = env["NATS_URL"].split(',').map(str::to_owned).collect();
+        assert_eq!(listed, urls, "{name}: every node in NATS_URL");
+        if program != "dashboard" {
+            let replicas = env.get("STREAM_REPLICAS").map(String::as_str);
+            assert_eq!(
+                replicas,
+                Some("3"),
+                "{name}: creates streams in three copies"
+            );
+        }
+        for (node, _) in &nodes {
+            assert_eq!(
+                depends_on(service, node).as_deref(),
+                Some("service_healthy"),
+                "{name}: waits for {node}"
+            );
+        }
+    }
 }
 
 /// No password in the compose file: each service reads its own identity from
