@@ -114,7 +114,7 @@ pub async fn run(
     );
 
     let reply_subject = subjects::result_subject(&gateway_id);
-    let results = results::subscribe(&js, &gateway_id).await?;
+    let results = results::subscribe(&client, &js, &gateway_id).await?;
     let waiters = waiters::Waiters::default();
     let stored = stored_batches::StoredBatches::default();
     let counters = Arc::new(counters::Counters::default());

@@ -1,16 +1,21 @@
-//! Routing results from `infer.result.<gateway-id>` to waiting requests.
+//! Routing results to waiting requests.
 //!
-//! Results are read from the `INFER_RESULTS` stream through an ordered
-//! consumer filtered to this gateway's subject, not from a core subscription:
-//! a worker acks its task only after the result is stored there, so whatever
-//! happens to this gateway's connection (a reconnect, a slow-consumer kick, a
-//! server restart) the consumer resumes after the last result it delivered
-//! and no computed answer is lost.
+//! Each result arrives twice: straight from the worker on
+//! `infer.direct.<gateway-id>` (core NATS, sent the moment it is computed),
+//! and stored in the `INFER_RESULTS` stream on `infer.result.<gateway-id>`,
+//! read through an ordered consumer filtered to this gateway's subject. The
+//! first copy to arrive answers; the direct one saves the client the result's
+//! fsync. The stored one is what makes answers safe: a worker acks its task
+//! only after the result is stored there, so whatever happens to this
+//! gateway's connection (a reconnect, a slow-consumer kick, a server
+//! restart) the consumer resumes after the last result it delivered and no
+//! computed answer is lost, whether or not its direct copy arrived.
 //!
-//! The first result for a request wins; a later one (a redelivered batch that
-//! was computed twice) finds no waiter and is counted as a dropped duplicate.
-//! A result for a request given up on (timed out, client gone) is late, not a
-//! duplicate, and is only logged.
+//! The first result for a request wins; the second copy of the same delivery
+//! (request, attempt) is expected and dropped silently, whatever the first did. A result of another delivery (a
+//! redelivered batch that was computed twice) finds no waiter and is counted
+//! as a dropped duplicate. A result for a request given up on (timed out,
+//! client gone) is late, not a duplicate, and is only logged.
 
 use crate::report::Report;
 use crate::stored_batches::StoredBatches;
@@ -18,11 +23,14 @@ use crate::waiters::{Reply, Waiters};
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, stream};
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use jetinfer_shared::protocol::{self, ResultBatch};
 use jetinfer_shared::subjects;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// The result consumer could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +45,18 @@ fn failed(e: impl std::fmt::Display) -> ResultsError {
     }
 }
 
-/// The results of `gateway_id` stored from now on, in order; the consumer
+/// The results of `gateway_id` from now on, both copies of each: the direct
+/// ones as they come, the stored ones in order; the ordered consumer
 /// re-creates itself after the last delivered result whenever it is lost.
-pub async fn subscribe(js: &jetstream::Context, gateway_id: &str) -> Result<Ordered, ResultsError> {
+pub async fn subscribe(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    gateway_id: &str,
+) -> Result<BoxStream<'static, bytes::Bytes>, ResultsError> {
+    let direct = client
+        .subscribe(subjects::direct_subject(gateway_id))
+        .await
+        .map_err(failed)?;
     let mut js = js.clone();
     js.set_timeout(RESULT_READER_REQUESTS);
     let stream: stream::Stream = js
@@ -56,7 +73,19 @@ pub async fn subscribe(js: &jetstream::Context, gateway_id: &str) -> Result<Orde
         })
         .await
         .map_err(failed)?;
-    consumer.messages().await.map_err(failed)
+    let stored: Ordered = consumer.messages().await.map_err(failed)?;
+    let stored = stored.filter_map(|msg| async move {
+        match msg {
+            Ok(msg) => Some(msg.payload.clone()),
+            Err(e) => {
+                // The ordered consumer re-creates itself; keep reading.
+                tracing::warn!(error = %e, "result stream interrupted");
+                None
+            }
+        }
+    });
+    let direct = direct.map(|msg| msg.payload);
+    Ok(futures::stream::select(direct, stored).boxed())
 }
 
 /// The longest pull the result reader makes. The reader's consumer lives on
@@ -75,29 +104,23 @@ const RESULT_READER_REQUESTS: Duration = Duration::from_secs(1);
 
 /// Route every result of `results` to its waiters, until the stream ends.
 pub async fn route(
-    mut results: Ordered,
+    mut results: BoxStream<'static, bytes::Bytes>,
     waiters: Waiters,
     stored: StoredBatches,
     report: Arc<Report>,
 ) {
-    while let Some(msg) = results.next().await {
-        let msg = match msg {
-            Ok(msg) => msg,
-            Err(e) => {
-                // The ordered consumer re-creates itself; keep reading.
-                tracing::warn!(error = %e, "result stream interrupted");
-                continue;
-            }
-        };
-        let batch: ResultBatch = match protocol::decode(&msg.payload) {
+    let mut routed = Routed::default();
+    while let Some(payload) = results.next().await {
+        let batch: ResultBatch = match protocol::decode(&payload) {
             Ok(batch) => batch,
             Err(e) => {
-                tracing::warn!(subject = %msg.subject, error = %e, "malformed result dropped");
+                tracing::warn!(error = %e, "malformed result dropped");
                 continue;
             }
         };
         stored.finished(batch.batch_id);
         for item in batch.items {
+            let delivery = (item.request_id, batch.attempt);
             let reply = Reply::Done {
                 worker_id: batch.worker_id.clone(),
                 model: batch.model.clone(),
@@ -105,6 +128,10 @@ pub async fn route(
                 outcome: item.outcome,
                 tokens: item.tokens,
             };
+            if !routed.insert(delivery) {
+                // The other copy of a delivery already routed.
+                continue;
+            }
             if waiters.answer(item.request_id, reply) {
                 continue;
             }
@@ -114,5 +141,58 @@ pub async fn route(
                 report.duplicate_result(item.request_id, batch.batch_id, &batch.worker_id);
             }
         }
+    }
+}
+
+/// The deliveries (request, attempt) routed lately, so the second copy of
+/// each is known for what it is; the oldest are forgotten past
+/// [`ROUTED_KEPT`], long after their stored copy came.
+#[derive(Default)]
+struct Routed {
+    set: HashSet<(Uuid, u64)>,
+    order: VecDeque<(Uuid, u64)>,
+}
+
+/// Routed deliveries remembered: a minute of answers at 1000 requests/s.
+const ROUTED_KEPT: usize = 65_536;
+
+impl Routed {
+    /// Remember `delivery`; false when it was routed already.
+    fn insert(&mut self, delivery: (Uuid, u64)) -> bool {
+        if self.set.contains(&delivery) {
+            return false;
+        }
+        if self.order.len() == ROUTED_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.set.insert(delivery);
+        self.order.push_back(delivery);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_copy_is_known_and_the_oldest_deliveries_are_forgotten_first() {
+        let mut routed = Routed::default();
+        let first = (Uuid::new_v4(), 1);
+        assert!(routed.insert(first));
+        assert!(!routed.insert(first), "the second copy");
+        assert!(
+            routed.insert((first.0, 2)),
+            "a redelivery is another delivery"
+        );
+        for _ in 2..ROUTED_KEPT {
+            routed.insert((Uuid::new_v4(), 1));
+        }
+        assert!(!routed.insert(first), "kept while there is room");
+        routed.insert((Uuid::new_v4(), 1));
+        assert!(routed.insert(first), "the oldest goes first");
+        assert_eq!(routed.set.len(), ROUTED_KEPT);
     }
 }

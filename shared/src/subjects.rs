@@ -99,6 +99,19 @@ pub fn result_subject(gateway_id: &str) -> String {
     format!("infer.result.{gateway_id}")
 }
 
+/// Subject on which one gateway hears the results of its batches straight
+/// from the worker, over core NATS: an fsync sooner than the stored copy on
+/// [`result_subject`], which stays the one that cannot be lost.
+pub fn direct_subject(gateway_id: &str) -> String {
+    format!("infer.direct.{gateway_id}")
+}
+
+/// The direct subject beside result subject `reply` (`infer.result.<id>` →
+/// `infer.direct.<id>`); `None` for any other subject.
+pub fn direct_of(reply: &str) -> Option<String> {
+    reply.strip_prefix("infer.result.").map(direct_subject)
+}
+
 /// Every event subject (workers and gateways), for watchers like the dashboard.
 pub const EVENT_SUBJECTS: &str = "infer.event.>";
 

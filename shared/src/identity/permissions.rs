@@ -103,6 +103,9 @@ fn gateway(name: &str) -> Permissions {
         publish_deny: Vec::new(),
         subscribe_allow: Some(vec![
             own_inboxes(name),
+            // results sent straight from the workers (the stored copies come
+            // through its ordered consumer)
+            "infer.direct.*".to_owned(),
             "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.INFER_TASKS.*".to_owned(),
             "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.INFER_TASKS.*".to_owned(),
             // the NATS API (micro service `jetinfer-gateway`) and the
@@ -126,8 +129,10 @@ fn worker(name: &str) -> Permissions {
         "$JS.API.CONSUMER.DURABLE.CREATE.INFER_TASKS.>".to_owned(),
         "$JS.API.CONSUMER.MSG.NEXT.INFER_TASKS.>".to_owned(),
         "$JS.ACK.INFER_TASKS.>".to_owned(),
-        // its output: results for any gateway, its own events and heartbeat
+        // its output: results for any gateway (stored, and sent direct), its
+        // own events and heartbeat
         "infer.result.*".to_owned(),
+        "infer.direct.*".to_owned(),
         format!("infer.event.{name}.>"),
         format!("$KV.INFER_WORKERS.{name}"),
         // The fence that withdraws its pull requests (`consume::pull`).

@@ -126,11 +126,14 @@ impl ResultPublisher {
         futures::future::join_all(puts).await;
     }
 
-    /// Store one result message, riding out a lost acknowledgement or a
+    /// Send one result message straight to its gateway (core NATS, no
+    /// wait), then store it, riding out a lost acknowledgement or a
     /// result-stream leader election ([`store::until_stored`]); its message id
     /// (batch, delivery, first request) lets JetStream drop a resent copy.
+    /// The gateway answers with whichever copy comes first; only the stored
+    /// one is waited for, so a lost direct copy costs the client an fsync.
     async fn publish_part(&self, batch: &TaskBatch, part: &ResultBatch) -> Result<(), String> {
-        let body = protocol::encode(part).map_err(|e| e.to_string())?;
+        let body: bytes::Bytes = protocol::encode(part).map_err(|e| e.to_string())?.into();
         let mut headers = subjects::payload_headers(&batch.batch_id, part.items.len());
         headers.insert(subjects::HEADER_WORKER, self.worker_id.as_str());
         let first = part.items.first().map(|i| i.request_id.to_string());
@@ -141,11 +144,19 @@ impl ResultPublisher {
             first.as_deref().unwrap_or("-")
         );
         headers.insert(NATS_MESSAGE_ID, id.as_str());
+        if let Some(direct) = subjects::direct_of(&batch.reply_subject) {
+            let sent = (self.js.client())
+                .publish_with_headers(direct, headers.clone(), body.clone())
+                .await;
+            if let Err(e) = sent {
+                tracing::debug!(batch_id = %batch.batch_id, error = %e, "direct copy not sent");
+            }
+        }
         store::until_stored(
             &self.js,
             batch.reply_subject.clone(),
             headers,
-            body.into(),
+            body,
             batch.deadline_ms,
             || (),
         )

@@ -73,6 +73,14 @@ const MATRIX: &[(&str, Op, bool)] = &[
     ),
     (GATEWAY, Subscribe("$KV.INFER_WORKERS.>"), false),
     (WORKER, Subscribe("infer.result.gw-1"), false),
+    // Each result also goes straight to its gateway (core NATS, the first
+    // copy to arrive answers): workers send it, gateways hear it, no one else.
+    (WORKER, Publish("infer.direct.gw-1"), true),
+    (GATEWAY, Subscribe("infer.direct.gw-1"), true),
+    (GATEWAY, Publish("infer.direct.gw-1"), false),
+    (DASHBOARD, Publish("infer.direct.gw-1"), false),
+    (WORKER, Subscribe("infer.direct.gw-1"), false),
+    (DASHBOARD, Subscribe("infer.direct.>"), false),
     // Results carry answers (and candidate texts): only their gateway reads them.
     (DASHBOARD, Subscribe("infer.result.>"), false),
     // Task batches carry request text: nobody snoops on them (a worker pulls).
