@@ -457,6 +457,30 @@ async fn the_started_event_says_how_long_the_batch_waited_in_the_queue() {
     assert!(queued >= 399.0, "it waited 400 ms: {event}");
 }
 
+/// Each result is also sent straight to its gateway, the same message on
+/// `infer.direct.<gateway-id>`, so the gateway can answer before it is stored.
+#[tokio::test]
+async fn each_result_also_goes_straight_to_its_gateway() {
+    let rig = Rig::new(FaultArgs::default(), 0).await;
+    let mut stored = rig.admin.subscribe(REPLY).await.unwrap();
+    let mut direct = (rig.admin)
+        .subscribe(subjects::direct_of(REPLY).expect("a result subject"))
+        .await
+        .unwrap();
+    let sent = batch(&["a cat"], later());
+    rig.publish(protocol::encode(&sent).unwrap()).await;
+    rig.pull();
+    let first = next_result(&mut direct).await;
+    let copy = next_result(&mut stored).await;
+    assert_eq!(
+        (first.batch_id, copy.batch_id),
+        (sent.batch_id, sent.batch_id)
+    );
+    assert_eq!(embeddings(&first), vec![toy_embedding("a cat")]);
+    assert_eq!(embeddings(&first), embeddings(&copy), "the same result");
+    rig.stream_empty().await;
+}
+
 #[tokio::test]
 async fn a_busy_worker_leaves_other_queues_to_idle_workers() {
     let slow = FaultArgs {
