@@ -3,18 +3,22 @@
 //! When a batch reaches `MAX_DELIVER` without an ack, or a worker terminates
 //! it, JetStream publishes an advisory naming its stream sequence. The
 //! gateway that published the batch answers its waiting requests at once with
-//! the number of attempts, and removes a given-up batch from the work queue.
+//! the number of attempts.
 //!
-//! Async requests have no waiting gateway: every gateway that hears a
-//! max-deliveries advisory reads the batch from the stream, stores
-//! `retries_exhausted` as the answer of each async request in it (unless it
-//! has one), and only then deletes the batch, so the answer survives the
-//! gateway that took the request.
+//! A given-up batch must not vanish: every gateway that hears a
+//! max-deliveries advisory reads the batch from the stream, copies it to the
+//! dead letters (`INFER_DEAD`, one copy whatever the number of gateways),
+//! stores `retries_exhausted` as the answer of each async request in it
+//! (unless it has one), and only then deletes it from the work queue, so
+//! both survive the gateway that took the requests. (A batch a worker
+//! terminates, malformed or expired, was copied by that worker.)
 
 use crate::deferred::AsyncResults;
 use crate::stored_batches::StoredBatches;
 use crate::waiters::{Reply, Waiters};
+use async_nats::jetstream::message::StreamMessage;
 use futures::StreamExt;
+use jetinfer_shared::dead;
 use jetinfer_shared::protocol::{self, TaskBatch};
 use jetinfer_shared::subjects;
 use serde::Deserialize;
@@ -48,13 +52,21 @@ pub async fn watch(
                 continue;
             };
             let seq = advisory.stream_seq;
-            // Only a given-up batch is read or removed.
+            // Only a given-up batch is read, copied to the dead letters and removed.
             let tasks = match exhausted {
                 true => js.get_stream(subjects::TASK_STREAM).await.ok(),
                 false => None,
             };
-            let mut remove = match &tasks {
-                Some(tasks) => exhaust_async(tasks, &deferred, seq, advisory.deliveries).await,
+            let message = match &tasks {
+                Some(tasks) => tasks.get_raw_message(seq).await.ok(),
+                None => None,
+            };
+            let remove = match &message {
+                Some(message) => {
+                    let buried = bury(&js, message, advisory.deliveries).await;
+                    let answered = exhaust_async(&deferred, message, advisory.deliveries).await;
+                    buried && answered != Some(false)
+                }
                 None => false,
             };
             if let Some(requests) = stored.abandoned(seq) {
@@ -74,7 +86,6 @@ pub async fn watch(
                         },
                     );
                 }
-                remove |= exhausted;
             }
             if let Some(stream) = tasks.filter(|_| remove) {
                 // A work-queue message past MaxDeliver stays stored forever otherwise.
@@ -86,28 +97,44 @@ pub async fn watch(
     })
 }
 
+/// Copy the given-up batch `message` to the dead letters (as exhausted);
+/// true once it is there (from this gateway or another: the copy's id is the
+/// batch's sequence, so JetStream keeps one).
+async fn bury(js: &async_nats::jetstream::Context, message: &StreamMessage, attempts: u64) -> bool {
+    let letter = dead::Letter {
+        reason: dead::Reason::Exhausted,
+        stream_seq: message.sequence,
+        subject: message.subject.as_str(),
+        attempts,
+        worker: None,
+        error: None,
+    };
+    match dead::bury(js, &letter, message.payload.clone()).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(stream_seq = message.sequence, error = %e,
+                "given-up batch not copied to the dead letters; kept in the work queue");
+            false
+        }
+    }
+}
+
 /// Store `retries_exhausted` for the async requests of the given-up batch
-/// at `seq`; true when it had any and all were stored (then this gateway
-/// removes the batch, whoever published it). A batch already gone was
-/// handled by another gateway.
+/// `message`: `None` when it has none, else whether all were stored (if
+/// not, the batch stays for another gateway to try).
 async fn exhaust_async(
-    tasks: &async_nats::jetstream::stream::Stream,
     deferred: &AsyncResults,
-    seq: u64,
+    message: &StreamMessage,
     attempts: u64,
-) -> bool {
-    let Ok(message) = tasks.get_raw_message(seq).await else {
-        return false;
-    };
-    let Ok(batch) = protocol::decode::<TaskBatch>(&message.payload) else {
-        return false;
-    };
+) -> Option<bool> {
+    let seq = message.sequence;
+    let batch = protocol::decode::<TaskBatch>(&message.payload).ok()?;
     let ids: Vec<_> = (batch.items.iter())
         .filter(|i| i.deferred.is_some())
         .map(|i| i.request_id)
         .collect();
     if ids.is_empty() {
-        return false;
+        return None;
     }
     tracing::warn!(
         stream_seq = seq,
@@ -123,5 +150,5 @@ async fn exhaust_async(
             stored = false;
         }
     }
-    stored
+    Some(stored)
 }

@@ -24,11 +24,13 @@
 //!   timeouts, a connection cap, graceful shutdown.
 //! - [`shutdown`]: the Ctrl-C/SIGTERM signal every binary stops on.
 //! - [`store`]: publishing to a stream until it is stored (lost acks, leader elections).
+//! - [`dead`]: dead letters, copies of batches that left the work queue unanswered.
 //! - [`clock`]: wall-clock milliseconds, the unit deadlines travel in.
 
 pub mod clock;
 pub mod config;
 pub mod corpus;
+pub mod dead;
 pub mod exposure;
 pub mod heartbeats;
 pub mod identity;

@@ -112,6 +112,16 @@ pub fn direct_of(reply: &str) -> Option<String> {
     reply.strip_prefix("infer.result.").map(direct_subject)
 }
 
+/// Stream of dead letters: batches that left the work queue unanswered.
+pub const DEAD_STREAM: &str = "INFER_DEAD";
+/// Subjects captured by [`DEAD_STREAM`].
+pub const DEAD_SUBJECTS: &str = "infer.dead.>";
+
+/// Subject of a dead letter that died for `reason` (`exhausted`, `malformed`, `expired`).
+pub fn dead_subject(reason: &str) -> String {
+    format!("infer.dead.{reason}")
+}
+
 /// Every event subject (workers and gateways), for watchers like the dashboard.
 pub const EVENT_SUBJECTS: &str = "infer.event.>";
 

@@ -62,6 +62,34 @@ pub struct TopologyArgs {
     /// own (a mismatch is logged).
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub stream_replicas: u8,
+    /// How long dead letters (batches given up on, or terminated as
+    /// malformed or expired) stay in `INFER_DEAD`: a number with `s`, `m`,
+    /// `h` or `d`.
+    #[arg(long, env = "DEAD_MAX_AGE", default_value = "7d", value_parser = parse_age)]
+    pub dead_max_age: Duration,
+}
+
+/// `90s`, `30m`, `12h`, `7d` (a bare number is seconds) as a duration.
+fn parse_age(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: a number with s, m, h or d, e.g. 7d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("{s:?}: unknown unit {other:?}; use s, m, h or d")),
+    };
+    match n * seconds {
+        0 => Err(format!("{s:?}: must be more than zero")),
+        total => Ok(Duration::from_secs(total)),
+    }
 }
 
 impl TopologyArgs {
@@ -146,6 +174,20 @@ pub async fn ensure_streams(
         .await
         .map_err(failed(subjects::RESULT_STREAM))?;
     warn_on_other_replicas(&results, args);
+    let dead = js
+        .get_or_create_stream(stream::Config {
+            name: subjects::DEAD_STREAM.to_owned(),
+            subjects: vec![subjects::DEAD_SUBJECTS.to_owned()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: args.dead_max_age,
+            duplicate_window: DEAD_DUPLICATE_WINDOW,
+            num_replicas: args.replicas(),
+            ..Default::default()
+        })
+        .await
+        .map_err(failed(subjects::DEAD_STREAM))?;
+    warn_on_other_replicas(&dead, args);
     let tasks = js
         .get_or_create_stream(stream::Config {
             name: subjects::TASK_STREAM.to_owned(),
@@ -164,6 +206,11 @@ pub async fn ensure_streams(
     warn_on_other_replicas(&tasks, args);
     Ok(tasks)
 }
+
+/// How long `INFER_DEAD` remembers a dead letter's id: every gateway copies
+/// a given-up batch when it hears the advisory, within a second or so of the
+/// others, and JetStream keeps the first copy.
+const DEAD_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// An existing stream keeps its replica count: say so when it is not the
 /// one asked for (a stack moved onto a cluster with its old store).
@@ -300,11 +347,25 @@ mod tests {
         Cli::parse_from(std::iter::once("t").chain(flags.iter().copied())).topology
     }
 
+    #[test]
+    fn dead_max_age_takes_a_unit_and_refuses_nonsense() {
+        assert_eq!(args(&[]).dead_max_age, Duration::from_secs(7 * 86_400));
+        for (text, seconds) in [("90s", 90), ("30m", 1800), ("12h", 43_200), ("45", 45)] {
+            let age = args(&["--dead-max-age", text]).dead_max_age;
+            assert_eq!(age, Duration::from_secs(seconds), "{text}");
+        }
+        for bad in ["0d", "7w", "d", ""] {
+            let parsed = Cli::try_parse_from(["t", "--dead-max-age", bad]);
+            assert!(parsed.is_err(), "{bad:?} must be refused");
+        }
+    }
+
     /// Every stream and bucket `STREAM_REPLICAS` covers, as JetStream names them.
-    fn replicated() -> [String; 4] {
+    fn replicated() -> [String; 5] {
         [
             subjects::TASK_STREAM.to_owned(),
             subjects::RESULT_STREAM.to_owned(),
+            subjects::DEAD_STREAM.to_owned(),
             format!("KV_{}", subjects::WORKERS_BUCKET),
             format!("KV_{}", subjects::RESULTS_BUCKET),
         ]

@@ -160,6 +160,7 @@ pub async fn run(mut args: WorkerArgs, stop: CancellationToken) -> Result<(), Wo
     let deferred = AsyncResults::new(js.clone(), worker_id.clone());
     let results = ResultPublisher::new(js.clone(), worker_id.clone(), deferred.clone());
     let processor = Arc::new(Processor {
+        js: js.clone(),
         model: FaultyModel::new(
             model,
             faults.clone(),

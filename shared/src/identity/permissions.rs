@@ -36,6 +36,8 @@ const OPEN_TOPOLOGY: &[&str] = &[
     "$JS.API.STREAM.CREATE.INFER_RESULTS",
     "$JS.API.STREAM.INFO.KV_INFER_WORKERS",
     "$JS.API.STREAM.CREATE.KV_INFER_WORKERS",
+    "$JS.API.STREAM.INFO.INFER_DEAD",
+    "$JS.API.STREAM.CREATE.INFER_DEAD",
 ];
 
 /// The permissions of identity `name` of `role`. A worker's own heartbeat key
@@ -77,6 +79,8 @@ fn gateway(name: &str) -> Permissions {
         // its own work
         "infer.task.>",
         "$JS.API.STREAM.MSG.DELETE.INFER_TASKS",
+        // a given-up batch's copy, before it is deleted
+        "infer.dead.exhausted",
         "infer.event.*.request",
         "infer.event.*.stats",
         // Idempotency-Key claims and answers: create, read, watch, update;
@@ -133,6 +137,9 @@ fn worker(name: &str) -> Permissions {
         // own events and heartbeat
         "infer.result.*".to_owned(),
         "infer.direct.*".to_owned(),
+        // the copy of a batch it terminates (malformed, expired)
+        "infer.dead.malformed".to_owned(),
+        "infer.dead.expired".to_owned(),
         format!("infer.event.{name}.>"),
         format!("$KV.INFER_WORKERS.{name}"),
         // The fence that withdraws its pull requests (`consume::pull`).

@@ -2,7 +2,8 @@
 //!
 //! A message that is not a valid task batch (undecodable, over the limits)
 //! is terminated — redelivery cannot fix it — and so is a batch whose
-//! deadline passed (its clients stopped waiting). Async requests are then
+//! deadline passed (its clients stopped waiting), each copied to the dead
+//! letters (`INFER_DEAD`, [`jetinfer_shared::dead`]) first. Async requests are then
 //! claimed in the results bucket ([`super::deferred`]): those cancelled or
 //! already answered leave the batch, and a batch left empty is acked.
 //! Everything else is a [`Delivery`] to compute.
@@ -12,6 +13,7 @@ use super::Processor;
 use crate::events::BatchRef;
 use async_nats::jetstream::{AckKind, Message};
 use jetinfer_shared::clock::now_ms;
+use jetinfer_shared::dead::{self, Reason};
 use jetinfer_shared::protocol::{self, TaskBatch};
 
 /// A decoded batch that is due: it will be computed.
@@ -63,7 +65,12 @@ impl Processor {
         let batch = match checked {
             Ok(batch) => batch,
             Err(error) => {
-                term(&msg).await;
+                if self
+                    .bury(&msg, Reason::Malformed, attempt, Some(&error))
+                    .await
+                {
+                    term(&msg).await;
+                }
                 self.report.malformed(&msg.subject, attempt, error).await;
                 return None;
             }
@@ -78,7 +85,12 @@ impl Processor {
             self.report.redelivered(&delivery).await;
         }
         if now_ms() > delivery.batch.deadline_ms {
-            term(&delivery.msg).await;
+            if self
+                .bury(&delivery.msg, Reason::Expired, attempt, None)
+                .await
+            {
+                term(&delivery.msg).await;
+            }
             self.report.expired(&delivery).await;
             return None;
         }
@@ -101,6 +113,32 @@ impl Processor {
             return None;
         }
         Some(delivery)
+    }
+}
+
+impl Processor {
+    /// Copy `msg` to the dead letters before it is terminated; false when
+    /// the copy could not be stored: then it is not terminated but left to
+    /// redelivery, so it is tried again (and, past `MAX_DELIVER`, buried by
+    /// a gateway as exhausted).
+    async fn bury(&self, msg: &Message, reason: Reason, attempt: u64, error: Option<&str>) -> bool {
+        let stream_seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
+        let letter = dead::Letter {
+            reason,
+            stream_seq,
+            subject: msg.subject.as_str(),
+            attempts: attempt,
+            worker: Some(&self.worker_id),
+            error,
+        };
+        match dead::bury(&self.js, &letter, msg.payload.clone()).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(worker_id = %self.worker_id, stream_seq, reason = reason.as_str(),
+                    error = %e, "dead letter not stored; batch left to redelivery");
+                false
+            }
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub const MERGE_BATCHES: usize = 8;
 
 /// Everything a pull loop needs to answer a batch.
 pub struct Processor {
+    /// Where a batch it terminates is copied first (`INFER_DEAD`).
+    pub js: async_nats::jetstream::Context,
     /// The model, behind injected delay/hang/crash.
     pub model: FaultyModel,
     /// The result publisher, behind injected lost results.

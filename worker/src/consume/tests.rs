@@ -18,6 +18,7 @@ use async_nats::jetstream;
 use clap::Parser;
 use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
+use jetinfer_shared::dead;
 use jetinfer_shared::protocol::{
     self, BatchItem, ItemOutcome, ModelName, Priority, ResultBatch, Task, TaskBatch, TaskInput,
     TaskOutput,
@@ -119,6 +120,7 @@ impl Rig {
         let faults = Arc::new(Faults::new(faults));
         let counters = Counters::default();
         let processor = Arc::new(Processor {
+            js: js.clone(),
             model: FaultyModel::new(
                 Model::new(backend, choice, 0.05),
                 faults.clone(),
@@ -371,6 +373,43 @@ async fn malformed_and_expired_messages_are_terminated_uncomputed() {
     assert_eq!(rig.passes.load(Ordering::SeqCst), 0, "nothing computed");
     let counts = rig.counters.snapshot();
     assert_eq!((counts.processed, counts.failed), (0, 1));
+
+    // Neither vanished: each was copied to the dead letters first, saying why.
+    let dead = jetstream::new(rig.admin.clone())
+        .get_stream(subjects::DEAD_STREAM)
+        .await
+        .expect("INFER_DEAD");
+    let header = |m: &jetstream::message::StreamMessage, name: &str| {
+        m.headers.get(name).map(|v| v.as_str().to_owned())
+    };
+    let malformed = dead
+        .get_raw_message(1)
+        .await
+        .expect("the first dead letter");
+    assert_eq!(&malformed.payload[..], b"\x00 not msgpack");
+    assert_eq!(
+        header(&malformed, dead::HEADER_REASON).as_deref(),
+        Some("malformed")
+    );
+    assert_eq!(
+        header(&malformed, dead::HEADER_LAST_WORKER).as_deref(),
+        Some("w1")
+    );
+    assert_eq!(
+        header(&malformed, dead::HEADER_ATTEMPTS).as_deref(),
+        Some("1")
+    );
+    assert!(header(&malformed, dead::HEADER_LAST_ERROR).is_some_and(|e| !e.is_empty()));
+    let late = dead
+        .get_raw_message(2)
+        .await
+        .expect("the second dead letter");
+    assert_eq!(
+        header(&late, dead::HEADER_REASON).as_deref(),
+        Some("expired")
+    );
+    let batch: TaskBatch = protocol::decode(&late.payload).expect("the batch, byte for byte");
+    assert_eq!(batch.items.len(), 1);
 }
 
 #[tokio::test]

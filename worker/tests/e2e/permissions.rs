@@ -81,6 +81,16 @@ const MATRIX: &[(&str, Op, bool)] = &[
     (DASHBOARD, Publish("infer.direct.gw-1"), false),
     (WORKER, Subscribe("infer.direct.gw-1"), false),
     (DASHBOARD, Subscribe("infer.direct.>"), false),
+    // Dead letters: a worker copies what it terminates, a gateway what
+    // JetStream gave up on; they carry request text, so no one else reads them.
+    (WORKER, Publish("infer.dead.malformed"), true),
+    (WORKER, Publish("infer.dead.expired"), true),
+    (WORKER, Publish("infer.dead.exhausted"), false),
+    (GATEWAY, Publish("infer.dead.exhausted"), true),
+    (GATEWAY, Publish("infer.dead.malformed"), false),
+    (DASHBOARD, Publish("infer.dead.exhausted"), false),
+    (DASHBOARD, Subscribe("infer.dead.>"), false),
+    (WORKER, Subscribe("infer.dead.>"), false),
     // Results carry answers (and candidate texts): only their gateway reads them.
     (DASHBOARD, Subscribe("infer.result.>"), false),
     // Task batches carry request text: nobody snoops on them (a worker pulls).

@@ -7,6 +7,7 @@ use crate::stack::Stack;
 use crate::stack::WORKER;
 use futures::StreamExt;
 use jetinfer_shared::protocol::{self, BatchItem, ModelName, Priority, Task, TaskBatch, TaskInput};
+use jetinfer_shared::{dead, subjects};
 use jetinfer_testsupport::{wait_for, WorkerProcess};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -215,6 +216,24 @@ async fn hostile_messages_on_task_subjects_are_terminated_and_reported() {
             },
         )
         .await;
+        // Each was copied to the dead letters first, byte for byte, as malformed.
+        let mut dead = js
+            .get_stream(subjects::DEAD_STREAM)
+            .await
+            .expect("INFER_DEAD");
+        assert_eq!(
+            dead.info().await.unwrap().state.messages,
+            hostile.len() as u64
+        );
+        for (seq, (what, payload)) in (1..).zip(&hostile) {
+            let letter = dead.get_raw_message(seq).await.expect("a dead letter");
+            let reason = letter.headers.get(dead::HEADER_REASON).map(|v| v.as_str());
+            assert_eq!(reason, Some("malformed"), "{what}");
+            assert!(
+                letter.payload[..] == payload[..],
+                "{what}: the message as it came"
+            );
+        }
         let (status, body) = stack
             .infer(json!({"task": "embed", "input": "still serving"}))
             .await;

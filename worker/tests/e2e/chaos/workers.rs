@@ -5,6 +5,8 @@ use super::{assert_answered_once, burst, env, report, retried, worker_field, LIM
 use crate::stack::Stack;
 use crate::stack::WORKER;
 use futures::StreamExt;
+use jetinfer_shared::protocol::{self, TaskBatch, TaskInput};
+use jetinfer_shared::{dead, subjects};
 use jetinfer_testsupport::{wait_for, WorkerProcess};
 use serde_json::json;
 use std::time::Duration;
@@ -183,6 +185,28 @@ async fn exhausted_retries_answer_at_once_with_the_attempts() {
             body["message"].as_str().unwrap().contains("2 attempt"),
             "{body}"
         );
+        // Neither batch vanished: each was copied to the dead letters, once,
+        // saying why, then removed from the work queue.
+        let js = async_nats::jetstream::new(stack.nats.client().await);
+        let letters = wait_for("two dead letters", Duration::from_secs(30), || async {
+            let mut dead = js.get_stream(subjects::DEAD_STREAM).await.ok()?;
+            let mut tasks = js.get_stream(subjects::TASK_STREAM).await.ok()?;
+            let done = dead.info().await.ok()?.state.messages == 2
+                && tasks.info().await.ok()?.state.messages == 0;
+            done.then_some(dead)
+        })
+        .await;
+        for seq in [1, 2] {
+            let letter = letters.get_raw_message(seq).await.expect("a dead letter");
+            let header = |name| letter.headers.get(name).map(|v| v.as_str().to_owned());
+            assert_eq!(header(dead::HEADER_REASON).as_deref(), Some("exhausted"));
+            assert_eq!(header(dead::HEADER_ATTEMPTS).as_deref(), Some("2"));
+            let batch: TaskBatch = protocol::decode(&letter.payload).expect("the batch as sent");
+            let TaskInput::Embed { text } = &batch.items[0].input else {
+                panic!("an embed batch: {batch:?}");
+            };
+            assert!(text.starts_with("doomed"), "{text}");
+        }
         stack.shutdown().await;
     })
     .await
