@@ -70,6 +70,7 @@ pub fn observe(admitted: usize, queue: &QueueStatus) {
     metrics::gauge!("jetinfer_queue_pending_batches").set(queue.pending as f64);
     metrics::gauge!("jetinfer_queue_unacked_batches").set(queue.in_flight as f64);
     metrics::gauge!("jetinfer_queue_redelivered_batches").set(queue.redelivered as f64);
+    metrics::gauge!("jetinfer_dead_letters").set(queue.dead_letters as f64);
     for c in &queue.consumers {
         metrics::gauge!("jetinfer_queue_pending_batches_by_consumer", "consumer" => c.name.clone())
             .set(c.pending as f64);

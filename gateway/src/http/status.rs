@@ -52,6 +52,9 @@ pub struct QueueStatus {
     pub redelivered: u64,
     /// Consumers that exist (a task with no worker ever started has none).
     pub consumers: Vec<ConsumerStatus>,
+    /// Batches in `INFER_DEAD`: given up on, malformed or expired, kept
+    /// for inspection (`DEAD_MAX_AGE`).
+    pub dead_letters: u64,
     /// Set when JetStream could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -130,6 +133,10 @@ async fn queue(js: &async_nats::jetstream::Context) -> QueueStatus {
         status.in_flight += c.in_flight;
         status.redelivered += c.redelivered;
         status.consumers.push(c);
+    }
+    match js.get_stream(subjects::DEAD_STREAM).await {
+        Ok(dead) => status.dead_letters = dead.cached_info().state.messages,
+        Err(e) => status.error = Some(e.to_string()),
     }
     status
 }

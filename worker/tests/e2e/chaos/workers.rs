@@ -207,6 +207,10 @@ async fn exhausted_retries_answer_at_once_with_the_attempts() {
             };
             assert!(text.starts_with("doomed"), "{text}");
         }
+        let status = stack.get_json("/status").await;
+        assert_eq!(status["queue"]["dead_letters"], 2, "{status}");
+        let metrics = stack.get_text("/metrics").await;
+        assert!(metrics.contains("jetinfer_dead_letters 2"), "{metrics}");
         stack.shutdown().await;
     })
     .await
