@@ -35,6 +35,9 @@ pub enum Command {
     /// dashboard, worker-1 … worker-N), the nats-server config made from
     /// them and, with --tls, the certificates; keep what exists unless --rotate.
     Secrets(SecretsCommand),
+    /// The dead letters in INFER_DEAD (batches given up on, malformed or
+    /// expired): `ls`, `show <seq>`, `purge`; as the admin login.
+    Dead(crate::dead::DeadCommand),
 }
 
 /// The stack's command line.

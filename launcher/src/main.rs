@@ -20,6 +20,7 @@
 
 mod child;
 mod config;
+mod dead;
 mod exposure;
 mod restart;
 mod secrets;
@@ -39,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Secrets(command)) => secrets::run(command),
+        Some(Command::Dead(command)) => dead::run(command).await,
         None => up(cli.up).await,
     }
 }

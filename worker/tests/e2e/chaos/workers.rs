@@ -211,6 +211,35 @@ async fn exhausted_retries_answer_at_once_with_the_attempts() {
         assert_eq!(status["queue"]["dead_letters"], 2, "{status}");
         let metrics = stack.get_text("/metrics").await;
         assert!(metrics.contains("jetinfer_dead_letters 2"), "{metrics}");
+
+        // An operator lists, reads and purges them; only the admin may.
+        let dead = |login: &str, args: &[&str]| {
+            let launcher = std::path::Path::new(WORKER).with_file_name("launcher");
+            let out = std::process::Command::new(&launcher)
+                .arg("dead")
+                .args(args)
+                .envs(stack.nats.env(login))
+                .output()
+                .unwrap_or_else(|e| panic!("{}: {e} (cargo build --bins)", launcher.display()));
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            (out.status.success(), text)
+        };
+        let (ok, listed) = dead("admin", &["ls"]);
+        assert!(ok, "{listed}");
+        assert_eq!(listed.matches("exhausted").count(), 2, "{listed}");
+        assert!(listed.contains("embed"), "{listed}");
+        let (ok, shown) = dead("admin", &["show", "1"]);
+        assert!(
+            ok && shown.contains("doomed") && shown.contains("Jetinfer-Attempts: 2"),
+            "{shown}"
+        );
+        let (ok, refused) = dead("gateway", &["purge"]);
+        assert!(!ok, "a gateway may not purge: {refused}");
+        let (ok, purged) = dead("admin", &["purge"]);
+        assert!(ok && purged.contains("purged 2 dead letters"), "{purged}");
+        let status = stack.get_json("/status").await;
+        assert_eq!(status["queue"]["dead_letters"], 0, "{status}");
         stack.shutdown().await;
     })
     .await
