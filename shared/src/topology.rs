@@ -386,23 +386,16 @@ mod tests {
         let js = jetstream::new(nodes[1].client().await);
         set_up(&js, &["--stream-replicas", "3"]).await.unwrap();
         for name in replicated() {
-            let js = &js;
-            let name = &name;
-            jetinfer_testsupport::wait_for(
-                "three current copies",
-                Duration::from_secs(60),
-                || async move {
-                    let info = js.get_stream(name).await.ok()?.info().await.ok()?.clone();
-                    assert_eq!(info.config.num_replicas, 3, "{name}");
-                    let cluster = info.cluster?;
-                    let followers = cluster.replicas;
-                    (cluster.leader.is_some()
-                        && followers.len() == 2
-                        && followers.iter().all(|r| r.current))
-                    .then_some(())
-                },
-            )
-            .await;
+            let info = js
+                .get_stream(&name)
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .clone();
+            assert_eq!(info.config.num_replicas, 3, "{name}");
+            jetinfer_testsupport::three_current_copies(&js, &name).await;
         }
     }
 

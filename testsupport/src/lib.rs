@@ -38,5 +38,5 @@ pub use paths::{
     schemathesis_bin,
 };
 pub use port::free_port;
-pub use wait::wait_for;
+pub use wait::{three_current_copies, wait_for};
 pub use worker_process::WorkerProcess;

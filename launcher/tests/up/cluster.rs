@@ -3,7 +3,7 @@
 
 use crate::harness::Launcher;
 use crate::supervision::serves;
-use jetinfer_testsupport::wait_for;
+use jetinfer_testsupport::three_current_copies;
 use std::time::Duration;
 
 #[tokio::test]
@@ -24,21 +24,7 @@ async fn a_cluster_of_three_keeps_three_copies_of_the_queue_and_serves() {
     .await;
     let js = async_nats::jetstream::new(stack.admin().await.expect("admin login"));
     for stream in ["INFER_TASKS", "INFER_RESULTS", "KV_INFER_WORKERS"] {
-        let js = &js;
-        wait_for(
-            &format!("{stream} with three current copies"),
-            Duration::from_secs(60),
-            || async move {
-                let info = js.get_stream(stream).await.ok()?.info().await.ok()?.clone();
-                let cluster = info.cluster?;
-                (info.config.num_replicas == 3
-                    && cluster.leader.is_some()
-                    && cluster.replicas.len() == 2
-                    && cluster.replicas.iter().all(|r| r.current))
-                .then_some(())
-            },
-        )
-        .await;
+        three_current_copies(&js, stream).await;
     }
     assert!(
         stack

@@ -8,7 +8,9 @@
 use super::{assert_answered_once, report, LIMIT};
 use crate::stack::{gateway_bin, WORKER};
 use futures::StreamExt;
-use jetinfer_testsupport::{wait_for, GatewayProcess, NatsServer, WorkerProcess};
+use jetinfer_testsupport::{
+    three_current_copies, wait_for, GatewayProcess, NatsServer, WorkerProcess,
+};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -46,21 +48,6 @@ async fn copies(js: &async_nats::jetstream::Context, stream: &str) -> Option<(St
     let cluster = info.cluster?;
     let current = cluster.replicas.iter().filter(|r| r.current).count();
     Some((cluster.leader?, current))
-}
-
-/// Wait until `stream` has a leader and two current followers.
-async fn three_current_copies(js: &async_nats::jetstream::Context, stream: &str) -> String {
-    wait_for(
-        &format!("{stream} with a leader and two current copies"),
-        Duration::from_secs(60),
-        || async {
-            copies(js, stream)
-                .await
-                .filter(|(_, n)| *n == 2)
-                .map(|(l, _)| l)
-        },
-    )
-    .await
 }
 
 /// POST `body` to `gateway`'s `/infer`: (status, JSON body).
