@@ -4,9 +4,10 @@
 //! [`Batcher`] handle. A queue is flushed when it is full (`BATCH_MAX_SIZE`
 //! requests, as many bytes as one task message may carry, or as many
 //! estimated model tokens as one request may cost), when its
-//! oldest request has waited `BATCH_MAX_WAIT_MS`, or at once when no published
-//! request is still unanswered (idle workers should not wait for companions
-//! that may never come). Flushed batches go to a [`BatchSink`] and idleness
+//! oldest request has waited `BATCH_MAX_WAIT_MS`, or, when no published
+//! request is still unanswered, once no request has joined it for
+//! `BATCH_LINGER_US` (idle workers should not wait for companions that may
+//! never come, but clients answered together come back together). Flushed batches go to a [`BatchSink`] and idleness
 //! is asked of an [`Unanswered`], so the batcher knows nothing about HTTP,
 //! NATS or tensors and can be tested on a paused clock.
 
@@ -166,7 +167,10 @@ struct Queue {
     items: Vec<Queued>,
     bytes: usize,
     tokens: usize,
+    /// When its oldest request came.
     since: Instant,
+    /// When its newest request came.
+    newest: Instant,
 }
 
 /// How full a batch may get: past either bound the queue is flushed first.
@@ -193,27 +197,40 @@ async fn run(
         tokens: args.max_request_tokens,
     };
     let mut queues: BTreeMap<Key, Queue> = BTreeMap::new();
+    // Workers are idle and a queue waits out its linger.
+    let mut lingering = false;
     loop {
-        let oldest = queues.values().map(|q| q.since).min();
-        tokio::select! {
-            next = rx.recv() => match next {
-                Some(sized) => {
-                    push(&mut queues, sized, max, room, &sink);
-                    // Take whatever else already arrived, so a burst forms full batches.
-                    while let Ok(sized) = rx.try_recv() {
-                        push(&mut queues, sized, max, room, &sink);
-                    }
-                }
-                None => break,
-            },
-            _ = tokio::time::sleep_until(oldest.unwrap_or_else(Instant::now) + args.max_wait()), if oldest.is_some() => {}
+        if lingering {
+            // Clients answered together come back microseconds apart, and
+            // tokio's timers tick in milliseconds: the linger is a loop of
+            // yields instead (the runtime polls its I/O between them), so a
+            // lone request waits `BATCH_LINGER_US`, not a millisecond more.
+            tokio::task::yield_now().await;
+            match rx.try_recv() {
+                Ok(sized) => take(&mut queues, sized, &mut rx, max, room, &sink),
+                Err(mpsc::error::TryRecvError::Empty) => {}
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            let oldest = queues.values().map(|q| q.since).min();
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(sized) => take(&mut queues, sized, &mut rx, max, room, &sink),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(oldest.unwrap_or_else(Instant::now) + args.max_wait()), if oldest.is_some() => {}
+            }
         }
         let buffered: usize = queues.values().map(|q| q.items.len()).sum();
         let idle = unanswered.unanswered() <= buffered;
         let now = Instant::now();
         let due: Vec<Key> = queues
             .iter()
-            .filter(|(_, q)| idle || q.items.len() >= max || now - q.since >= args.max_wait())
+            .filter(|(_, q)| {
+                q.items.len() >= max
+                    || now - q.since >= args.max_wait()
+                    || (idle && now - q.newest >= args.linger())
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
@@ -221,9 +238,25 @@ async fn run(
                 flush(&key, queue.items, max, &sink);
             }
         }
+        lingering = idle && !queues.is_empty();
     }
     for (key, queue) in std::mem::take(&mut queues) {
         flush(&key, queue.items, max, &sink);
+    }
+}
+
+/// Queue `first` and whatever else already arrived, so a burst forms full batches.
+fn take(
+    queues: &mut BTreeMap<Key, Queue>,
+    first: Sized,
+    rx: &mut mpsc::Receiver<Sized>,
+    max: usize,
+    room: Room,
+    sink: &impl BatchSink,
+) {
+    push(queues, first, max, room, sink);
+    while let Ok(sized) = rx.try_recv() {
+        push(queues, sized, max, room, sink);
     }
 }
 
@@ -255,12 +288,15 @@ fn push(
             flush(&key, full.items, max, sink);
         }
     }
+    let now = Instant::now();
     let queue = queues.entry(key).or_insert_with(|| Queue {
         items: Vec::new(),
         bytes: 0,
         tokens: 0,
-        since: Instant::now(),
+        since: now,
+        newest: now,
     });
+    queue.newest = now;
     queue.bytes += bytes;
     queue.tokens += tokens;
     queue.items.push(queued);

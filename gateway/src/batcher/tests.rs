@@ -10,6 +10,11 @@ use tokio::time::sleep;
 use uuid::Uuid;
 
 const MAX_WAIT: Duration = Duration::from_millis(50);
+/// The linger of the tests that use it, on the real clock (a linger spins,
+/// so a paused clock would never reach its end); the others linger not at all.
+/// Long next to the few milliseconds between its clients' requests, so that
+/// a stalled CPU does not split their batch; under the tests' max wait there.
+const LINGER: Duration = Duration::from_millis(300);
 
 /// A batch as the tests compare it: when it left, its queue, its request numbers.
 type Seen = (Duration, Priority, Task, Vec<u128>);
@@ -44,9 +49,20 @@ impl Harness {
 
     /// A batcher whose batches hold at most `max_bytes` of encoded requests.
     fn with_max_bytes(batch_max_size: u32, max_bytes: usize) -> Self {
+        Self::spawn(batch_max_size, max_bytes, MAX_WAIT, Duration::ZERO)
+    }
+
+    /// A batcher whose queues linger `linger` while workers are idle (and
+    /// wait for company ten times as long while they are busy).
+    fn lingering(linger: Duration) -> Self {
+        Self::spawn(32, usize::MAX, linger * 10, linger)
+    }
+
+    fn spawn(batch_max_size: u32, max_bytes: usize, max_wait: Duration, linger: Duration) -> Self {
         let args = BatchArgs {
             batch_max_size,
-            batch_max_wait_ms: MAX_WAIT.as_millis() as u64,
+            batch_max_wait_ms: max_wait.as_millis() as u64,
+            batch_linger_us: linger.as_micros() as u64,
             max_request_tokens: 400,
         };
         let waiting = Waiting::default();
@@ -62,6 +78,11 @@ impl Harness {
     /// One published request is still unanswered: workers are busy.
     fn busy(&self) {
         self.waiting.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `n` published requests got their answers.
+    fn answered(&self, n: usize) {
+        self.waiting.0.fetch_sub(n, Ordering::SeqCst);
     }
 
     /// Submit request `n` as the handler does: counted as waiting, then queued.
@@ -190,7 +211,7 @@ async fn a_partial_queue_waits_max_wait_from_its_oldest_request() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn idle_workers_get_a_lone_request_at_once() {
+async fn idle_workers_get_a_lone_request_at_once_without_a_linger() {
     let mut h = Harness::new(32);
     h.submit(1, N, EMBED).await;
     assert_eq!(h.next().await, (ms(0), N, EMBED, vec![1]));
@@ -198,6 +219,34 @@ async fn idle_workers_get_a_lone_request_at_once() {
     h.nothing_within(ms(10)).await;
     h.submit(2, N, EMBED).await;
     assert_eq!(h.next().await, (ms(10) + MAX_WAIT, N, EMBED, vec![2]));
+}
+
+#[tokio::test]
+async fn idle_workers_get_a_lone_request_once_it_lingered() {
+    let mut h = Harness::lingering(LINGER);
+    h.submit(1, N, EMBED).await;
+    let (left, _, _, ids) = h.next().await;
+    assert_eq!(ids, [1]);
+    assert!(left >= LINGER, "left after {left:?}, before its linger");
+}
+
+#[tokio::test]
+async fn clients_answered_together_at_idle_workers_leave_together() {
+    let mut h = Harness::lingering(LINGER);
+    h.busy();
+    h.submit(1, N, EMBED).await;
+    // The busy batch is answered and its clients come back one by one: the
+    // first comer finds the workers idle, but the others are on their way.
+    // (Sent at the first comer, 1 and 2 went alone and 3 and 4 waited
+    // behind them.)
+    h.answered(1);
+    h.submit(2, N, EMBED).await;
+    sleep(LINGER / 60).await;
+    h.submit(3, N, EMBED).await;
+    sleep(LINGER / 60).await;
+    h.submit(4, N, EMBED).await;
+    let (_, _, _, ids) = h.next().await;
+    assert_eq!(ids, [1, 2, 3, 4], "one batch");
 }
 
 #[tokio::test(start_paused = true)]
