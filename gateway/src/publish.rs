@@ -15,11 +15,9 @@ use crate::batcher::{Batch, BatchSink};
 use crate::idempotency::Idempotency;
 use crate::stored_batches::StoredBatches;
 use crate::waiters::{Reply, Waiters};
-use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream;
-use jetinfer_shared::protocol::{self, TaskBatch};
+use jetinfer_shared::protocol::TaskBatch;
 use jetinfer_shared::store;
-use jetinfer_shared::subjects;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -109,25 +107,9 @@ impl Publisher {
 
     /// Publish and return the stream sequence JetStream stored the batch at.
     async fn send(&self, batch: &TaskBatch) -> Result<u64, String> {
-        let body: bytes::Bytes = protocol::encode(batch).map_err(|e| e.to_string())?.into();
-        let mut headers = subjects::payload_headers(&batch.batch_id, batch.items.len());
-        headers.insert(NATS_MESSAGE_ID, batch.batch_id.to_string().as_str());
-        headers.insert(subjects::HEADER_TASK, batch.task.as_str());
-        headers.insert(subjects::HEADER_MODEL, batch.model.as_str());
-        headers.insert(
-            subjects::HEADER_DEADLINE,
-            batch.deadline_ms.to_string().as_str(),
-        );
-        let subject = subjects::task_subject(&batch.model, batch.task, batch.priority);
-        store::until_stored(
-            &self.js,
-            subject,
-            headers,
-            body,
-            batch.deadline_ms,
-            crate::metrics::publish_retried,
-        )
-        .await
-        .map_err(|e| format!("work queue refused the batch: {e}"))
+        let msg_id = batch.batch_id.to_string();
+        store::task_batch(&self.js, batch, &msg_id, crate::metrics::publish_retried)
+            .await
+            .map_err(|e| format!("work queue refused the batch: {e}"))
     }
 }

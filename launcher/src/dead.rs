@@ -1,6 +1,9 @@
-//! `launcher dead ls|show <seq>|purge` (`./jetinfer dead …`): the dead letters
-//! in `INFER_DEAD` for an operator. They carry request text, so only the
-//! admin login may read or purge them; any other is refused by nats-server.
+//! `launcher dead ls|show <seq>|replay <seq>|--all|purge` (`./jetinfer dead
+//! …`): the dead letters in `INFER_DEAD` for an operator. They carry request
+//! text, so only the admin login may read, replay or purge them; any other
+//! is refused by nats-server.
+
+mod replay;
 
 use anyhow::Context;
 use async_nats::jetstream::message::StreamMessage;
@@ -29,6 +32,21 @@ pub enum DeadAction {
     Show {
         /// Its sequence in INFER_DEAD (the first column of `ls`).
         seq: u64,
+    },
+    /// Put dead letters back in the work queue as new batches, then delete
+    /// them; the answers go to the async results bucket (`GET /result/<request
+    /// id>`), or are printed here when there is none.
+    Replay {
+        /// Its sequence in INFER_DEAD (the first column of `ls`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        seq: Option<u64>,
+        /// Every dead letter that is a task batch.
+        #[arg(long)]
+        all: bool,
+        /// Without a results bucket: how long to wait for the answers (and
+        /// the replayed batches' deadline).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        wait_s: u64,
     },
     /// Delete every dead letter.
     Purge,
@@ -108,6 +126,20 @@ pub async fn run(command: &DeadCommand) -> anyhow::Result<()> {
                 }
                 Err(e) => println!("not a task batch ({e}): {} bytes", letter.payload.len()),
             }
+        }
+        DeadAction::Replay { seq, all, wait_s } => {
+            let seqs = match seq {
+                Some(seq) => vec![seq],
+                None => {
+                    let state = stream.info().await?.state.clone();
+                    match state.messages {
+                        0 => Vec::new(),
+                        _ => (state.first_sequence..=state.last_sequence).collect(),
+                    }
+                }
+            };
+            let wait = std::time::Duration::from_secs(wait_s);
+            replay::run(&js, &stream, seqs, all, wait).await?;
         }
         DeadAction::Purge => {
             let purged = stream.purge().await.context("purge (admin only)")?;

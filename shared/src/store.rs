@@ -1,12 +1,50 @@
 //! Publishing to a JetStream stream until it is stored: the gateway's task
-//! batches and the workers' results both go through [`until_stored`], so
+//! batches ([`task_batch`]) and the workers' results both go through [`until_stored`], so
 //! both ride out a lost acknowledgement and a cluster electing a new stream
 //! leader the same way.
 
 use crate::clock::now_ms;
+use crate::protocol::{self, TaskBatch};
+use crate::subjects;
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use std::time::{Duration, Instant};
+
+/// Why a task batch was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The batch does not encode (it never left this process).
+    #[error("cannot encode the batch: {0}")]
+    Encode(#[from] crate::protocol::WireError),
+    /// JetStream did not store it (see [`until_stored`]).
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// Publish task batch `batch` to the work queue on its task subject, with
+/// the headers a person reads with the nats CLI and `Nats-Msg-Id` =
+/// `msg_id`, until JetStream stores it (see [`until_stored`]; never past
+/// its deadline); returns its stream sequence. The gateway sends every
+/// batch through here, and `dead replay` the batches it puts back.
+pub async fn task_batch(
+    js: &jetstream::Context,
+    batch: &TaskBatch,
+    msg_id: &str,
+    on_retry: impl Fn(),
+) -> Result<u64, BatchError> {
+    let body: bytes::Bytes = protocol::encode(batch)?.into();
+    let mut headers = subjects::payload_headers(&batch.batch_id, batch.items.len());
+    headers.insert(NATS_MESSAGE_ID, msg_id);
+    headers.insert(subjects::HEADER_TASK, batch.task.as_str());
+    headers.insert(subjects::HEADER_MODEL, batch.model.as_str());
+    headers.insert(
+        subjects::HEADER_DEADLINE,
+        batch.deadline_ms.to_string().as_str(),
+    );
+    let subject = subjects::task_subject(&batch.model, batch.task, batch.priority);
+    Ok(until_stored(js, subject, headers, body, batch.deadline_ms, on_retry).await?)
+}
 
 /// Publish `body` (carrying its `Nats-Msg-Id` in `headers`) on `subject` until
 /// JetStream stores it, and return its stream sequence; `on_retry` is called

@@ -134,7 +134,7 @@ async fn exhausted_retries_answer_at_once_with_the_attempts() {
     tokio::time::timeout(LIMIT, async {
         // The request timeout is far away: only the advisory can explain a quick error.
         let stack = Stack::start(0, &["--request-timeout-ms", "120000"]).await;
-        let _hung = WorkerProcess::start(
+        let hung = WorkerProcess::start(
             WORKER,
             &stack.nats,
             "hung",
@@ -234,16 +234,85 @@ async fn exhausted_retries_answer_at_once_with_the_attempts() {
             ok && shown.contains("doomed") && shown.contains("Jetinfer-Attempts: 2"),
             "{shown}"
         );
+        let (ok, refused) = dead("gateway", &["replay", "1"]);
+        assert!(!ok, "a gateway may not replay: {refused}");
+
+        // Replayed once a healthy worker exists, each is computed: its answer
+        // lands in the results bucket under the original request id.
+        drop(hung);
+        let _healthy = WorkerProcess::start(WORKER, &stack.nats, "healthy", &env(&[]));
+        let sync_id = letters_request(&letters, 1).await;
+        let async_id = letters_request(&letters, 2).await;
+        assert_eq!(
+            async_id.to_string(),
+            accepted["request_id"].as_str().unwrap()
+        );
+        let (ok, replayed) = dead("admin", &["replay", "2"]);
+        assert!(
+            ok && replayed.contains("replayed dead letter 2"),
+            "{replayed}"
+        );
+        let answer = |id: uuid::Uuid| {
+            let url = format!("{}/result/{id}", stack.url);
+            let http = &stack.http;
+            wait_for("the replayed answer", Duration::from_secs(60), move || {
+                let url = url.clone();
+                async move {
+                    let r = http.get(&url).send().await.ok()?;
+                    let body: serde_json::Value = r.json().await.ok()?;
+                    body["output"]["embedding"].is_array().then_some(body)
+                }
+            })
+        };
+        let body = answer(async_id).await;
+        assert_eq!(
+            body["output"]["embedding"].as_array().unwrap().len(),
+            384,
+            "{body}"
+        );
+        assert_eq!(body["worker_id"], "healthy", "{body}");
+        // Without a results bucket, the answers come back to the command.
+        js.delete_key_value(subjects::RESULTS_BUCKET).await.unwrap();
+        let (ok, replayed) = dead("admin", &["replay", "--all"]);
+        assert!(ok, "{replayed}");
+        assert!(replayed.contains("replayed dead letter 1"), "{replayed}");
+        assert!(
+            replayed.contains(&format!("{sync_id}  healthy attempt 1: ok: 384 floats")),
+            "{replayed}"
+        );
+        let (ok, listed) = dead("admin", &["ls"]);
+        assert!(ok && listed.contains("(no dead letters)"), "{listed}");
+
+        // Garbage is no batch to replay: it stays, for the admin to purge.
+        js.publish("infer.task.all-minilm-l6-v2.embed.normal", "garbage".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        wait_for("a malformed letter", Duration::from_secs(30), || async {
+            let mut dead = js.get_stream(subjects::DEAD_STREAM).await.ok()?;
+            (dead.info().await.ok()?.state.messages == 1).then_some(())
+        })
+        .await;
+        let (ok, replayed) = dead("admin", &["replay", "--all"]);
+        assert!(ok && replayed.contains("is not a task batch"), "{replayed}");
         let (ok, refused) = dead("gateway", &["purge"]);
         assert!(!ok, "a gateway may not purge: {refused}");
         let (ok, purged) = dead("admin", &["purge"]);
-        assert!(ok && purged.contains("purged 2 dead letters"), "{purged}");
+        assert!(ok && purged.contains("purged 1 dead letters"), "{purged}");
         let status = stack.get_json("/status").await;
         assert_eq!(status["queue"]["dead_letters"], 0, "{status}");
         stack.shutdown().await;
     })
     .await
     .expect("test bounded in time");
+}
+
+/// The (first) request id of dead letter `seq`.
+async fn letters_request(letters: &async_nats::jetstream::stream::Stream, seq: u64) -> uuid::Uuid {
+    let letter = letters.get_raw_message(seq).await.expect("a dead letter");
+    let batch: TaskBatch = protocol::decode(&letter.payload).expect("a task batch");
+    batch.items[0].request_id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
