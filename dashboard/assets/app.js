@@ -131,6 +131,7 @@ function render(s) {
   $("#m-failed").textContent = fmtInt(m.failed);
   $("#m-retried").textContent = fmtInt(m.retried);
   $("#m-queue").textContent = fmtInt(m.queue_depth);
+  $("#m-dead").textContent = fmtInt(m.dead_letters);
   $("#m-rps").textContent = m.requests_per_s.toFixed(1);
   $("#m-p50").textContent = fmtMs(m.p50_ms);
   $("#m-p95").textContent = fmtMs(m.p95_ms);

@@ -130,13 +130,13 @@ async fn heartbeats(client: async_nats::Client, stack: Shared) {
     }
 }
 
-/// Poll the work consumers' backlog once a second.
+/// Poll the work consumers' backlog and the dead letters once a second.
 async fn queue_depth(client: async_nats::Client, stack: Shared) {
     let js = async_nats::jetstream::new(client);
     let mut tick = tokio::time::interval(RETRY);
     loop {
         tick.tick().await;
-        let queue = match js.get_stream(subjects::TASK_STREAM).await {
+        let mut queue = match js.get_stream(subjects::TASK_STREAM).await {
             Ok(stream) => match jetinfer_shared::topology::work_consumers(&stream).await {
                 Ok(infos) => Queue {
                     pending: infos.iter().map(|i| i.num_pending).sum(),
@@ -153,6 +153,10 @@ async fn queue_depth(client: async_nats::Client, stack: Shared) {
                 ..Default::default()
             },
         };
+        match js.get_stream(subjects::DEAD_STREAM).await {
+            Ok(dead) => queue.dead_letters = dead.cached_info().state.messages,
+            Err(e) => queue.error = queue.error.or(Some(e.to_string())),
+        }
         with(&stack, |s| s.queue(queue));
     }
 }

@@ -17,6 +17,9 @@ pub struct Queue {
     pub pending: u64,
     /// Batches delivered, not yet acked.
     pub in_flight: u64,
+    /// Batches in `INFER_DEAD`: given up on, malformed or expired, kept for
+    /// an operator (`jetinfer dead ls`).
+    pub dead_letters: u64,
     /// Set when the stream could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -37,6 +40,8 @@ pub struct Metrics {
     pub client_gone: u64,
     /// Pending + in flight batches in the work queue.
     pub queue_depth: u64,
+    /// Batches in the dead letters (`INFER_DEAD`).
+    pub dead_letters: u64,
     /// Requests finished per second over the last minute.
     pub requests_per_s: f64,
     /// Latency percentiles over the last minute (ms).
@@ -98,6 +103,7 @@ impl StackState {
             retried: totals.retried,
             client_gone: totals.client_gone,
             queue_depth: self.queue.pending + self.queue.in_flight,
+            dead_letters: self.queue.dead_letters,
             requests_per_s: window.requests_per_s,
             p50_ms: window.p50,
             p95_ms: window.p95,

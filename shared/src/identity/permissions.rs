@@ -182,6 +182,7 @@ fn dashboard(name: &str) -> Permissions {
             "$JS.FC.KV_INFER_WORKERS.>",
             "$JS.API.STREAM.INFO.INFER_TASKS",
             "$JS.API.CONSUMER.LIST.INFER_TASKS",
+            "$JS.API.STREAM.INFO.INFER_DEAD",
         ])),
         publish_deny: Vec::new(),
         subscribe_allow: Some(vec![own_inboxes(name), "infer.event.>".to_owned()]),

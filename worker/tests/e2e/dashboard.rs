@@ -189,6 +189,18 @@ async fn the_dashboard_shows_the_live_stack_in_a_real_browser() {
             (completed >= 60 && submitted >= 60).then_some(())
         })
         .await;
+        assert_eq!(text(&page, "#m-dead").await.as_deref(), Some("0"));
+        // Garbage on a task subject is kept as a dead letter, and counted.
+        let js = async_nats::jetstream::new(stack.nats.client().await);
+        js.publish("infer.task.all-minilm-l6-v2.embed.normal", "garbage".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        wait_for("one dead letter on the page", WAIT, || async {
+            (number(&text(&page, "#m-dead").await?)? == 1).then_some(())
+        })
+        .await;
         wait_for("the recent-requests table to fill", WAIT, || async {
             (count(&page, "#recent tbody tr").await >= 60).then_some(())
         })
