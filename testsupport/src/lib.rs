@@ -12,7 +12,7 @@
 //! # Layout
 //!
 //! - `paths.rs`: where things are: [`repo_nats_conf`], [`nats_server_bin`],
-//!   [`schemathesis_bin`], [`openai_python`], [`model_dir`].
+//!   [`schemathesis_bin`], [`client_python`], [`model_dir`].
 //! - `nats_server.rs`: [`NatsServer`], one server per test (or a routed
 //!   cluster of them, [`NatsServer::start_cluster`]), with the
 //!   identities that log in to it (made on first use).
@@ -34,7 +34,7 @@ pub use cut_proxy::CutProxy;
 pub use gateway_process::GatewayProcess;
 pub use nats_server::NatsServer;
 pub use paths::{
-    image_model_dir, model_dir, nats_server_bin, openai_python, photo, png_header, repo_nats_conf,
+    client_python, image_model_dir, model_dir, nats_server_bin, photo, png_header, repo_nats_conf,
     schemathesis_bin,
 };
 pub use port::free_port;

@@ -28,13 +28,14 @@ pub fn schemathesis_bin() -> PathBuf {
     )
 }
 
-/// A Python that can `import openai` (the official client): `OPENAI_PYTHON`,
-/// or `python3` on `PATH`.
-pub fn openai_python() -> PathBuf {
+/// A Python with the clients that are not ours the suite talks through:
+/// `import openai` (the official OpenAI client) and `import nats` (nats-py):
+/// `CLIENT_PYTHON`, or `python3` on `PATH`.
+pub fn client_python() -> PathBuf {
     program(
-        "OPENAI_PYTHON",
+        "CLIENT_PYTHON",
         "python3",
-        "`./jetinfer test` installs the client with `pip install openai`",
+        "`./jetinfer test` installs the clients with `pip install openai nats-py`",
     )
 }
 

@@ -20,6 +20,7 @@ mod idempotency;
 mod images;
 mod invariants;
 mod nats_api;
+mod nats_inspect;
 mod openai;
 mod payload;
 mod permissions;

@@ -5,7 +5,7 @@
 //! errors surface as the client's own exceptions.
 
 use crate::stack::Stack;
-use jetinfer_testsupport::{openai_python, wait_for};
+use jetinfer_testsupport::{client_python, wait_for};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ async fn the_openai_client_embeds_through_v1_embeddings() {
             },
         )
         .await;
-        let out = tokio::process::Command::new(openai_python())
+        let out = tokio::process::Command::new(client_python())
             .args(["-c", CLIENT, &stack.url])
             .output()
             .await
