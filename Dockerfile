@@ -1,4 +1,4 @@
-# One image for the jetinfer binaries: `worker`, `gateway`, `dashboard`, `launcher`
+# One image for the jetinfer binaries: `worker`, `gateway`, `dashboard`, `jetinfer-top`, `launcher`
 # (compose's init service runs `launcher secrets`) (and
 # `loadgen`), with the all-MiniLM-L6-v2 model (MODEL_DIR) and EfficientNet-Lite0
 # (IMAGE_MODEL_DIR) in /models: workers serve both unless MODELS says otherwise.
@@ -48,7 +48,7 @@ RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --bins \
  && mkdir -p /out \
- && cp target/release/worker target/release/gateway target/release/dashboard target/release/loadgen target/release/launcher /out/
+ && cp target/release/worker target/release/gateway target/release/dashboard target/release/jetinfer-top target/release/loadgen target/release/launcher /out/
 
 # --- runtime ---------------------------------------------------------------------
 FROM debian:bookworm-slim

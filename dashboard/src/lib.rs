@@ -15,15 +15,21 @@
 //!   timer → state; `feed/previews.rs` reads the task subjects, opt-in.
 //! - [`server`]: the page, its assets, `/api/snapshot` and the SSE stream.
 //! - [`access`]: keys, the login form and sessions in front of the server.
+//! - [`watch`]: the feeds' state behind one handle, read by the server and
+//!   by [`top`].
+//! - [`top`]: `jetinfer-top`, the same view in a terminal (ratatui), and
+//!   `--once`, a plain-text snapshot for scripts.
 
 pub mod access;
 pub mod config;
 pub mod feed;
 pub mod server;
 pub mod state;
+pub mod top;
+pub mod watch;
 
 use config::DashboardArgs;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -57,15 +63,13 @@ pub async fn run(
         .check("the dashboard", listen, access.enabled(), "DASHBOARD_KEYS")?;
     let client = args.nats.connect("dashboard").await?;
     let ttl = Duration::from_millis(args.heartbeat_interval_ms * 3);
-    let stack = Arc::new(Mutex::new(state::StackState::new(args.recent, ttl)));
-    feed::spawn(client.clone(), stack.clone(), stop.clone());
+    let watch = watch::Watch::start(client, args.recent, ttl, stop.clone());
     if args.show_inputs {
-        feed::previews::spawn(args.nats.clone(), stack.clone(), stop.clone());
+        feed::previews::spawn(args.nats.clone(), watch.stack(), stop.clone());
     }
     tracing::info!(%listen, keys = access.enabled(), show_inputs = args.show_inputs, "dashboard ready");
     let state = Arc::new(server::AppState {
-        stack,
-        client,
+        watch,
         stop: stop.clone(),
     });
     let app = access::protect(server::app(state), access);

@@ -2,7 +2,8 @@
 //! Who may see them is [`crate::access`]'s business, layered on top.
 
 use crate::access::{Session, LOGOUT_BUTTON};
-use crate::state::{Snapshot, StackState};
+use crate::state::Snapshot;
+use crate::watch::Watch;
 use axum::extract::{Extension, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -10,18 +11,15 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::{Stream, StreamExt};
-use jetinfer_shared::clock::now_ms;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Shared by the handlers.
 pub struct AppState {
     /// What the feeds have seen.
-    pub stack: Arc<Mutex<StackState>>,
-    /// For the NATS connection state.
-    pub client: async_nats::Client,
+    pub watch: Watch,
     /// The dashboard's stop: it ends every live stream, which would otherwise
     /// run as long as its page is open and hold the graceful shutdown (and
     /// `docker compose stop`) until it is killed.
@@ -30,11 +28,7 @@ pub struct AppState {
 
 impl AppState {
     fn snapshot(&self) -> Snapshot {
-        let nats = self.client.connection_state().to_string();
-        self.stack
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .snapshot(nats, now_ms())
+        self.watch.snapshot()
     }
 }
 

@@ -183,7 +183,14 @@ impl NatsArgs {
             .split(',')
             .map(str::trim)
             .map(|entry| {
-                entry.parse().map_err(|source| ConnectError::Url {
+                // async-nats takes an empty address, then waits for ever on
+                // a server it cannot name (an unset variable, `NATS_URL=`).
+                let empty = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty");
+                let parsed = match entry.is_empty() {
+                    true => Err(empty()),
+                    false => entry.parse(),
+                };
+                parsed.map_err(|source| ConnectError::Url {
                     entry: entry.to_owned(),
                     source,
                 })
@@ -268,6 +275,11 @@ mod tests {
             e.contains("\"nats://h:port\" is not a NATS server URL"),
             "{e}"
         );
+        for empty in ["", "nats://127.0.0.1:4222,"] {
+            let cli = Cli::parse_from(["t", "--nats-url", empty]);
+            let e = cli.nats.servers().unwrap_err().to_string();
+            assert!(e.contains("\"\" is not a NATS server URL (empty)"), "{e}");
+        }
     }
 
     #[tokio::test]

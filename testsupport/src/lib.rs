@@ -12,7 +12,7 @@
 //! # Layout
 //!
 //! - `paths.rs`: where things are: [`repo_nats_conf`], [`nats_server_bin`],
-//!   [`schemathesis_bin`], [`client_python`], [`model_dir`].
+//!   [`schemathesis_bin`], [`client_python`], [`tmux_bin`], [`model_dir`].
 //! - `nats_server.rs`: [`NatsServer`], one server per test (or a routed
 //!   cluster of them, [`NatsServer::start_cluster`]), with the
 //!   identities that log in to it (made on first use).
@@ -35,7 +35,7 @@ pub use gateway_process::GatewayProcess;
 pub use nats_server::NatsServer;
 pub use paths::{
     client_python, image_model_dir, model_dir, nats_server_bin, photo, png_header, repo_nats_conf,
-    schemathesis_bin,
+    schemathesis_bin, tmux_bin,
 };
 pub use port::free_port;
 pub use wait::{three_current_copies, wait_for};

@@ -39,6 +39,16 @@ pub fn client_python() -> PathBuf {
     )
 }
 
+/// tmux, which drives `jetinfer-top` in a real terminal: `TMUX_BIN`, or
+/// `tmux` on `PATH`.
+pub fn tmux_bin() -> PathBuf {
+    program(
+        "TMUX_BIN",
+        "tmux",
+        "`./jetinfer test` installs it with `apt-get install tmux`",
+    )
+}
+
 /// A program named by `var`, else found on `PATH`; panics with `hint` otherwise.
 fn program(var: &str, name: &str, hint: &str) -> PathBuf {
     if let Some(bin) = std::env::var_os(var) {

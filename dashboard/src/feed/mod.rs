@@ -12,7 +12,7 @@
 
 pub mod previews;
 
-use crate::state::{Queue, StackState};
+use crate::state::{ConsumerDepth, Queue, StackState};
 use async_nats::jetstream::kv::Operation;
 use futures::StreamExt;
 use jetinfer_shared::clock::now_ms;
@@ -34,11 +34,12 @@ fn with(stack: &Shared, f: impl FnOnce(&mut StackState)) {
 
 /// Start every feed; they end when `stop` fires.
 pub fn spawn(client: async_nats::Client, stack: Shared, stop: CancellationToken) {
-    let feeds: [std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>; 4] = [
+    let feeds: [std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>; 5] = [
         Box::pin(expiry(stack.clone())),
         Box::pin(events(client.clone(), stack.clone())),
         Box::pin(heartbeats(client.clone(), stack.clone())),
-        Box::pin(queue_depth(client, stack)),
+        Box::pin(queue_depth(client.clone(), stack.clone())),
+        Box::pin(dead_count(client, stack)),
     ];
     for feed in feeds {
         let stop = stop.clone();
@@ -130,33 +131,62 @@ async fn heartbeats(client: async_nats::Client, stack: Shared) {
     }
 }
 
-/// Poll the work consumers' backlog and the dead letters once a second.
+/// Poll the work consumers' backlog once a second.
 async fn queue_depth(client: async_nats::Client, stack: Shared) {
     let js = async_nats::jetstream::new(client);
     let mut tick = tokio::time::interval(RETRY);
     loop {
         tick.tick().await;
-        let mut queue = match js.get_stream(subjects::TASK_STREAM).await {
-            Ok(stream) => match jetinfer_shared::topology::work_consumers(&stream).await {
-                Ok(infos) => Queue {
-                    pending: infos.iter().map(|i| i.num_pending).sum(),
-                    in_flight: infos.iter().map(|i| i.num_ack_pending as u64).sum(),
-                    ..Default::default()
-                },
-                Err(e) => Queue {
-                    error: Some(e.to_string()),
-                    ..Default::default()
-                },
-            },
-            Err(e) => Queue {
-                error: Some(e.to_string()),
-                ..Default::default()
-            },
-        };
-        match js.get_stream(subjects::DEAD_STREAM).await {
-            Ok(dead) => queue.dead_letters = dead.cached_info().state.messages,
-            Err(e) => queue.error = queue.error.or(Some(e.to_string())),
-        }
+        let queue = work_queue(&js).await;
         with(&stack, |s| s.queue(queue));
+    }
+}
+
+/// Poll the dead letters' count once a second, apart from the queue: a
+/// login that may not read it (an older access.conf) waits out each request,
+/// and the queue depth must not wait with it.
+async fn dead_count(client: async_nats::Client, stack: Shared) {
+    let js = async_nats::jetstream::new(client);
+    let mut tick = tokio::time::interval(RETRY);
+    loop {
+        tick.tick().await;
+        match js.get_stream(subjects::DEAD_STREAM).await {
+            Ok(dead) => {
+                let count = dead.cached_info().state.messages;
+                with(&stack, |s| s.dead_letters(count));
+            }
+            Err(e) => tracing::debug!(error = %e, "dead letters not counted"),
+        }
+    }
+}
+
+/// The work consumers' backlog, each and in all.
+async fn work_queue(js: &async_nats::jetstream::Context) -> Queue {
+    let infos = match js.get_stream(subjects::TASK_STREAM).await {
+        Ok(stream) => jetinfer_shared::topology::work_consumers(&stream)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match infos {
+        Ok(infos) => {
+            let consumers: Vec<ConsumerDepth> = (infos.iter())
+                .map(|i| ConsumerDepth {
+                    name: i.name.clone(),
+                    pending: i.num_pending,
+                    in_flight: i.num_ack_pending as u64,
+                })
+                .collect();
+            Queue {
+                pending: consumers.iter().map(|c| c.pending).sum(),
+                in_flight: consumers.iter().map(|c| c.in_flight).sum(),
+                consumers,
+                ..Default::default()
+            }
+        }
+        Err(error) => Queue {
+            error: Some(error),
+            ..Default::default()
+        },
     }
 }

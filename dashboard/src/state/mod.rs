@@ -25,7 +25,7 @@ mod workers;
 pub use inputs::Inputs;
 pub use pending::PendingRow;
 pub use series::{Point, HISTORY_SECS, WINDOW_SECS};
-pub use snapshot::{Metrics, Queue, Snapshot};
+pub use snapshot::{ConsumerDepth, Metrics, Queue, Snapshot};
 pub use workers::WorkerRow;
 
 use jetinfer_shared::clock::now_ms;
@@ -139,7 +139,16 @@ impl StackState {
 
     /// Latest work-queue depth.
     pub fn queue(&mut self, queue: Queue) {
-        self.queue = queue;
+        let dead_letters = self.queue.dead_letters;
+        self.queue = Queue {
+            dead_letters,
+            ..queue
+        };
+    }
+
+    /// Record the dead letters' count (`INFER_DEAD`), polled on its own.
+    pub fn dead_letters(&mut self, count: u64) {
+        self.queue.dead_letters = count;
     }
 
     /// Age the state to `now` (Unix ms): forget pending requests long past

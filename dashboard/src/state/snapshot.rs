@@ -20,9 +20,22 @@ pub struct Queue {
     /// Batches in `INFER_DEAD`: given up on, malformed or expired, kept for
     /// an operator (`jetinfer dead ls`).
     pub dead_letters: u64,
+    /// The same per work consumer (`work-<model>-<task>-<priority>`), by name.
+    pub consumers: Vec<ConsumerDepth>,
     /// Set when the stream could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// One work consumer's backlog.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ConsumerDepth {
+    /// Its name.
+    pub name: String,
+    /// Batches not yet delivered.
+    pub pending: u64,
+    /// Batches delivered, not yet acked.
+    pub in_flight: u64,
 }
 
 /// Headline numbers.

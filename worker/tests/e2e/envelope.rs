@@ -4,10 +4,10 @@
 
 use crate::stack::Stack;
 use jetinfer_dashboard::server;
-use jetinfer_dashboard::state::StackState;
+use jetinfer_dashboard::watch::Watch;
 use serde_json::{json, Value};
 use std::future::IntoFuture;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `method path` on `base`: status, `Allow` header, JSON body.
@@ -52,17 +52,24 @@ async fn every_error_is_the_json_envelope_on_the_gateway_and_the_dashboard() {
     );
     assert_eq!(allow.as_deref(), Some("POST"));
 
-    // The dashboard's routes alone: no feed is needed to answer errors.
+    // The dashboard's routes on a watch of the test's stack.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watch = Watch::start(
+        stack.nats.client().await,
+        10,
+        Duration::from_secs(5),
+        stop.clone(),
+    );
     let pages = Arc::new(server::AppState {
-        stack: Arc::new(Mutex::new(StackState::new(10, Duration::from_secs(5)))),
-        client: stack.nats.client().await,
-        stop: tokio_util::sync::CancellationToken::new(),
+        watch,
+        stop: stop.clone(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dashboard_url = format!("http://{}", listener.local_addr().unwrap());
     let dashboard = tokio::spawn(axum::serve(listener, server::app(pages)).into_future());
     assert_envelopes(&stack.http, &dashboard_url, "/api/snapshot", "GET").await;
     dashboard.abort();
+    stop.cancel();
     stack.shutdown().await;
 }
 

@@ -32,3 +32,4 @@ mod slowloris;
 mod stack;
 mod stopping;
 mod tls;
+mod top;
