@@ -11,9 +11,12 @@
 //! stores `retries_exhausted` as the answer of each async request in it
 //! (unless it has one), and only then deletes it from the work queue, so
 //! both survive the gateway that took the requests. (A batch a worker
-//! terminates, malformed or expired, was copied by that worker.)
+//! terminates, malformed or expired, was copied by that worker.) The copy
+//! names the worker that last had the batch and the last error reported for
+//! it ([`crate::deliveries`]), or says that no delivery was ever answered.
 
 use crate::deferred::AsyncResults;
+use crate::deliveries::Deliveries;
 use crate::stored_batches::StoredBatches;
 use crate::waiters::{Reply, Waiters};
 use async_nats::jetstream::message::StreamMessage;
@@ -37,6 +40,7 @@ pub async fn watch(
     stored: StoredBatches,
     waiters: Waiters,
     deferred: AsyncResults,
+    deliveries: Deliveries,
 ) -> Result<impl std::future::Future<Output = ()>, async_nats::SubscribeError> {
     let max_deliveries = client.subscribe(subjects::MAX_DELIVERIES_ADVISORY).await?;
     let terminated = client.subscribe(subjects::TERMINATED_ADVISORY).await?;
@@ -63,7 +67,7 @@ pub async fn watch(
             };
             let remove = match &message {
                 Some(message) => {
-                    let buried = bury(&js, message, advisory.deliveries).await;
+                    let buried = bury(&js, message, advisory.deliveries, &deliveries).await;
                     let answered = exhaust_async(&deferred, message, advisory.deliveries).await;
                     buried && answered != Some(false)
                 }
@@ -97,17 +101,29 @@ pub async fn watch(
     })
 }
 
-/// Copy the given-up batch `message` to the dead letters (as exhausted);
-/// true once it is there (from this gateway or another: the copy's id is the
-/// batch's sequence, so JetStream keeps one).
-async fn bury(js: &async_nats::jetstream::Context, message: &StreamMessage, attempts: u64) -> bool {
+/// Copy the given-up batch `message` to the dead letters (as exhausted),
+/// with what `deliveries` knows of its last worker and error; true once it
+/// is there (from this gateway or another: the copy's id is the batch's
+/// sequence, so JetStream keeps one).
+async fn bury(
+    js: &async_nats::jetstream::Context,
+    message: &StreamMessage,
+    attempts: u64,
+    deliveries: &Deliveries,
+) -> bool {
+    let last = (message.headers.get(subjects::HEADER_BATCH_ID))
+        .and_then(|id| id.as_str().parse().ok())
+        .and_then(|id| deliveries.last(id));
+    let error = last.as_ref().and_then(|l| l.error.clone()).unwrap_or_else(|| {
+        format!("no delivery of {attempts} was answered within the ack wait (the worker hung, crashed or lost its connection)")
+    });
     let letter = dead::Letter {
         reason: dead::Reason::Exhausted,
         stream_seq: message.sequence,
         subject: message.subject.as_str(),
         attempts,
-        worker: None,
-        error: None,
+        worker: last.as_ref().map(|l| l.worker.as_str()),
+        error: Some(&error),
     };
     match dead::bury(js, &letter, message.payload.clone()).await {
         Ok(_) => true,

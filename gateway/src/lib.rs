@@ -20,6 +20,8 @@
 //!   (`POST /infer/async`, `GET /result/{id}`), readable by any gateway.
 //! - [`advisories`]: JetStream's max-deliveries/terminated advisories → immediate errors
 //!   (and, for async requests, a stored `retries_exhausted` answer).
+//! - [`deliveries`]: the last worker and error of each batch, from the
+//!   workers' events, for the dead letters of given-up batches.
 //! - [`service`]: the same API over NATS request-reply: the micro service
 //!   `jetinfer-gateway`, `infer.api.<task>`.
 //! - [`report`]: one call per request outcome, feeding the four below.
@@ -34,6 +36,7 @@ pub mod cache;
 pub mod config;
 pub mod counters;
 pub mod deferred;
+pub mod deliveries;
 pub mod events;
 pub mod http;
 pub mod idempotency;
@@ -136,6 +139,8 @@ pub async fn run(
         stored.clone(),
         report.clone(),
     ));
+    let deliveries = deliveries::Deliveries::default();
+    tokio::spawn(deliveries.watch(&client).await?);
     tokio::spawn(
         advisories::watch(
             client.clone(),
@@ -143,6 +148,7 @@ pub async fn run(
             stored.clone(),
             waiters.clone(),
             deferred.clone(),
+            deliveries,
         )
         .await?,
     );

@@ -110,6 +110,9 @@ fn gateway(name: &str) -> Permissions {
             // results sent straight from the workers (the stored copies come
             // through its ordered consumer)
             "infer.direct.*".to_owned(),
+            // who last had a batch, for the dead letter of a given-up one
+            "infer.event.*.started".to_owned(),
+            "infer.event.*.failed".to_owned(),
             "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.INFER_TASKS.*".to_owned(),
             "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.INFER_TASKS.*".to_owned(),
             // the NATS API (micro service `jetinfer-gateway`) and the

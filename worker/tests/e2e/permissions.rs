@@ -104,6 +104,18 @@ const MATRIX: &[(&str, Op, bool)] = &[
     (GATEWAY, Publish("infer.event.worker-1.completed"), false),
     (DASHBOARD, Publish("infer.event.worker-1.completed"), false),
     (DASHBOARD, Subscribe("infer.event.>"), true),
+    // A gateway hears who started or failed a batch (for its dead letter),
+    // no other event.
+    (GATEWAY, Subscribe("infer.event.worker-1.started"), true),
+    (GATEWAY, Subscribe("infer.event.worker-1.failed"), true),
+    (GATEWAY, Subscribe("infer.event.worker-1.completed"), false),
+    // The dashboard may count the dead letters, not read them (request text).
+    (DASHBOARD, Publish("$JS.API.STREAM.INFO.INFER_DEAD"), true),
+    (
+        DASHBOARD,
+        Publish("$JS.API.STREAM.MSG.GET.INFER_DEAD"),
+        false,
+    ),
     // Reply inboxes are private: a worker's hold its batches, the gateway's
     // results and API answers.
     (DASHBOARD, Subscribe("_INBOX.worker-1.>"), false),

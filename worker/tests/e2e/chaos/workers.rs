@@ -201,6 +201,13 @@ async fn exhausted_retries_answer_at_once_with_the_attempts() {
             let header = |name| letter.headers.get(name).map(|v| v.as_str().to_owned());
             assert_eq!(header(dead::HEADER_REASON).as_deref(), Some("exhausted"));
             assert_eq!(header(dead::HEADER_ATTEMPTS).as_deref(), Some("2"));
+            // From the workers' events (the advisory names neither): the
+            // hung worker reports its injected hang when its pass gives up.
+            assert_eq!(header(dead::HEADER_LAST_WORKER).as_deref(), Some("hung"));
+            assert_eq!(
+                header(dead::HEADER_LAST_ERROR).as_deref(),
+                Some("injected hang")
+            );
             let batch: TaskBatch = protocol::decode(&letter.payload).expect("the batch as sent");
             let TaskInput::Embed { text } = &batch.items[0].input else {
                 panic!("an embed batch: {batch:?}");
