@@ -6,6 +6,7 @@ worker/tests/e2e/nats_inspect.rs; an operator can too).
     .state/py/bin/python docs/nats_inspect.py worker-1
 
 Prints one JSON object, a key per README command:
+- `stream ls`: every stream's name;
 - `stream info INFER_TASKS`: its subjects, retention and storage;
 - `consumer ls INFER_TASKS`: the work consumers;
 - `kv get --raw INFER_WORKERS <worker>`: the worker's heartbeat, as JSON;
@@ -52,6 +53,7 @@ async def main(worker):
     js = nc.jetstream()
     seen = {}
 
+    seen["stream ls"] = sorted(s.config.name for s in await js.streams_info())
     tasks = await js.stream_info("INFER_TASKS")
     seen["stream info INFER_TASKS"] = {
         "subjects": tasks.config.subjects,

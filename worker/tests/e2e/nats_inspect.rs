@@ -1,6 +1,6 @@
 //! The README's `nats` CLI commands, checked with a NATS client that is not
 //! ours: `docs/nats_inspect.py` (nats-py) reads a live stack as the admin
-//! does — the work stream and its consumers, a heartbeat as JSON, every
+//! does — the streams, the work stream and its consumers, a heartbeat as JSON, every
 //! worker's `$SRV.INFO` and `$SRV.STATS`, a task batch's headers — and each
 //! must say what the README says it shows.
 
@@ -56,6 +56,17 @@ async fn what_the_readme_nats_commands_show_is_there() {
         assert!(out.status.success(), "nats_inspect.py failed");
         let seen: Value = serde_json::from_slice(&out.stdout).expect("its JSON");
 
+        // nats stream ls: the work queue, results, dead letters, buckets.
+        let streams = seen["stream ls"].as_array().unwrap();
+        for name in [
+            "INFER_TASKS",
+            "INFER_RESULTS",
+            "INFER_DEAD",
+            "KV_INFER_WORKERS",
+            "KV_INFER_RESULTS_KV",
+        ] {
+            assert!(streams.contains(&json!(name)), "{name}: {streams:?}");
+        }
         // nats stream info INFER_TASKS: the work queue, on file.
         let tasks = &seen["stream info INFER_TASKS"];
         assert_eq!(tasks["subjects"], json!(["infer.task.>"]), "{tasks}");
