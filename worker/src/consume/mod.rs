@@ -1,8 +1,9 @@
 //! The consume path: the life of a batch inside a worker, one file per step.
 //!
 //! 1. [`pull`]: while the compute slot is free, one pull request waits on each
-//!    work consumer; the first batch delivered withdraws the others (and, with
-//!    dynamic batching, takes queued ones along).
+//!    work consumer; the first batch delivered withdraws the others unless it
+//!    is expected to be done sooner (and, with dynamic batching, takes queued
+//!    ones along).
 //! 2. [`admit`]: decode and vet each message; malformed or expired ones are
 //!    terminated; async requests are claimed in the results bucket
 //!    ([`deferred`]), and the cancelled ones left out.

@@ -1,6 +1,6 @@
 //! Pulling: a worker asks JetStream for work only while its compute slot is
-//! free, and withdraws every question the moment one is answered, so a busy
-//! worker holds no batch that an idle one could start (load-aware dispatch
+//! free, and withdraws every question once one is answered by a batch that
+//! takes a while, so a busy worker holds no batch that an idle one could start (load-aware dispatch
 //! without any registry).
 //!
 //! An idle worker has one pull request waiting on each of its consumers
@@ -15,7 +15,10 @@
 //! do this: it forgets the subscription as soon as its UNSUB is written, and
 //! a batch still on the wire was lost until JetStream redelivered it. Only a
 //! batch delivered in that one round trip waits behind the pass, with
-//! progress acks. With dynamic batching on, batches already queued behind the
+//! progress acks. Only a batch expected to be quick (its consumer's last one
+//! was handled within [`HOLD_OPEN`]) leaves the other requests open: it is
+//! done before a withdrawal would be, and the requests serve the next batch
+//! too. With dynamic batching on, batches already queued behind the
 //! one pulled are taken along to be computed together.
 
 use super::Processor;
@@ -58,6 +61,16 @@ const HANDOVER: Duration = Duration::from_millis(10);
 /// unreachable) anything still on its way is left to JetStream's redelivery.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
+/// A batch whose source's last batch was handled (computed and handed to
+/// delivery) within this leaves the worker's other pull requests open while
+/// it is handled, and is withdrawn from them only if it takes longer. With
+/// batches this quick, withdrawing and renewing a request on every other
+/// consumer per batch cost nats-server more than the batch itself (echo: 2
+/// pull requests and 2 fences per consumer per batch); a batch arriving
+/// meanwhile waits at most this long, as one that slipped in before a
+/// withdrawal does.
+const HOLD_OPEN: Duration = Duration::from_millis(2);
+
 /// One work consumer this worker serves.
 pub struct Source {
     /// Durable consumer name (`work-<task>-<priority>`).
@@ -89,6 +102,19 @@ struct Ask {
     inbox: String,
     /// When to ask (again): past the request's expiry, or after a refusal.
     due: Instant,
+}
+
+impl Ask {
+    /// No request on any of `n` sources yet: each is due at once.
+    fn none(n: usize) -> Vec<Self> {
+        (0..n)
+            .map(|_| Self {
+                sub: None,
+                inbox: String::new(),
+                due: Instant::now(),
+            })
+            .collect()
+    }
 }
 
 /// Where the worker's pull requests go and its batches come from.
@@ -129,11 +155,17 @@ impl Processor {
             .as_ref()
             .map_or(Duration::ZERO, ComputeLease::max_turn);
         let mut turn: Option<(Turn, Instant)> = None;
+        // The pull requests, kept open from batch to batch while batches are
+        // handled within `HOLD_OPEN`; `quick[i]`: source i's last batch was
+        // (none yet: it was not).
+        let mut asks = Ask::none(pulling.sources.len());
+        let mut quick = vec![false; pulling.sources.len()];
         loop {
             if turn
                 .as_ref()
                 .is_some_and(|(_, since)| since.elapsed() >= max_turn)
             {
+                self.withdraw_all(pulling, &mut asks, stop).await;
                 turn = None;
                 tokio::time::sleep(HANDOVER).await;
             }
@@ -147,32 +179,53 @@ impl Processor {
             }
             let idle_until =
                 matches!(turn, Some((Turn::Held(_), _))).then(|| Instant::now() + IDLE_TURN);
-            let mut asks: Vec<Ask> = (0..pulling.sources.len())
-                .map(|_| Ask {
-                    sub: None,
-                    inbox: String::new(),
-                    due: Instant::now(),
-                })
-                .collect();
             let first = tokio::select! {
                 _ = stop.cancelled() => return,
                 first = pulling.first_delivery(&mut asks, idle_until) => first,
             };
-            let withdrawn = collect_late(pulling.withdraw(asks).await, pulling.js.clone());
             let Some((index, first)) = first else {
                 // A whole turn without work: hand the lease on, so the workers
                 // waiting for it never take an idle holder for a stuck one.
-                self.handle_late(withdrawn, stop).await;
+                self.withdraw_all(pulling, &mut asks, stop).await;
                 turn = None;
                 tokio::time::sleep(HANDOVER).await;
                 continue;
             };
             let mut held = vec![first];
             self.take_queued(&pulling.sources[index], &mut held).await;
-            // The first batch computes while the withdrawal is confirmed; a batch
+            let began = Instant::now();
+            let handling = self.handle(held);
+            tokio::pin!(handling);
+            if quick[index] {
+                // Likely done before a withdrawal would be: the other requests
+                // stay open, unless it takes longer after all.
+                if tokio::time::timeout(HOLD_OPEN, &mut handling).await.is_ok() {
+                    quick[index] = began.elapsed() < HOLD_OPEN;
+                    continue;
+                }
+            }
+            // The batch computes while the withdrawal is confirmed; a batch
             // that slipped in before the server saw it waits its turn for the slot.
-            tokio::join!(self.handle(held), self.handle_late(withdrawn, stop));
+            let withdrawn = pulling.withdraw(std::mem::replace(
+                &mut asks,
+                Ask::none(pulling.sources.len()),
+            ));
+            let withdrawn = collect_late(withdrawn.await, pulling.js.clone());
+            tokio::join!(handling, self.handle_late(withdrawn, stop));
+            quick[index] = began.elapsed() < HOLD_OPEN;
         }
+    }
+
+    /// Withdraw every open pull request and compute what arrived meanwhile.
+    async fn withdraw_all(
+        self: &Arc<Self>,
+        pulling: &Pulling,
+        asks: &mut Vec<Ask>,
+        stop: &CancellationToken,
+    ) {
+        let open = std::mem::replace(asks, Ask::none(pulling.sources.len()));
+        let withdrawn = collect_late(pulling.withdraw(open).await, pulling.js.clone());
+        self.handle_late(withdrawn, stop).await;
     }
 
     /// Compute the batches that arrived while pull requests were withdrawn.
@@ -258,7 +311,11 @@ impl Pulling {
             // Any other message ends the request, so its inbox is done with.
             ask.sub = None;
             match msg.status {
-                None => return Some((index, self.jetstream_message(msg))),
+                None => {
+                    // Asked again as soon as this worker is ready for more.
+                    ask.due = Instant::now();
+                    return Some((index, self.jetstream_message(msg)));
+                }
                 Some(StatusCode::TIMEOUT) | Some(StatusCode::NOT_FOUND) => {
                     ask.due = Instant::now();
                 }

@@ -553,6 +553,43 @@ async fn a_busy_worker_leaves_other_queues_to_idle_workers() {
 }
 
 #[tokio::test]
+async fn quick_batches_leave_the_other_pull_requests_open() {
+    let rig = Rig::new(FaultArgs::default(), 0).await;
+    let mut results = rig.admin.subscribe(REPLY).await.unwrap();
+    let high_next = format!(
+        "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+        subjects::TASK_STREAM,
+        rig.consumers[0].0
+    );
+    let mut high_pulls = rig.admin.subscribe(high_next).await.unwrap();
+    rig.admin.flush().await.unwrap();
+    rig.pull();
+    // One batch at a time on the normal queue, each handled in well under a
+    // millisecond: the request waiting on the high queue serves them all.
+    const BATCHES: usize = 40;
+    for i in 0..BATCHES {
+        let sent = batch(&[&format!("quick {i}")], later());
+        rig.publish(protocol::encode(&sent).unwrap()).await;
+        let result = next_result(&mut results).await;
+        assert_eq!((result.batch_id, result.attempt), (sent.batch_id, 1));
+    }
+    rig.stream_empty().await;
+    let mut asked = 0;
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(100), high_pulls.next()).await
+    {
+        asked += 1;
+    }
+    // Withdrawn and renewed per batch, it would be asked for 40 times. A
+    // batch that took over 2 ms (a CPU-starved suite) costs a renewal or two,
+    // and the request is renewed each second of the run.
+    assert!(
+        asked < BATCHES / 2,
+        "{asked} pull requests on the high queue over {BATCHES} quick normal batches"
+    );
+}
+
+#[tokio::test]
 async fn batches_delivered_while_pulls_are_withdrawn_are_computed_at_once() {
     let rig = Rig::new(FaultArgs::default(), 0).await;
     let mut results = rig.admin.subscribe(REPLY).await.unwrap();
