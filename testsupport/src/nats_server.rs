@@ -14,6 +14,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Tries at starting a cluster whose route ports were taken meanwhile.
+const CLUSTER_TRIES: usize = 5;
+
+/// What a cluster member logs once its route port is bound.
+const ROUTES_LISTENING: &str = "Listening for route connections";
+
 /// What a reloaded server logs once the new config is in force.
 const RELOADED: &str = "Reloaded server configuration";
 
@@ -58,26 +64,36 @@ impl NatsServer {
     /// `workers`; returns once JetStream answers on every node (a meta leader
     /// was elected). Members know only the identities they started with.
     pub async fn start_cluster(nodes: usize, workers: &[&str]) -> Vec<Self> {
+        Self::start_cluster_drawing(nodes, workers, free_port).await
+    }
+
+    /// [`NatsServer::start_cluster`] with route ports from `draw`. A port is
+    /// free when drawn, but a test running beside may bind it before its
+    /// member does, and that member exits: then the whole cluster is started
+    /// again on new ports, up to [`CLUSTER_TRIES`] times.
+    async fn start_cluster_drawing(
+        nodes: usize,
+        workers: &[&str],
+        mut draw: impl FnMut() -> u16,
+    ) -> Vec<Self> {
         let identities: Vec<Identity> = ["admin", "gateway", "dashboard"]
             .iter()
             .chain(workers)
             .map(|name| Identity::generate(name).expect("identity"))
             .collect();
-        let routes: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
-        let members: Vec<Self> = (0..nodes)
-            .map(|i| {
-                let others: Vec<String> = (routes.iter().enumerate())
-                    .filter(|&(j, _)| j != i)
-                    .map(|(_, port)| format!("nats-route://127.0.0.1:{port}"))
-                    .collect();
-                let cluster = format!(
-                    "server_name: n{i}\ncluster {{\n  name: jetinfer-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
-                    routes[i],
-                    others.join(", ")
-                );
-                Self::start_with(&cluster, false, identities.clone(), true)
-            })
-            .collect();
+        let mut failures = Vec::new();
+        let members = loop {
+            let routes: Vec<u16> = (0..nodes).map(|_| draw()).collect();
+            match Self::try_cluster(&routes, &identities) {
+                Ok(members) => break members,
+                Err(why) => failures.push(why),
+            }
+            assert!(
+                failures.len() < CLUSTER_TRIES,
+                "no cluster after {CLUSTER_TRIES} tries: {}",
+                failures.join("\n---\n")
+            );
+        };
         for member in &members {
             let js = async_nats::jetstream::new(member.client().await);
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -93,6 +109,28 @@ impl NatsServer {
         members
     }
 
+    /// One member per route port, each routed to all the others; the error
+    /// of the first that did not start (the members started are stopped).
+    fn try_cluster(routes: &[u16], identities: &[Identity]) -> Result<Vec<Self>, String> {
+        (0..routes.len())
+            .map(|i| {
+                let others: Vec<String> = (routes.iter().enumerate())
+                    .filter(|&(j, _)| j != i)
+                    .map(|(_, port)| format!("nats-route://127.0.0.1:{port}"))
+                    .collect();
+                let cluster = format!(
+                    "server_name: n{i}\ncluster {{\n  name: jetinfer-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                    routes[i],
+                    others.join(", ")
+                );
+                let member = Self::try_start_with(&cluster, false, identities.to_vec(), true)?;
+                // Its route listener starts after the ports file is written.
+                member.logged(ROUTES_LISTENING)?;
+                Ok(member)
+            })
+            .collect()
+    }
+
     /// Our `nats.conf` followed by `overrides` (the last value of a key wins).
     fn start_with_conf(overrides: &str, tls: bool) -> Self {
         let identities = ["admin", "gateway", "dashboard"]
@@ -104,6 +142,17 @@ impl NatsServer {
     /// A server with `identities`; `fixed`: no identity may be added later
     /// (a cluster member, whose peers would not know it).
     fn start_with(overrides: &str, tls: bool, identities: Vec<Identity>, fixed: bool) -> Self {
+        Self::try_start_with(overrides, tls, identities, fixed)
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// [`NatsServer::start_with`], or why the server did not start.
+    fn try_start_with(
+        overrides: &str,
+        tls: bool,
+        identities: Vec<Identity>,
+        fixed: bool,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("temp dir for nats-server");
         let ours = std::fs::read_to_string(repo_nats_conf()).expect("read nats.conf");
         let conf = dir.path().join("nats.conf");
@@ -128,8 +177,8 @@ impl NatsServer {
             tls,
         };
         server.write_access();
-        server.spawn("-1");
-        server
+        server.try_spawn("-1")?;
+        Ok(server)
     }
 
     /// Write `access.conf` from the identities known now.
@@ -195,6 +244,11 @@ impl NatsServer {
 
     /// Start the child on `port` (`-1`: a free one) and record the port it got.
     fn spawn(&self, port: &str) {
+        self.try_spawn(port).unwrap_or_else(|why| panic!("{why}"));
+    }
+
+    /// [`NatsServer::spawn`], or why the child did not start.
+    fn try_spawn(&self, port: &str) -> Result<(), String> {
         let ports_dir = self.dir.path().join("ports");
         let _ = std::fs::remove_dir_all(&ports_dir);
         std::fs::create_dir_all(&ports_dir).expect("ports dir");
@@ -211,13 +265,14 @@ impl NatsServer {
             .spawn()
             .expect("cannot start nats-server");
         *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
-        let port = self.read_port(&ports_dir);
+        let port = self.read_port(&ports_dir)?;
         self.port.store(port, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
-    /// The port the server wrote to its ports file; panics if it exits or
-    /// takes over 20 s.
-    fn read_port(&self, ports_dir: &Path) -> u16 {
+    /// The port the server wrote to its ports file; an error if it exits
+    /// or takes over 20 s.
+    fn read_port(&self, ports_dir: &Path) -> Result<u16, String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let file = std::fs::read_dir(ports_dir)
@@ -232,24 +287,39 @@ impl NatsServer {
                 .and_then(|url| url.rsplit(':').next())
                 .and_then(|p| p.parse().ok());
             if let Some(port) = port {
-                return port;
+                return Ok(port);
             }
-            let exited = self
-                .child
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                panic!("nats-server exited with {status}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            self.still_starting(deadline)?;
         }
+    }
+
+    /// Wait until the log says `text`; an error if the server exits first
+    /// or takes over 20 s.
+    fn logged(&self, text: &str) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log().contains(text) {
+            self.still_starting(deadline)?;
+        }
+        Ok(())
+    }
+
+    /// Pause while a starting server may still get somewhere: an error once
+    /// it has exited or `deadline` has passed.
+    fn still_starting(&self, deadline: Instant) -> Result<(), String> {
+        let exited = self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        if let Some(status) = exited {
+            return Err(format!("nats-server exited with {status}: {}", self.log()));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("nats-server did not start: {}", self.log()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(())
     }
 
     /// The server's log so far, for failure messages.
@@ -343,5 +413,21 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cluster_whose_route_port_is_taken_starts_on_other_ports() {
+        // Another test's socket holds the first port drawn.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut first = Some(taken.local_addr().unwrap().port());
+        let members =
+            NatsServer::start_cluster_drawing(3, &[], || first.take().unwrap_or_else(free_port))
+                .await;
+        assert_eq!(members.len(), 3, "JetStream answers on every member");
     }
 }
