@@ -27,8 +27,8 @@ use async_nats::jetstream::consumer::pull::BatchError;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, Message};
 use async_nats::{StatusCode, Subscriber};
-use futures::future::select_all;
-use futures::StreamExt;
+use futures::future::{select_all, BoxFuture};
+use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -61,14 +61,14 @@ const HANDOVER: Duration = Duration::from_millis(10);
 /// unreachable) anything still on its way is left to JetStream's redelivery.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// A batch whose source's last batch was handled (computed and handed to
+/// A batch whose consumer's last batch was handled (computed and handed to
 /// delivery) within this leaves the worker's other pull requests open while
-/// it is handled, and is withdrawn from them only if it takes longer. With
+/// it is handled; they are withdrawn only if it takes longer after all. For
 /// batches this quick, withdrawing and renewing a request on every other
-/// consumer per batch cost nats-server more than the batch itself (echo: 2
-/// pull requests and 2 fences per consumer per batch); a batch arriving
-/// meanwhile waits at most this long, as one that slipped in before a
-/// withdrawal does.
+/// consumer (one UNSUB, one fence and one pull request each, per batch) cost
+/// nats-server more than the batch itself. A batch that arrives on an open
+/// request meanwhile is computed after this one, as one that slipped in
+/// before a withdrawal is.
 const HOLD_OPEN: Duration = Duration::from_millis(2);
 
 /// One work consumer this worker serves.
@@ -180,7 +180,12 @@ impl Processor {
             let idle_until =
                 matches!(turn, Some((Turn::Held(_), _))).then(|| Instant::now() + IDLE_TURN);
             let first = tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    // A batch already in an inbox is computed, not dropped:
+                    // the drain is not cut short by the stop itself.
+                    self.withdraw_all(pulling, &mut asks, &CancellationToken::new()).await;
+                    return;
+                }
                 first = pulling.first_delivery(&mut asks, idle_until) => first,
             };
             let Some((index, first)) = first else {
@@ -191,30 +196,37 @@ impl Processor {
                 tokio::time::sleep(HANDOVER).await;
                 continue;
             };
-            let mut held = vec![first];
-            self.take_queued(&pulling.sources[index], &mut held).await;
-            // How long the batch itself takes, withdrawals and late batches aside.
+            // Not expected to be quick: withdrawn at once, before queued
+            // batches are taken along.
+            let early = match quick[index] {
+                true => None,
+                false => Some(pulling.withdrawal(&mut asks).await),
+            };
+            // How long the batch itself takes (queued ones taken along, the
+            // pass), withdrawals and late batches aside.
+            let source = &pulling.sources[index];
             let handling = async {
                 let began = Instant::now();
+                let mut held = vec![first];
+                self.take_queued(source, &mut held).await;
                 self.handle(held).await;
                 began.elapsed()
             };
             tokio::pin!(handling);
-            if quick[index] {
-                // Likely done before a withdrawal would be: the other requests
-                // stay open, unless it takes longer after all.
-                if let Ok(took) = tokio::time::timeout(HOLD_OPEN, &mut handling).await {
-                    quick[index] = took < HOLD_OPEN;
-                    continue;
+            let withdrawn = match early {
+                Some(withdrawn) => withdrawn,
+                None => {
+                    // Likely done before a withdrawal would be: the other
+                    // requests stay open, unless it takes longer after all.
+                    if let Ok(took) = tokio::time::timeout(HOLD_OPEN, &mut handling).await {
+                        quick[index] = took < HOLD_OPEN;
+                        continue;
+                    }
+                    pulling.withdrawal(&mut asks).await
                 }
-            }
+            };
             // The batch computes while the withdrawal is confirmed; a batch
             // that slipped in before the server saw it waits its turn for the slot.
-            let withdrawn = pulling.withdraw(std::mem::replace(
-                &mut asks,
-                Ask::none(pulling.sources.len()),
-            ));
-            let withdrawn = collect_late(withdrawn.await, pulling.js.clone());
             let (took, ()) = tokio::join!(handling, self.handle_late(withdrawn, stop));
             quick[index] = took < HOLD_OPEN;
         }
@@ -227,8 +239,7 @@ impl Processor {
         asks: &mut Vec<Ask>,
         stop: &CancellationToken,
     ) {
-        let open = std::mem::replace(asks, Ask::none(pulling.sources.len()));
-        let withdrawn = collect_late(pulling.withdraw(open).await, pulling.js.clone());
+        let withdrawn = pulling.withdrawal(asks).await;
         self.handle_late(withdrawn, stop).await;
     }
 
@@ -361,6 +372,14 @@ impl Pulling {
         }
         ask.sub = Some(sub);
         ask.due = Instant::now() + PULL_EXPIRES + PULL_GRACE;
+    }
+
+    /// Withdraw every request open in `asks`, each source then due at once;
+    /// the future returned gives the batches that slipped in before the
+    /// server saw the withdrawal.
+    async fn withdrawal(&self, asks: &mut Vec<Ask>) -> BoxFuture<'static, Vec<Message>> {
+        let open = std::mem::replace(asks, Ask::none(asks.len()));
+        collect_late(self.withdraw(open).await, self.js.clone()).boxed()
     }
 
     /// Withdraw every request still open: on each inbox, an UNSUB that lets

@@ -553,6 +553,51 @@ async fn a_busy_worker_leaves_other_queues_to_idle_workers() {
 }
 
 #[tokio::test]
+async fn a_worker_taking_queued_batches_along_holds_no_other_request() {
+    // The worker hears the server 300 ms late: taking the queued batch along
+    // is a round trip of 300 ms or more, then the pass takes 1.5 s.
+    let slow = FaultArgs {
+        delay_min_ms: 1500,
+        delay_max_ms: 1500,
+        ..FaultArgs::default()
+    };
+    let rig = Rig::build(slow, 2048, Some(Duration::from_millis(300)), "3000").await;
+    let mut results = rig.admin.subscribe(REPLY).await.unwrap();
+    let first = batch(&["first"], later());
+    let behind = batch(&["queued behind it"], later());
+    rig.publish(protocol::encode(&first).unwrap()).await;
+    rig.publish(protocol::encode(&behind).unwrap()).await;
+    rig.pull();
+    wait_for("the queued batch taken along", LIMIT, || async {
+        (rig.consumer_state(Priority::Normal).await.1 == 2).then_some(())
+    })
+    .await;
+
+    // The worker is busy from its first batch on: a batch on its other
+    // queue must stay there for someone else.
+    let mut high = batch(&["a small one"], later());
+    high.priority = Priority::High;
+    rig.publish_to(Priority::High, protocol::encode(&high).unwrap())
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        rig.consumer_state(Priority::High).await,
+        (1, 0),
+        "(waiting, delivered) on the other queue while the worker is busy"
+    );
+    let mut answered = vec![
+        next_result(&mut results).await.batch_id,
+        next_result(&mut results).await.batch_id,
+        next_result(&mut results).await.batch_id,
+    ];
+    answered.sort();
+    let mut sent = vec![first.batch_id, behind.batch_id, high.batch_id];
+    sent.sort();
+    assert_eq!(answered, sent);
+    rig.stream_empty().await;
+}
+
+#[tokio::test]
 async fn quick_batches_leave_the_other_pull_requests_open() {
     let rig = Rig::new(FaultArgs::default(), 0).await;
     let mut results = rig.admin.subscribe(REPLY).await.unwrap();
