@@ -11,15 +11,17 @@
 //! restart) the consumer resumes after the last result it delivered and no
 //! computed answer is lost, whether or not its direct copy arrived.
 //!
-//! The first result for a request wins; the second copy of the same delivery
-//! (request, attempt) is expected and dropped silently, whatever the first did. A result of another delivery (a
-//! redelivered batch that was computed twice) finds no waiter and is counted
-//! as a dropped duplicate. A result for a request given up on (timed out,
+//! Both copies carry the same `Nats-Msg-Id` (batch, delivery, first
+//! request), so the second is known by it and dropped before it is decoded,
+//! whatever the first did. The first result for a request wins: a result of
+//! another delivery (a redelivered batch that was computed twice) finds no
+//! waiter and is counted as a dropped duplicate. A result for a request given up on (timed out,
 //! client gone) is late, not a duplicate, and is only logged.
 
 use crate::report::Report;
 use crate::stored_batches::StoredBatches;
 use crate::waiters::{Reply, Waiters};
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, stream};
@@ -30,7 +32,6 @@ use jetinfer_shared::subjects;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// The result consumer could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,25 @@ fn failed(e: impl std::fmt::Display) -> ResultsError {
     }
 }
 
+/// One copy of a result message.
+pub struct ResultCopy {
+    /// Its `Nats-Msg-Id`, the same on both copies (none from a publisher
+    /// that is not one of our workers).
+    id: Option<String>,
+    /// The `ResultBatch`, MessagePack.
+    payload: bytes::Bytes,
+}
+
+impl ResultCopy {
+    /// A copy that arrived as `payload` with `headers`.
+    fn of(headers: Option<&async_nats::HeaderMap>, payload: bytes::Bytes) -> Self {
+        let id = headers
+            .and_then(|h| h.get(NATS_MESSAGE_ID))
+            .map(|id| id.as_str().to_owned());
+        Self { id, payload }
+    }
+}
+
 /// The results of `gateway_id` from now on, both copies of each: the direct
 /// ones as they come, the stored ones in order; the ordered consumer
 /// re-creates itself after the last delivered result whenever it is lost.
@@ -52,7 +72,7 @@ pub async fn subscribe(
     client: &async_nats::Client,
     js: &jetstream::Context,
     gateway_id: &str,
-) -> Result<BoxStream<'static, bytes::Bytes>, ResultsError> {
+) -> Result<BoxStream<'static, ResultCopy>, ResultsError> {
     let direct = client
         .subscribe(subjects::direct_subject(gateway_id))
         .await
@@ -76,7 +96,7 @@ pub async fn subscribe(
     let stored: Ordered = consumer.messages().await.map_err(failed)?;
     let stored = stored.filter_map(|msg| async move {
         match msg {
-            Ok(msg) => Some(msg.payload.clone()),
+            Ok(msg) => Some(ResultCopy::of(msg.headers.as_ref(), msg.payload.clone())),
             Err(e) => {
                 // The ordered consumer re-creates itself; keep reading.
                 tracing::warn!(error = %e, "result stream interrupted");
@@ -84,7 +104,7 @@ pub async fn subscribe(
             }
         }
     });
-    let direct = direct.map(|msg| msg.payload);
+    let direct = direct.map(|msg| ResultCopy::of(msg.headers.as_ref(), msg.payload));
     Ok(futures::stream::select(direct, stored).boxed())
 }
 
@@ -104,14 +124,18 @@ const RESULT_READER_REQUESTS: Duration = Duration::from_secs(1);
 
 /// Route every result of `results` to its waiters, until the stream ends.
 pub async fn route(
-    mut results: BoxStream<'static, bytes::Bytes>,
+    mut results: BoxStream<'static, ResultCopy>,
     waiters: Waiters,
     stored: StoredBatches,
     report: Arc<Report>,
 ) {
     let mut routed = Routed::default();
-    while let Some(payload) = results.next().await {
-        let batch: ResultBatch = match protocol::decode(&payload) {
+    while let Some(copy) = results.next().await {
+        if copy.id.is_some_and(|id| !routed.insert(id)) {
+            // The other copy of a message already routed.
+            continue;
+        }
+        let batch: ResultBatch = match protocol::decode(&copy.payload) {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::warn!(error = %e, "malformed result dropped");
@@ -120,7 +144,6 @@ pub async fn route(
         };
         stored.finished(batch.batch_id);
         for item in batch.items {
-            let delivery = (item.request_id, batch.attempt);
             let reply = Reply::Done {
                 worker_id: batch.worker_id.clone(),
                 model: batch.model.clone(),
@@ -128,10 +151,6 @@ pub async fn route(
                 outcome: item.outcome,
                 tokens: item.tokens,
             };
-            if !routed.insert(delivery) {
-                // The other copy of a delivery already routed.
-                continue;
-            }
             if waiters.answer(item.request_id, reply) {
                 continue;
             }
@@ -144,22 +163,22 @@ pub async fn route(
     }
 }
 
-/// The deliveries (request, attempt) routed lately, so the second copy of
-/// each is known for what it is; the oldest are forgotten past
-/// [`ROUTED_KEPT`], long after their stored copy came.
+/// The message ids routed lately, so the second copy of each is known for
+/// what it is; the oldest are forgotten past [`ROUTED_KEPT`], long after
+/// their other copy came.
 #[derive(Default)]
 struct Routed {
-    set: HashSet<(Uuid, u64)>,
-    order: VecDeque<(Uuid, u64)>,
+    set: HashSet<String>,
+    order: VecDeque<String>,
 }
 
-/// Routed deliveries remembered: a minute of answers at 1000 requests/s.
+/// Routed messages remembered: minutes of results at 400 batches/s.
 const ROUTED_KEPT: usize = 65_536;
 
 impl Routed {
-    /// Remember `delivery`; false when it was routed already.
-    fn insert(&mut self, delivery: (Uuid, u64)) -> bool {
-        if self.set.contains(&delivery) {
+    /// Remember message `id`; false when it was routed already.
+    fn insert(&mut self, id: String) -> bool {
+        if self.set.contains(&id) {
             return false;
         }
         if self.order.len() == ROUTED_KEPT {
@@ -167,8 +186,8 @@ impl Routed {
                 self.set.remove(&old);
             }
         }
-        self.set.insert(delivery);
-        self.order.push_back(delivery);
+        self.set.insert(id.clone());
+        self.order.push_back(id);
         true
     }
 }
@@ -176,22 +195,20 @@ impl Routed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     #[test]
-    fn a_second_copy_is_known_and_the_oldest_deliveries_are_forgotten_first() {
+    fn a_second_copy_is_known_and_the_oldest_messages_are_forgotten_first() {
         let mut routed = Routed::default();
-        let first = (Uuid::new_v4(), 1);
-        assert!(routed.insert(first));
-        assert!(!routed.insert(first), "the second copy");
-        assert!(
-            routed.insert((first.0, 2)),
-            "a redelivery is another delivery"
-        );
-        for _ in 2..ROUTED_KEPT {
-            routed.insert((Uuid::new_v4(), 1));
+        let id = |batch: Uuid, attempt: u64| format!("{batch}/{attempt}/{}", Uuid::new_v4());
+        let first = id(Uuid::new_v4(), 1);
+        assert!(routed.insert(first.clone()));
+        assert!(!routed.insert(first.clone()), "the second copy");
+        for _ in 1..ROUTED_KEPT {
+            routed.insert(id(Uuid::new_v4(), 1));
         }
-        assert!(!routed.insert(first), "kept while there is room");
-        routed.insert((Uuid::new_v4(), 1));
+        assert!(!routed.insert(first.clone()), "kept while there is room");
+        routed.insert(id(Uuid::new_v4(), 1));
         assert!(routed.insert(first), "the oldest goes first");
         assert_eq!(routed.set.len(), ROUTED_KEPT);
     }
