@@ -15,8 +15,9 @@
 //! request), so the second is known by it and dropped before it is decoded,
 //! whatever the first did. The first result for a request wins: a result of
 //! another delivery (a redelivered batch that was computed twice) finds no
-//! waiter and is counted as a dropped duplicate. A result for a request given up on (timed out,
-//! client gone) is late, not a duplicate, and is only logged.
+//! waiter and is counted as a dropped duplicate. A result for a request
+//! given up on (timed out, client gone) is late, not a duplicate, and is
+//! only logged.
 
 use crate::report::Report;
 use crate::stored_batches::StoredBatches;
@@ -200,15 +201,19 @@ mod tests {
     #[test]
     fn a_second_copy_is_known_and_the_oldest_messages_are_forgotten_first() {
         let mut routed = Routed::default();
-        let id = |batch: Uuid, attempt: u64| format!("{batch}/{attempt}/{}", Uuid::new_v4());
-        let first = id(Uuid::new_v4(), 1);
+        // As a worker names a result: batch, delivery, first request.
+        let (batch, request) = (Uuid::new_v4(), Uuid::new_v4());
+        let id = |attempt: u64| format!("{batch}/{attempt}/{request}");
+        let other = || format!("{}/1/{}", Uuid::new_v4(), Uuid::new_v4());
+        let first = id(1);
         assert!(routed.insert(first.clone()));
         assert!(!routed.insert(first.clone()), "the second copy");
-        for _ in 1..ROUTED_KEPT {
-            routed.insert(id(Uuid::new_v4(), 1));
+        assert!(routed.insert(id(2)), "a redelivery is another message");
+        for _ in 2..ROUTED_KEPT {
+            routed.insert(other());
         }
         assert!(!routed.insert(first.clone()), "kept while there is room");
-        routed.insert(id(Uuid::new_v4(), 1));
+        routed.insert(other());
         assert!(routed.insert(first), "the oldest goes first");
         assert_eq!(routed.set.len(), ROUTED_KEPT);
     }

@@ -1,7 +1,7 @@
 //! Pulling: a worker asks JetStream for work only while its compute slot is
 //! free, and withdraws every question once one is answered by a batch that
-//! takes a while, so a busy worker holds no batch that an idle one could start (load-aware dispatch
-//! without any registry).
+//! takes a while, so a busy worker holds no batch that an idle one could
+//! start (load-aware dispatch without any registry).
 //!
 //! An idle worker has one pull request waiting on each of its consumers
 //! (task × priority), each on a reply inbox of its own, so an inbox is
@@ -15,10 +15,10 @@
 //! do this: it forgets the subscription as soon as its UNSUB is written, and
 //! a batch still on the wire was lost until JetStream redelivered it. Only a
 //! batch delivered in that one round trip waits behind the pass, with
-//! progress acks. Only a batch expected to be quick (its consumer's last one
-//! was handled within [`HOLD_OPEN`]) leaves the other requests open: it is
-//! done before a withdrawal would be, and the requests serve the next batch
-//! too. With dynamic batching on, batches already queued behind the
+//! progress acks. A batch expected to be quick (its consumer's last one was
+//! handled within [`HOLD_OPEN`]) leaves the other requests open instead: it
+//! is done before a withdrawal would be, and the requests serve the next
+//! batch too. With dynamic batching on, batches already queued behind the
 //! one pulled are taken along to be computed together.
 
 use super::Processor;
@@ -156,8 +156,8 @@ impl Processor {
             .map_or(Duration::ZERO, ComputeLease::max_turn);
         let mut turn: Option<(Turn, Instant)> = None;
         // The pull requests, kept open from batch to batch while batches are
-        // handled within `HOLD_OPEN`; `quick[i]`: source i's last batch was
-        // (none yet: it was not).
+        // handled within `HOLD_OPEN`; `quick[i]`: whether source i's last
+        // batch was (false until it had one).
         let mut asks = Ask::none(pulling.sources.len());
         let mut quick = vec![false; pulling.sources.len()];
         loop {
@@ -198,9 +198,10 @@ impl Processor {
             };
             // Not expected to be quick: withdrawn at once, before queued
             // batches are taken along.
-            let early = match quick[index] {
-                true => None,
-                false => Some(pulling.withdrawal(&mut asks).await),
+            let early = if quick[index] {
+                None
+            } else {
+                Some(pulling.withdrawal(&mut asks).await)
             };
             // How long the batch itself takes (queued ones taken along, the
             // pass), withdrawals and late batches aside.

@@ -242,6 +242,23 @@ impl Rig {
         assert_eq!(self.counters.snapshot().redelivered, 0);
     }
 
+    /// Publish a batch on the high queue while the worker is busy: for
+    /// `watched` it must stay queued there for someone else, the busy worker
+    /// holding no pull request on it. Returns the batch.
+    async fn high_batch_stays_queued(&self, watched: Duration) -> TaskBatch {
+        let mut high = batch(&["a small one"], later());
+        high.priority = Priority::High;
+        self.publish_to(Priority::High, protocol::encode(&high).unwrap())
+            .await;
+        tokio::time::sleep(watched).await;
+        assert_eq!(
+            self.consumer_state(Priority::High).await,
+            (1, 0),
+            "(waiting, delivered) on the other queue while the worker is busy"
+        );
+        high
+    }
+
     /// Pull requests waiting on a consumer.
     async fn waiting_pulls(&self, priority: Priority) -> usize {
         self.consumer_info(priority).await.num_waiting
@@ -537,16 +554,9 @@ async fn a_busy_worker_leaves_other_queues_to_idle_workers() {
 
     // While it computes, a batch on the worker's other consumer must stay in
     // the queue for someone else: the busy worker has no pull waiting there.
-    let mut high = batch(&["a small one"], later());
-    high.priority = Priority::High;
-    rig.publish_to(Priority::High, protocol::encode(&high).unwrap())
+    let high = rig
+        .high_batch_stays_queued(Duration::from_millis(300))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        rig.consumer_state(Priority::High).await,
-        (1, 0),
-        "(waiting, delivered) on the other queue while the worker is busy"
-    );
     assert_eq!(next_result(&mut results).await.batch_id, heavy.batch_id);
     assert_eq!(next_result(&mut results).await.batch_id, high.batch_id);
     rig.stream_empty().await;
@@ -575,16 +585,9 @@ async fn a_worker_taking_queued_batches_along_holds_no_other_request() {
 
     // The worker is busy from its first batch on: a batch on its other
     // queue must stay there for someone else.
-    let mut high = batch(&["a small one"], later());
-    high.priority = Priority::High;
-    rig.publish_to(Priority::High, protocol::encode(&high).unwrap())
+    let high = rig
+        .high_batch_stays_queued(Duration::from_millis(600))
         .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        rig.consumer_state(Priority::High).await,
-        (1, 0),
-        "(waiting, delivered) on the other queue while the worker is busy"
-    );
     let mut answered = vec![
         next_result(&mut results).await.batch_id,
         next_result(&mut results).await.batch_id,
